@@ -1,0 +1,51 @@
+# rangeproxy: needs only python3 (>= 3.11) and make; everything else is
+# installed by these targets (.venv/ for Python packages, apt-get for tools).
+
+PYTHON      ?= python3
+VENV        := .venv
+VPY         := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+MEDIA_DIR   := data/media
+PYTEST_ARGS ?=
+
+.PHONY: all venv install system-deps test media demo bench clean distclean
+
+all: test
+
+# --- Python environment -------------------------------------------------------
+
+venv install: $(STAMP)
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstalled only when pyproject.toml changes.
+$(STAMP): pyproject.toml | $(VPY)
+	$(VPY) -m pip install -e '.[test]'
+	touch $@
+
+# --- Tools from Debian (ffmpeg, curl, nginx, aria2c) ---------------------------
+
+system-deps:
+	bash scripts/system-deps.sh
+
+# --- Targets ------------------------------------------------------------------
+
+test: $(STAMP) system-deps
+	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+media: $(STAMP)
+	$(VPY) -m appserver.demo_media --out $(MEDIA_DIR)
+
+demo: $(STAMP) media
+	bash scripts/demo.sh
+
+bench: $(STAMP) system-deps
+	$(VPY) -m benchmarks
+
+clean:
+	rm -rf build/ *.egg-info .pytest_cache .hypothesis benchmarks/out $(MEDIA_DIR)
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) data/

@@ -1,0 +1,152 @@
+"""Settings for ``python -m appserver``: a TOML file, overridden by command-line flags.
+
+The file (default ``config/appserver.toml``, relative to the working directory;
+a missing default file just means "all defaults") holds top-level keys:
+
+    media_dir = "media"      # directory to serve; relative to the working directory
+    host = "127.0.0.1"
+    port = 8081
+    server = "aiohttp"       # "aiohttp" | "granian"
+
+``--config --media-dir --host --port --server`` win over the file. A bad value
+exits with a message naming the key (``SystemExit`` via :class:`ConfigError`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import tomllib
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+__all__ = ["Settings", "ConfigError", "DEFAULT_CONFIG", "SERVERS", "load", "parse_args"]
+
+DEFAULT_CONFIG = os.path.join("config", "appserver.toml")
+SERVERS = ("aiohttp", "granian")
+DEFAULTS: dict[str, Any] = {
+    "media_dir": "media",
+    "host": "127.0.0.1",
+    "port": 8081,
+    "server": "aiohttp",
+}
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    media_dir: str
+    host: str
+    port: int
+    server: str
+    config_path: str | None = None
+
+
+def _check_host(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"host: expected a non-empty string, got {value!r}")
+    value = value.strip()
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        label = value.rstrip(".")
+        ok = all(
+            part and len(part) <= 63 and part.replace("-", "").isalnum() and part.isascii()
+            for part in label.split(".")
+        )
+        if not ok:
+            raise ConfigError(f"host: not an IP address or host name: {value!r}") from None
+    return value
+
+
+def _check_port(value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = int(value.strip(), 10)
+        except ValueError:
+            raise ConfigError(f"port: expected an integer 0-65535, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ConfigError(f"port: expected an integer 0-65535, got {value!r}")
+    return value
+
+
+def _check_server(value: Any) -> str:
+    if value not in SERVERS:
+        raise ConfigError(f"server: expected one of {', '.join(SERVERS)}, got {value!r}")
+    return value
+
+
+def _check_media_dir(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"media_dir: expected a directory path, got {value!r}")
+    path = os.path.abspath(os.path.expanduser(value))
+    if not os.path.isdir(path):
+        raise ConfigError(f"media_dir: not a directory: {value}")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise ConfigError(f"media_dir: not readable: {value}")
+    return path
+
+
+_CHECKS = {
+    "media_dir": _check_media_dir,
+    "host": _check_host,
+    "port": _check_port,
+    "server": _check_server,
+}
+
+
+def read_file(path: str, *, required: bool) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config: file not found: {path}") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc}") from None
+    unknown = sorted(set(data) - set(_CHECKS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown key in {path} (known: {', '.join(_CHECKS)})")
+    return data
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m appserver",
+        description="Demo ASGI media origin with HTTP Range support.",
+    )
+    p.add_argument("--config", help=f"TOML settings file (default: {DEFAULT_CONFIG} if present)")
+    p.add_argument("--media-dir", dest="media_dir", help="directory to serve")
+    p.add_argument("--host", help="address to bind")
+    p.add_argument("--port", help="TCP port to bind (0: any free port)")
+    p.add_argument("--server", help="ASGI server: aiohttp (pathsend with ranges) or granian")
+    return p
+
+
+def load(argv: Sequence[str] | None = None) -> Settings:
+    """Merge defaults, the TOML file and the flags; raise ConfigError on a bad value."""
+    args = build_parser().parse_args(argv)
+    config_path = args.config or DEFAULT_CONFIG
+    merged: dict[str, Any] = dict(DEFAULTS)
+    merged.update(read_file(config_path, required=args.config is not None))
+    for key in _CHECKS:
+        value = getattr(args, key)
+        if value is not None:
+            merged[key] = value
+    checked = {key: check(merged[key]) for key, check in _CHECKS.items()}
+    return Settings(config_path=config_path, **checked)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    """Like :func:`load`, but exit with the message (status 1) on a bad setting."""
+    try:
+        return load(argv)
+    except ConfigError as exc:
+        raise SystemExit(f"appserver: config error: {exc}") from None

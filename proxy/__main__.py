@@ -1,0 +1,38 @@
+"""``python -m proxy``: load settings, run the aiohttp server on uvloop, stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Sequence
+
+from proxy.config import ConfigError, load
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = load(argv)
+    except ConfigError as exc:
+        print(f"rangeproxy: config error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import uvloop
+    from aiohttp import web
+
+    from proxy.app import build_app
+
+    app = build_app(settings)
+    log = logging.getLogger("rangeproxy")
+    log.info("rangeproxy on http://%s:%d -> %s (cache %s, slice %d bytes)", settings.host, settings.port,
+             settings.upstream, settings.cache_dir, settings.slice_size)
+    # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
+    # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
+    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=settings.grace_period,
+                access_log=logging.getLogger("rangeproxy.access") if settings.access_log else None,
+                print=None, loop=uvloop.new_event_loop(), handle_signals=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,427 @@
+"""The slice cache engine: object metadata, upstream runs, and the byte stream of a response.
+
+Glue between the pure planner (``slices``), the store (diskcache, off-loop), the
+origin (``upstream``) and the in-flight fills (``flights``). Every upstream answer
+is verified (``representation.check_piece``) before any byte of it is used; a
+changed validator drops the object and fails every fill of the old version, so
+two versions are never spliced into one response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+import aiohttp
+
+from proxy.config import Settings
+from proxy.errors import RangeNotSatisfiable, UpstreamError, VersionChanged
+from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
+from proxy.ranges import Span, parse_content_range
+from proxy.representation import ObjectMeta, check_piece, freshness, meta_from_response, same_version
+from proxy.slices import SlicePlan, cuts, needed_slices, slice_count, slice_span
+from proxy.store import SliceStore
+from proxy.upstream import Upstream
+
+__all__ = ["Engine", "MetaLease", "Counters"]
+
+log = logging.getLogger("rangeproxy.engine")
+READ_CHUNK = 256 * 1024  # bytes read from the origin per await
+
+
+@dataclass
+class Counters:
+    """Plain counters the metrics layer exports (one instance per app: no globals)."""
+
+    slice_hits: int = 0
+    slice_misses: int = 0
+    slice_collapsed: int = 0
+    upstream_requests: int = 0
+    upstream_bytes: int = 0
+    upstream_errors: int = 0
+    upstream_mismatches: int = 0
+    version_changes: int = 0
+    bytes_from_cache: int = 0
+    bytes_from_origin: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MetaLease:
+    """An object's metadata, plus interest the discovery run holds for the initiator."""
+
+    meta: ObjectMeta
+    held: range | None = None
+
+
+class Engine:
+    def __init__(self, settings: Settings, store: SliceStore, upstream: Upstream) -> None:
+        self.settings = settings
+        self.store = store
+        self.upstream = upstream
+        self.slice_size = settings.slice_size
+        self.counters = Counters()
+        self._meta: dict[str, ObjectMeta] = {}
+        self._meta_futs: dict[str, asyncio.Future[MetaLease]] = {}
+        self._flights: dict[str, ObjectFlights] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- bookkeeping ---------------------------------------------------------------
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
+        fl = self._flights.get(meta.url)
+        if fl is None or fl.validator != meta.validator or fl.dead:
+            fl = ObjectFlights(meta.validator)
+            self._flights[meta.url] = fl
+        return fl
+
+    def in_flight(self) -> int:
+        return sum(len(f.fills) for f in self._flights.values())
+
+    async def close(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def invalidate(self, url: str, reason: str) -> None:
+        """Drop an object: its fills fail, its slices and metadata leave the store."""
+        fl = self._flights.pop(url, None)
+        if fl is not None:
+            fl.fail_all(VersionChanged(f"{url}: {reason}"))
+        self._meta.pop(url, None)
+        await self.store.evict_object(url)
+
+    # --- metadata: learn once, revalidate once per object ---------------------------------
+
+    async def object_meta(self, url: str, hint: range) -> MetaLease:
+        """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
+        meta = self._meta.get(url)
+        if meta is None:
+            meta = await self.store.get_meta(url)
+            if meta is not None:
+                self._meta[url] = meta
+        now = time.time()
+        if meta is not None and meta.is_fresh(now):
+            return MetaLease(meta)
+        fut = self._meta_futs.get(url)
+        initiator = fut is None
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._meta_futs[url] = fut
+            if meta is not None:
+                self._spawn(self._revalidate(meta, fut, hint))
+            else:
+                self._spawn(self._discover(url, hint, fut))
+        lease = await asyncio.shield(fut)
+        return lease if initiator else MetaLease(lease.meta)
+
+    def _settle(self, url: str, fut: asyncio.Future[MetaLease], result: MetaLease | BaseException) -> None:
+        if self._meta_futs.get(url) is fut:
+            del self._meta_futs[url]
+        if fut.done():
+            return
+        if isinstance(result, BaseException):
+            fut.set_exception(result)
+            fut.exception()  # mark retrieved: waiters may all have gone
+        else:
+            fut.set_result(result)
+
+    async def _remember(self, meta: ObjectMeta) -> None:
+        self._meta[meta.url] = meta
+        if meta.storable:
+            await self.store.put_meta(meta)
+
+    async def _discover(self, url: str, hint: range, fut: asyncio.Future[MetaLease], attempt: int = 0) -> None:
+        """Learn an object from its first ranged GET, and keep filling the slices it brings."""
+        S = self.slice_size
+        asked = Span(hint.start * S, hint.stop * S)
+        try:
+            self.counters.upstream_requests += 1
+            async with self.upstream.get(url, asked) as resp:
+                now = time.time()
+                if resp.status == 416:
+                    cr = parse_content_range(resp.headers.get("Content-Range"))
+                    if cr is None or cr.length is None:
+                        raise UpstreamError(f"{url}: 416 without a complete length")
+                    if cr.length == 0:
+                        meta = ObjectMeta(url, 0, resp.headers.get("ETag"), resp.headers.get("Last-Modified"),
+                                          resp.headers.get("Content-Type"), now,
+                                          freshness(resp.headers, now, self.settings.default_ttl).ttl)
+                        await self._remember(meta)
+                        self._settle(url, fut, MetaLease(meta))
+                        return
+                    if attempt == 0:
+                        # Asked past the end: learn the object from its first slice instead.
+                        self._spawn(self._discover(url, range(0, 1), fut, attempt + 1))
+                        return
+                    raise RangeNotSatisfiable(cr.length)
+                if resp.status not in (200, 206):
+                    raise await self.upstream.error_status(resp)
+                meta = meta_from_response(url, resp.status, resp.headers, now, self.settings.default_ttl)
+                if meta is None:
+                    raise UpstreamError(f"{url}: origin answer {resp.status} has no usable length")
+                if resp.status == 206:
+                    expect = Span(asked.start, min(asked.end, meta.length))
+                    got = parse_content_range(resp.headers.get("Content-Range"))
+                    if got is None or got.span != expect:
+                        self.counters.upstream_mismatches += 1
+                        raise UpstreamError(f"{url}: unexpected Content-Range {resp.headers.get('Content-Range')!r}")
+                    cl = resp.headers.get("Content-Length")
+                    if cl is not None and cl != str(expect.size):
+                        raise UpstreamError(f"{url}: Content-Length {cl} != {expect.size}")
+                await self._remember(meta)
+                run = range(hint.start, min(hint.stop, slice_count(meta.length, S)))
+                fl = self.flights_for(meta)
+                run = range(run.start, run.start + sum(1 for _ in self._takeable(fl, run)))
+                fills = self._register(fl, meta, run)
+                fl.want(run)  # held for the initiator until it registers its own interest
+                self._settle(url, fut, MetaLease(meta, run))
+                skip = asked.start if resp.status == 200 else 0
+                try:
+                    await self._pump(resp, meta, fl, run, fills, skip)
+                except BaseException as exc:
+                    self._abandon(fl, fills, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
+                    raise
+        except BaseException as exc:  # noqa: BLE001 - every failure reaches the waiters
+            if not fut.done():
+                self._settle(url, fut, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            self._log_fault(url, exc)
+
+    def _takeable(self, fl: ObjectFlights, run: range) -> list[int]:
+        """Leading indices of ``run`` not already in flight (a run stays contiguous)."""
+        out = []
+        for i in run:
+            if i in fl.fills:
+                break
+            out.append(i)
+        return out
+
+    async def _revalidate(self, meta: ObjectMeta, fut: asyncio.Future[MetaLease], hint: range) -> None:
+        """One conditional request per object (RFC 9111 §4.3), not one per slice."""
+        url = meta.url
+        hdrs = {}
+        if meta.etag:
+            hdrs["If-None-Match"] = meta.etag
+        if meta.last_modified:
+            hdrs["If-Modified-Since"] = meta.last_modified
+        try:
+            self.counters.upstream_requests += 1
+            async with self.upstream.get(url, Span(0, 1) if meta.length else None, hdrs) as resp:
+                now = time.time()
+                if resp.status == 304:
+                    # RFC 9111 §4.3.4: the 304's own freshness headers update the stored ones.
+                    fresh = freshness(resp.headers, now, self.settings.default_ttl)
+                    new = meta.revalidated(now, fresh.ttl)
+                    await self._remember(new)
+                    self._settle(url, fut, MetaLease(new))
+                    return
+                if resp.status in (200, 206):
+                    length: int | None
+                    if resp.status == 206:
+                        cr = parse_content_range(resp.headers.get("Content-Range"))
+                        length = cr.length if cr else None
+                    else:
+                        cl = resp.headers.get("Content-Length")
+                        length = int(cl) if cl and cl.isdigit() else None
+                    if same_version(meta, resp.headers, length) is None:
+                        fresh = freshness(resp.headers, now, self.settings.default_ttl)
+                        new = meta.revalidated(now, fresh.ttl)
+                        await self._remember(new)
+                        self._settle(url, fut, MetaLease(new))
+                        return
+                    self.counters.version_changes += 1
+                    log.info("origin changed %s: validator %r -> %r", url, meta.etag or meta.last_modified,
+                             resp.headers.get("ETag") or resp.headers.get("Last-Modified"))
+                    await self.invalidate(url, "validator changed on revalidation")
+                elif resp.status in (404, 410):
+                    err = await self.upstream.error_status(resp)
+                    await self.invalidate(url, f"origin answered {resp.status}")
+                    raise err
+                else:
+                    # RFC 9111 §4.2.4: a stale response may be served when the origin errs.
+                    log.warning("revalidation of %s answered %s: serving stale", url, resp.status)
+                    self._settle(url, fut, MetaLease(meta))
+                    return
+        except UpstreamError as exc:
+            if getattr(exc, "status", None) in (404, 410):
+                self._settle(url, fut, exc)
+                return
+            log.warning("revalidation of %s failed (%s): serving stale", url, exc)
+            self._settle(url, fut, MetaLease(meta))
+            return
+        except BaseException as exc:
+            self._settle(url, fut, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
+            raise
+        # Changed: learn the new version now (the waiters get it, whole).
+        await self._discover(url, hint, fut)
+
+    # --- runs: one upstream Range request fills contiguous slices ---------------------------
+
+    def _register(self, fl: ObjectFlights, meta: ObjectMeta, run: range) -> dict[int, SliceFill]:
+        fills = {i: SliceFill(i, slice_span(i, self.slice_size, meta.length).size) for i in run}
+        fl.fills.update(fills)
+        return fills
+
+    def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
+                  cached: frozenset[int]) -> SliceFill:
+        """Start fetching ``first`` and the contiguous wanted, uncached, idle slices after it."""
+        run_end = first + 1
+        limit = min(first + self.settings.max_run_slices, slice_count(meta.length, self.slice_size))
+        while run_end < limit and run_end in wanted and run_end not in cached and run_end not in fl.fills:
+            run_end += 1
+        run = range(first, run_end)
+        fills = self._register(fl, meta, run)
+        self._spawn(self._run(meta, fl, run, fills))
+        return fills[first]
+
+    async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: range, fills: dict[int, SliceFill]) -> None:
+        S = self.slice_size
+        asked = Span(run.start * S, min(run.stop * S, meta.length))
+        try:
+            self.counters.upstream_requests += 1
+            async with self.upstream.get(meta.url, asked) as resp:
+                if resp.status not in (200, 206):
+                    err = await self.upstream.error_status(resp)
+                    if resp.status in (404, 410):
+                        await self.invalidate(meta.url, f"origin answered {resp.status}")
+                    raise err
+                bad = check_piece(meta, asked, resp.status, resp.headers)
+                if bad is not None:
+                    self.counters.upstream_mismatches += 1
+                    if bad.version_changed:
+                        self.counters.version_changes += 1
+                        await self.invalidate(meta.url, bad.reason)
+                    raise UpstreamError(f"{meta.url}: {bad.reason}")
+                await self._pump(resp, meta, fl, run, fills, asked.start if resp.status == 200 else 0)
+        except Exception as exc:
+            self._log_fault(meta.url, exc)
+            self._abandon(fl, fills, exc)
+        except BaseException as exc:
+            self._abandon(fl, fills, UpstreamError(repr(exc)))
+            raise
+
+    def _abandon(self, fl: ObjectFlights, fills: dict[int, SliceFill], exc: BaseException) -> None:
+        for i, fill in fills.items():
+            if not fill.done:
+                fill.fail(exc)
+            if fl.fills.get(i) is fill and fill.error is not None:
+                del fl.fills[i]
+
+    def _log_fault(self, url: str, exc: BaseException) -> None:
+        self.counters.upstream_errors += 1
+        if isinstance(exc, VersionChanged):
+            log.info("%s", exc)
+        else:
+            log.warning("origin fault for %s: %s", url, exc)
+
+    async def _pump(self, resp: aiohttp.ClientResponse, meta: ObjectMeta, fl: ObjectFlights, run: range,
+                    fills: dict[int, SliceFill], skip: int) -> None:
+        """Stream the upstream body into the run's fills; store each slice when complete.
+
+        A body shorter than announced, a reset, or a version change fails the
+        unfinished fills (their readers abort) and caches nothing partial.
+        """
+        idx = run.start
+        fill = fills[idx]
+        content = resp.content
+        while True:
+            chunk = await content.readany()
+            if not chunk:
+                break
+            self.counters.upstream_bytes += len(chunk)
+            if skip:
+                if len(chunk) <= skip:
+                    skip -= len(chunk)
+                    continue
+                chunk, skip = chunk[skip:], 0
+            while chunk:
+                take = fill.size - fill.filled
+                if len(chunk) <= take:
+                    fill.append(chunk)
+                    chunk = b""
+                else:
+                    fill.append(chunk[:take])
+                    chunk = chunk[take:]
+                if fill.filled < fill.size:
+                    continue
+                fill.finish()
+                if meta.storable and not fl.dead:
+                    try:
+                        await self.store.put_slice(meta.url, meta.validator, idx, fill.data())
+                    except OSError as exc:  # a full disk must not break the response
+                        log.error("cannot store slice %d of %s: %s", idx, meta.url, exc)
+                if fl.fills.get(idx) is fill:
+                    del fl.fills[idx]
+                idx += 1
+                if idx >= run.stop:
+                    return
+                if not fl.wanted(range(idx, run.stop)):
+                    # Nobody waits on the rest of the run: stop (the current slice was completed).
+                    self._abandon(fl, {i: fills[i] for i in range(idx, run.stop)},
+                                  FillAbandoned("no reader left"))
+                    return
+                fill = fills[idx]
+        raise UpstreamError(f"{meta.url}: origin body ended at slice {idx}, "
+                            f"{fill.filled} of {fill.size} bytes (short body)")
+
+    # --- the response body, assembled slice by slice -------------------------------
+
+    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> SlicePlan:
+        needed = needed_slices(spans, self.slice_size)
+        if not meta.storable or not needed:
+            return SlicePlan(needed, frozenset())
+        return SlicePlan(needed, frozenset(await self.store.present(meta.url, meta.validator, needed)))
+
+    async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
+                     lease: MetaLease | None = None) -> AsyncIterator[bytes]:
+        """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs."""
+        fl = self.flights_for(meta)
+        needed = plan.needed
+        fl.want(needed)
+        if lease is not None and lease.held is not None:
+            fl.release(lease.held)
+        wanted = frozenset(needed)
+        try:
+            for cut in cuts(spans, self.slice_size):
+                if fl.dead:
+                    raise VersionChanged(f"{meta.url}: version changed during the response")
+                async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached):
+                    yield chunk
+                # Pipelining: while reading slice i, make sure the next wanted slice is on its way.
+                nxt = cut.index + 1
+                if nxt in wanted and nxt not in plan.cached and nxt not in fl.fills and not fl.dead:
+                    self.start_run(meta, fl, nxt, wanted, plan.cached)
+        finally:
+            fl.release(needed)
+
+    async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
+                         wanted: frozenset[int], cached: frozenset[int]) -> AsyncIterator[bytes]:
+        fill = fl.fills.get(i)
+        if fill is None and meta.storable:
+            size = slice_span(i, self.slice_size, meta.length).size
+            data = await self.store.read(meta.url, meta.validator, i, size, lo, hi)
+            if data is not None:
+                self.counters.slice_hits += 1
+                self.counters.bytes_from_cache += len(data)
+                yield data
+                return
+            fill = fl.fills.get(i)
+        if fill is None:
+            self.counters.slice_misses += 1
+            fill = self.start_run(meta, fl, i, wanted, cached)
+        else:
+            self.counters.slice_collapsed += 1
+        async for chunk in fill.read(lo, hi):
+            self.counters.bytes_from_origin += len(chunk)
+            yield chunk

@@ -1,0 +1,119 @@
+"""In-flight slice fills that any number of requests read as the bytes arrive.
+
+One upstream fetch fills a slice; every request that needs it attaches to the
+fill and is woken on each appended chunk (no polling, no waiting for the whole
+slice: nginx's cache lock makes waiters poll every 500 ms).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import AsyncIterator
+
+from proxy.errors import UpstreamError
+
+__all__ = ["SliceFill", "ObjectFlights", "FillAbandoned"]
+
+
+class FillAbandoned(UpstreamError):
+    """The run that owned this fill stopped before reaching it."""
+
+
+class SliceFill:
+    """One slice being filled; ``read(lo, hi)`` yields its bytes as they arrive."""
+
+    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "_waiters")
+
+    def __init__(self, index: int, size: int) -> None:
+        self.index = index
+        self.size = size
+        self.chunks: list[bytes] = []
+        self.filled = 0
+        self.done = False
+        self.error: BaseException | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def append(self, data: bytes) -> None:
+        assert not self.done and self.filled + len(data) <= self.size
+        self.chunks.append(data)
+        self.filled += len(data)
+        self._wake()
+
+    def finish(self) -> None:
+        assert self.filled == self.size
+        self.done = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.error = exc
+            self.done = True
+            self._wake()
+
+    def data(self) -> bytes:
+        return b"".join(self.chunks)
+
+    async def read(self, lo: int, hi: int) -> AsyncIterator[bytes]:
+        """Yield bytes ``[lo, hi)`` of the slice, as soon as each piece exists."""
+        pos = lo
+        ci = 0  # chunk index and the slice offset where that chunk starts
+        cstart = 0
+        while pos < hi:
+            # Emit what is already here.
+            while ci < len(self.chunks) and pos < hi:
+                chunk = self.chunks[ci]
+                cend = cstart + len(chunk)
+                if pos < cend:
+                    a, b = pos - cstart, min(hi, cend) - cstart
+                    yield chunk if (a == 0 and b == len(chunk)) else chunk[a:b]
+                    pos = cstart + b
+                if pos >= cend:
+                    ci += 1
+                    cstart = cend
+            if pos >= hi:
+                return
+            if self.error is not None:
+                raise self.error
+            if self.done:
+                raise FillAbandoned(f"slice {self.index} ended at {self.filled} of {self.size} bytes")
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            await fut
+
+
+class ObjectFlights:
+    """Per-object, per-version registry: fills in flight and who still wants which slice."""
+
+    def __init__(self, validator: str) -> None:
+        self.validator = validator
+        self.fills: dict[int, SliceFill] = {}
+        self.interest: Counter[int] = Counter()
+        self.dead = False  # set when the version changed: nothing new attaches here
+
+    def want(self, indices: list[int] | tuple[int, ...] | range) -> None:
+        for i in indices:
+            self.interest[i] += 1
+
+    def release(self, indices: list[int] | tuple[int, ...] | range) -> None:
+        for i in indices:
+            n = self.interest[i] - 1
+            if n > 0:
+                self.interest[i] = n
+            else:
+                del self.interest[i]
+
+    def wanted(self, indices: range) -> bool:
+        return any(self.interest.get(i, 0) > 0 for i in indices)
+
+    def fail_all(self, exc: BaseException) -> None:
+        self.dead = True
+        for fill in list(self.fills.values()):
+            fill.fail(exc)
+        self.fills.clear()

@@ -1,0 +1,291 @@
+"""HTTP glue: a client request -> 200 / 206 / multipart 206 / 304 / 416, or a pass-through.
+
+Decisions come from the pure modules (``ranges``, ``representation``, ``slices``);
+bytes come from ``Engine.stream``. Response headers are sent only once the first
+body byte exists, so an origin fault before that is still a clean 502/504 (or the
+origin's own status); after it, the connection is cut: a client never sees a clean
+end of a response holding wrong or mixed bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import AsyncIterator
+from urllib.parse import unquote_plus
+
+from aiohttp import web
+
+from proxy.engine import Engine, MetaLease
+from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus
+from proxy.httpdate import parse_http_date
+from proxy.ranges import (
+    Conflict,
+    Ignore,
+    Satisfiable,
+    Span,
+    Unsatisfiable,
+    etag_matches_weak,
+    evaluate,
+    format_content_range,
+    format_unsatisfied,
+    if_range_matches,
+    multipart,
+    parse_range,
+    select_range_header,
+)
+from proxy.representation import ObjectMeta
+from proxy.slices import SlicePlan
+
+__all__ = ["ProxyHandler", "split_target"]
+
+log = logging.getLogger("rangeproxy.handlers")
+VIA = "1.1 rangeproxy"
+HOP_BY_HOP = frozenset(
+    h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+                        "Transfer-Encoding", "Upgrade", "Host", "Content-Length")
+)
+UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
+
+
+def split_target(raw_path: str) -> tuple[str, str | None]:
+    """(upstream path?query without ``range=``, the ``range=`` value if any).
+
+    The ``?range=a-b`` form is the proxy's own: never forwarded, never in a cache key.
+    """
+    path, sep, query = raw_path.partition("?")
+    if not sep:
+        return path, None
+    keep: list[str] = []
+    value: str | None = None
+    for item in query.split("&"):
+        name, _, val = item.partition("=")
+        if unquote_plus(name) == "range":
+            value = unquote_plus(val)
+        elif item:
+            keep.append(item)
+    return (path + "?" + "&".join(keep)) if keep else path, value
+
+
+class ProxyHandler:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.S = engine.slice_size
+
+    def hint(self, header: str | None) -> range:
+        max_run = self.settings.max_run_slices
+        specs = parse_range(header)
+        if specs is None:
+            return range(0, max_run)
+        if any(s.first is None for s in specs):
+            return range(0, 1)  # a suffix needs the length first: learn it from slice 0
+        first = min(s.first for s in specs if s.first is not None)
+        lasts = [s.last for s in specs]
+        start = first // self.S
+        if len(specs) == 1 and lasts[0] is not None:
+            stop = lasts[0] // self.S + 1
+        else:
+            stop = start + max_run
+        return range(start, min(stop, start + max_run))
+
+    # --- GET / HEAD from slices ---------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.message.url.is_absolute():
+            return web.Response(status=400, text="absolute-form request targets are not accepted\n")
+        target, range_q = split_target(request.raw_path)
+        url = self.engine.upstream.url_for(target)
+        if request.method not in ("GET", "HEAD"):
+            return await self.passthrough(request, url)
+        header = select_range_header(request.headers.get("Range"), range_q)
+        try:
+            lease = await self.engine.object_meta(url, self.hint(header if isinstance(header, str) else None))
+        except UpstreamStatus as exc:
+            return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
+        except RangeNotSatisfiable as exc:
+            return self._unsatisfiable(exc.length)
+        except ProxyError as exc:
+            return self._error(exc)
+        return await self.respond(request, url, lease, header)
+
+    def _error(self, exc: ProxyError) -> web.Response:
+        status = exc.status_hint if 400 <= exc.status_hint < 600 else 502
+        text = {504: "Gateway Timeout", 502: "Bad Gateway"}.get(status, "Error")
+        return web.Response(status=status, text=f"{status} {text}: {exc}\n", headers={"Via": VIA})
+
+    def _unsatisfiable(self, length: int, meta: ObjectMeta | None = None) -> web.Response:
+        headers = {"Content-Range": format_unsatisfied(length), "Accept-Ranges": "bytes", "Via": VIA}
+        if meta is not None:
+            headers.update(self._validators(meta))
+        return web.Response(status=416, headers=headers)
+
+    @staticmethod
+    def _validators(meta: ObjectMeta) -> dict[str, str]:
+        out = {}
+        if meta.etag:
+            out["ETag"] = meta.etag
+        if meta.last_modified:
+            out["Last-Modified"] = meta.last_modified
+        return out
+
+    @staticmethod
+    def _not_modified(request: web.Request, meta: ObjectMeta) -> bool:
+        """RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since."""
+        inm = request.headers.get("If-None-Match")
+        if inm is not None:
+            return etag_matches_weak(inm, meta.etag)
+        ims = request.headers.get("If-Modified-Since")
+        if ims is not None and meta.last_modified:
+            since, lm = parse_http_date(ims), parse_http_date(meta.last_modified)
+            return since is not None and lm is not None and lm <= since
+        return False
+
+    async def respond(self, request: web.Request, url: str, lease: MetaLease,
+                      header: str | Conflict | None) -> web.StreamResponse:
+        meta = lease.meta
+        engine = self.engine
+        fl = engine.flights_for(meta)
+        try:
+            base = {"Accept-Ranges": "bytes", "Via": VIA, "Age": str(meta.age(time.time())),
+                    **self._validators(meta)}
+            if self._not_modified(request, meta):
+                return web.Response(status=304, headers=base)
+            if isinstance(header, Conflict):
+                return self._unsatisfiable(meta.length, meta)
+            ir = request.headers.get("If-Range")
+            if header is not None and ir is not None and not if_range_matches(ir, meta.etag, meta.last_modified):
+                header = None  # RFC 9110 §13.1.5: a failed If-Range means send the whole (200)
+            outcome = evaluate(header, meta.length, max_ranges=self.settings.max_ranges)
+            if isinstance(outcome, Unsatisfiable):
+                return self._unsatisfiable(meta.length, meta)
+            ctype = meta.content_type or "application/octet-stream"
+            pieces: tuple[bytes | Span, ...]
+            if isinstance(outcome, Ignore):
+                status, spans = 200, (Span(0, meta.length),) if meta.length else ()
+                pieces, length = spans, meta.length
+                base["Content-Type"] = ctype
+            elif isinstance(outcome, Satisfiable) and len(outcome.spans) == 1:
+                status, spans = 206, outcome.spans
+                pieces, length = spans, spans[0].size
+                base["Content-Type"] = ctype
+                base["Content-Range"] = format_content_range(spans[0], meta.length)
+            else:
+                assert isinstance(outcome, Satisfiable)
+                status, spans = 206, outcome.spans
+                mp = multipart(spans, meta.length, ctype)
+                pieces, length = mp.pieces, mp.content_length
+                base["Content-Type"] = mp.content_type
+            plan = await engine.plan(meta, spans)
+            base["X-Cache"] = plan.status
+            if request.method == "HEAD":
+                head = web.StreamResponse(status=status, headers=base)
+                head.content_length = length
+                await head.prepare(request)
+                await head.write_eof()
+                return head
+            return await self._send(request, status, base, length, pieces, meta, spans, plan, lease)
+        finally:
+            if lease.held is not None:
+                fl.release(lease.held)
+                lease = MetaLease(meta)
+
+    async def _body(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], spans: tuple[Span, ...],
+                    plan: SlicePlan, lease: MetaLease) -> AsyncIterator[bytes]:
+        stream = self.engine.stream(meta, spans, plan, lease)
+        try:
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    yield piece
+                    continue
+                want = piece.size
+                while want:
+                    chunk = await stream.__anext__()
+                    want -= len(chunk)
+                    yield chunk
+        finally:
+            await stream.aclose()
+
+    async def _send(self, request: web.Request, status: int, headers: dict[str, str], length: int,
+                    pieces: tuple[bytes | Span, ...], meta: ObjectMeta, spans: tuple[Span, ...],
+                    plan: SlicePlan, lease: MetaLease) -> web.StreamResponse:
+        body = self._body(meta, pieces, spans, plan, lease)
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
+        sent = 0
+        try:
+            first = b""
+            if length:
+                # Headers wait for the first byte: a fault before it is still a clean error status.
+                try:
+                    first = await body.__anext__()
+                    while not first:
+                        first = await body.__anext__()
+                except UpstreamStatus as exc:
+                    return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
+                except ProxyError as exc:
+                    return self._error(exc)
+            await resp.prepare(request)
+            try:
+                if first:
+                    await resp.write(first)
+                    sent += len(first)
+                while sent < length:
+                    chunk = await body.__anext__()
+                    await resp.write(chunk)
+                    sent += len(chunk)
+            except (ConnectionResetError, ConnectionError):
+                return resp  # the client went away; runs it started finish their current slice
+            except Exception as exc:  # an origin fault after the headers: cut, never end cleanly
+                log.warning("aborting response for %s after %d of %d bytes: %s", meta.url, sent, length, exc)
+                self._cut(request)
+                return resp
+            if sent != length:
+                self._cut(request)
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            await body.aclose()
+
+    @staticmethod
+    def _cut(request: web.Request) -> None:
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+
+    # --- other methods: straight through, uncached ------------------------------------
+
+    async def passthrough(self, request: web.Request, url: str) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers["Via"] = VIA
+        data = None
+        if request.body_exists:
+            if request.content_length is not None:
+                headers["Content-Length"] = str(request.content_length)
+            data = request.content.iter_chunked(64 * 1024)
+        try:
+            async with self.engine.upstream.get(url, None, headers, method=request.method, data=data) as up:
+                # Fetched with the client's own headers: pass the origin's answer back as is.
+                out = {k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP}
+                out["Via"] = VIA
+                resp = web.StreamResponse(status=up.status, headers=out)
+                if up.content_length is not None:
+                    resp.content_length = up.content_length
+                if request.method in UNSAFE and 200 <= up.status < 400:
+                    # RFC 9111 §4.4: a successful unsafe method invalidates the target URI.
+                    await self.engine.invalidate(url, f"{request.method} {up.status}")
+                await resp.prepare(request)
+                try:
+                    async for chunk in up.content.iter_any():
+                        await resp.write(chunk)
+                except (ConnectionResetError, ConnectionError):
+                    return resp
+                except Exception as exc:
+                    log.warning("aborting pass-through of %s: %s", url, exc)
+                    self._cut(request)
+                    return resp
+                await resp.write_eof()
+                return resp
+        except UpstreamError as exc:
+            return self._error(exc)

@@ -1,0 +1,181 @@
+"""What the origin said about an object, and whether an upstream piece agrees with it.
+
+Pure: functions over header mappings and numbers. Every upstream answer is checked
+against the object's reference (ATS slice: "Mismatch block Etag", "Mismatch/Bad
+block Content-Range") before a single byte of it may be cached or served.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from typing import Mapping
+
+from proxy.httpdate import parse_http_date
+from proxy.ranges import Span, parse_content_range
+
+__all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "check_piece"]
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """RFC 9111 §5.2.2 response directives that decide storing and lifetime."""
+
+    storable: bool
+    ttl: float  # seconds the stored object is fresh; 0 means "revalidate every time"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """The reference representation; slices are keyed by its ``validator``."""
+
+    url: str
+    length: int
+    etag: str | None
+    last_modified: str | None
+    content_type: str | None
+    stored_at: float  # when the origin last confirmed this version (epoch seconds)
+    ttl: float
+    storable: bool = True
+
+    @property
+    def validator(self) -> str:
+        """Strong ETag, else Last-Modified + length: what ties slices to one version."""
+        if self.etag and not self.etag.startswith("W/"):
+            return "e:" + self.etag
+        return f"m:{self.last_modified or ''}:{self.length}"
+
+    def is_fresh(self, now: float) -> bool:
+        return now < self.stored_at + self.ttl
+
+    def age(self, now: float) -> int:
+        return max(0, int(now - self.stored_at))
+
+    def revalidated(self, now: float, ttl: float) -> ObjectMeta:
+        return replace(self, stored_at=now, ttl=ttl)
+
+    def to_dict(self) -> dict[str, object]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, object]) -> ObjectMeta:
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    """An upstream piece disagreed with the request or the reference (never cached)."""
+
+    reason: str
+    version_changed: bool = False  # the validator moved: the object changed upstream
+
+
+_DIRECTIVE = re.compile(r"\s*([A-Za-z-]+)\s*(?:=\s*(\"[^\"]*\"|[^,\s]*))?\s*(?:,|$)")
+
+
+def _directives(value: str | None) -> dict[str, str | None]:
+    out: dict[str, str | None] = {}
+    if not value:
+        return out
+    for m in _DIRECTIVE.finditer(value):
+        if m.group(1):
+            arg = m.group(2)
+            out[m.group(1).lower()] = arg.strip('"') if arg is not None else None
+    return out
+
+
+def _seconds(arg: str | None) -> int | None:
+    return int(arg) if arg is not None and arg.isascii() and arg.isdigit() else None
+
+
+def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Freshness:
+    """Storability and lifetime for a shared cache (RFC 9111 §3, §4.2.1, §5.2.2)."""
+    cc = _directives(headers.get("Cache-Control"))
+    # RFC 9111 §5.2.2.5/§5.2.2.7: no-store and private forbid a shared cache to store.
+    if "no-store" in cc or "private" in cc:
+        return Freshness(False, 0.0)
+    # §5.2.2.4: no-cache may be stored but must be revalidated before each use.
+    if "no-cache" in cc:
+        return Freshness(True, 0.0)
+    # §4.2.1: s-maxage beats max-age beats Expires for a shared cache.
+    for name in ("s-maxage", "max-age"):
+        secs = _seconds(cc.get(name)) if name in cc else None
+        if secs is not None:
+            return Freshness(True, float(secs))
+    if "Expires" in headers:
+        expires = parse_http_date(headers["Expires"])
+        date = parse_http_date(headers.get("Date")) or now
+        # §5.3: an invalid Expires (e.g. "0") means already expired.
+        return Freshness(True, max(0.0, float(expires - date)) if expires is not None else 0.0)
+    return Freshness(True, default_ttl)
+
+
+def meta_from_response(
+    url: str, status: int, headers: Mapping[str, str], now: float, default_ttl: float
+) -> ObjectMeta | None:
+    """Learn an object's reference from a 206 (Content-Range total) or a 200 (Content-Length)."""
+    if status == 206:
+        cr = parse_content_range(headers.get("Content-Range"))
+        if cr is None or cr.span is None or cr.length is None:
+            return None
+        length = cr.length
+    elif status == 200:
+        cl = headers.get("Content-Length")
+        if cl is None or not (cl.isascii() and cl.isdigit()):
+            return None
+        length = int(cl)
+    else:
+        return None
+    fresh = freshness(headers, now, default_ttl)
+    return ObjectMeta(
+        url=url,
+        length=length,
+        etag=headers.get("ETag"),
+        last_modified=headers.get("Last-Modified"),
+        content_type=headers.get("Content-Type"),
+        stored_at=now,
+        ttl=fresh.ttl,
+        storable=fresh.storable,
+    )
+
+
+def same_version(meta: ObjectMeta, headers: Mapping[str, str], length: int | None) -> Mismatch | None:
+    """Does an upstream answer describe the same version as ``meta``?"""
+    etag = headers.get("ETag")
+    if meta.etag is not None and etag != meta.etag:
+        return Mismatch(f"ETag {etag!r} != reference {meta.etag!r}", version_changed=True)
+    lm = headers.get("Last-Modified")
+    if meta.last_modified is not None and lm != meta.last_modified:
+        return Mismatch(f"Last-Modified {lm!r} != reference {meta.last_modified!r}", version_changed=True)
+    if length is not None and length != meta.length:
+        return Mismatch(f"length {length} != reference {meta.length}", version_changed=True)
+    return None
+
+
+def check_piece(meta: ObjectMeta, asked: Span, status: int, headers: Mapping[str, str]) -> Mismatch | None:
+    """Verify an upstream answer to ``Range: asked`` before any of its bytes are used.
+
+    A 200 is acceptable (an origin that ignores Range) when it is the same version;
+    the caller then skips to ``asked.start`` itself.
+    """
+    if status == 200:
+        cl = headers.get("Content-Length")
+        length = int(cl) if cl is not None and cl.isascii() and cl.isdigit() else None
+        if length is None:
+            return Mismatch("200 without Content-Length")
+        return same_version(meta, headers, length)
+    if status != 206:
+        return Mismatch(f"status {status}, expected 206")
+    cr = parse_content_range(headers.get("Content-Range"))
+    if cr is None or cr.span is None or cr.length is None:
+        return Mismatch(f"bad Content-Range {headers.get('Content-Range')!r}")
+    changed = same_version(meta, headers, cr.length)
+    if changed is not None:
+        return changed
+    if cr.span != asked:
+        return Mismatch(f"unexpected range in slice response: {cr.span.start}-{cr.span.end - 1}, "
+                        f"expected: {asked.start}-{asked.end - 1}")
+    cl = headers.get("Content-Length")
+    if cl is not None and cl != str(asked.size):
+        return Mismatch(f"Content-Length {cl} != {asked.size}")
+    return None

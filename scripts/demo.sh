@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Start the demo stack in the foreground; Ctrl-C stops everything.
+#   origin: the appserver (demo ASGI media origin) serving data/media
+#   proxy:  rangeproxy in front of it (added here once the proxy exists)
+# Run through `make demo`, which first builds .venv and the demo media.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PY=${PY:-.venv/bin/python}
+ORIGIN_CONFIG=${ORIGIN_CONFIG:-config/appserver.toml}
+MEDIA_DIR=${MEDIA_DIR:-data/media}
+
+# host/port from the config file, so the printed URLs match what is served.
+read -r ORIGIN_HOST ORIGIN_PORT < <("$PY" - "$ORIGIN_CONFIG" <<'PYEOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    c = tomllib.load(f)
+print(c.get("host", "127.0.0.1"), c.get("port", 8081))
+PYEOF
+)
+ORIGIN_URL="http://${ORIGIN_HOST}:${ORIGIN_PORT}"
+
+PIDS=()
+cleanup() {
+    trap - EXIT INT TERM
+    if [ ${#PIDS[@]} -gt 0 ]; then
+        echo
+        echo "demo: stopping (pids ${PIDS[*]})"
+        kill "${PIDS[@]}" 2>/dev/null || true
+        wait "${PIDS[@]}" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# wait_for_port HOST PORT NAME PID: until HOST:PORT accepts connections.
+wait_for_port() {
+    local host=$1 port=$2 name=$3 pid=$4
+    for _ in $(seq 1 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "demo: $name exited before listening on $host:$port" >&2
+            exit 1
+        fi
+        if "$PY" -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()' \
+            "$host" "$port" 2>/dev/null; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    echo "demo: $name did not listen on $host:$port within 10 s" >&2
+    exit 1
+}
+
+# --- origin ---------------------------------------------------------------------
+start_origin() {
+    "$PY" -m appserver --config "$ORIGIN_CONFIG" --media-dir "$MEDIA_DIR" &
+    PIDS+=($!)
+    wait_for_port "$ORIGIN_HOST" "$ORIGIN_PORT" origin "$!"
+}
+
+# --- proxy ----------------------------------------------------------------------
+# Once proxy/ is implemented, start it here in front of $ORIGIN_URL, e.g.
+#   "$PY" -m proxy --config config/proxy.toml &
+#   PIDS+=($!); wait_for_port "$PROXY_HOST" "$PROXY_PORT" proxy "$!"
+# and set PROXY_URL so print_urls shows it.
+PROXY_URL=""
+start_proxy() {
+    :
+}
+
+print_urls() {
+    cat <<MSG
+
+demo: origin (appserver) serving $MEDIA_DIR at $ORIGIN_URL/
+  catalogue:   $ORIGIN_URL/
+  files:       $ORIGIN_URL/big.bin  $ORIGIN_URL/sample.mp4  $ORIGIN_URL/sample.pdf  $ORIGIN_URL/hello.txt
+  a range:     curl -s -r 20-345 $ORIGIN_URL/big.bin | wc -c     # 326 bytes
+  headers:     curl -s -D - -r 0-4,-6 $ORIGIN_URL/hello.txt   # multipart/byteranges
+MSG
+    if [ -n "$PROXY_URL" ]; then
+        cat <<MSG
+demo: proxy (rangeproxy) at $PROXY_URL/
+  a range:     curl -s -r 20-345 $PROXY_URL/big.bin | wc -c
+MSG
+    else
+        echo "demo: proxy: not started (not implemented yet)"
+    fi
+    echo
+    echo "demo: press Ctrl-C to stop"
+}
+
+start_origin
+start_proxy
+print_urls
+
+# Returns when a child exits (or Ctrl-C); the EXIT trap stops the others.
+wait -n "${PIDS[@]}"
