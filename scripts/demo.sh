@@ -60,34 +60,37 @@ start_origin() {
 }
 
 # --- proxy ----------------------------------------------------------------------
-# Once proxy/ is implemented, start it here in front of $ORIGIN_URL, e.g.
-#   "$PY" -m proxy --config config/proxy.toml &
-#   PIDS+=($!); wait_for_port "$PROXY_HOST" "$PROXY_PORT" proxy "$!"
-# and set PROXY_URL so print_urls shows it.
-PROXY_URL=""
+PROXY_CONFIG=${PROXY_CONFIG:-config/proxy.toml}
+read -r PROXY_HOST PROXY_PORT < <("$PY" - "$PROXY_CONFIG" <<'PYEOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    c = tomllib.load(f)
+print(c.get("host", "127.0.0.1"), c.get("port", 8080))
+PYEOF
+)
+PROXY_URL="http://${PROXY_HOST}:${PROXY_PORT}"
 start_proxy() {
-    :
+    "$PY" -m proxy --config "$PROXY_CONFIG" --upstream "$ORIGIN_URL" &
+    PIDS+=($!)
+    wait_for_port "$PROXY_HOST" "$PROXY_PORT" proxy "$!"
 }
 
 print_urls() {
     cat <<MSG
 
+demo: proxy (rangeproxy, slice cache in data/cache) at $PROXY_URL/
+  a range:     curl -s -r 20-345 $PROXY_URL/big.bin | wc -c          # 326 bytes, X-Cache: MISS then HIT
+  headers:     curl -s -D - -o /dev/null -r 20-345 $PROXY_URL/big.bin
+  multi-range: curl -s -D - -r 0-4,-6 $PROXY_URL/hello.txt           # multipart/byteranges
+  video:       $PROXY_URL/sample.mp4   (open in a browser or: ffprobe $PROXY_URL/sample.mp4)
+  health:      $PROXY_URL/healthz
+
 demo: origin (appserver) serving $MEDIA_DIR at $ORIGIN_URL/
   catalogue:   $ORIGIN_URL/
   files:       $ORIGIN_URL/big.bin  $ORIGIN_URL/sample.mp4  $ORIGIN_URL/sample.pdf  $ORIGIN_URL/hello.txt
-  a range:     curl -s -r 20-345 $ORIGIN_URL/big.bin | wc -c     # 326 bytes
-  headers:     curl -s -D - -r 0-4,-6 $ORIGIN_URL/hello.txt   # multipart/byteranges
+
+demo: press Ctrl-C to stop
 MSG
-    if [ -n "$PROXY_URL" ]; then
-        cat <<MSG
-demo: proxy (rangeproxy) at $PROXY_URL/
-  a range:     curl -s -r 20-345 $PROXY_URL/big.bin | wc -c
-MSG
-    else
-        echo "demo: proxy: not started (not implemented yet)"
-    fi
-    echo
-    echo "demo: press Ctrl-C to stop"
 }
 
 start_origin

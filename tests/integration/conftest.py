@@ -1,0 +1,85 @@
+"""Fixtures for the integration tests: the real demo origin, the fault-injecting
+origin, and the real proxy, each as a separate server.
+
+Test modules in this directory import ``conftest`` by name (pytest's default
+"prepend" import mode puts this directory first on ``sys.path``), so the shared
+``require_tool`` of ``tests/conftest.py`` is re-exported here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from fault_origin import FaultOrigin
+from proxyproc import (
+    AppServerProc,
+    ProxyProc,
+    require_tool,
+    start_appserver,
+    start_proxy,
+    write_seeded_file,
+)
+
+__all__ = ["require_tool"]
+
+BIG_SIZE = 8 * 2**20
+ODD_SIZE = 3 * 2**20 + 123
+BIG_SEED = 1
+ODD_SEED = 2
+
+
+@pytest.fixture
+def appserver_factory(tmp_path: Path) -> Iterator[Callable[..., AppServerProc]]:
+    """``appserver_factory(media_dir)`` starts ``python -m appserver`` serving it."""
+    procs: list[AppServerProc] = []
+
+    def make(media_dir: Path, server: str = "aiohttp") -> AppServerProc:
+        workdir = tmp_path / f"appserver{len(procs)}"
+        p = start_appserver(Path(media_dir), workdir, server=server)
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        p.stop(check=False)
+
+
+@pytest.fixture
+def appserver(tmp_path: Path, appserver_factory: Callable[..., AppServerProc]) -> AppServerProc:
+    """The demo origin serving ``big.bin`` (8 MiB) and ``odd.bin`` (3 MiB + 123 B),
+    seeded pseudo-random bytes; ``.url``, ``.media_dir``, ``.path(name)``."""
+    media = tmp_path / "media"
+    write_seeded_file(media / "big.bin", BIG_SIZE, BIG_SEED)
+    write_seeded_file(media / "odd.bin", ODD_SIZE, ODD_SEED)
+    return appserver_factory(media)
+
+
+@pytest.fixture
+def fault_origin() -> Iterator[FaultOrigin]:
+    with FaultOrigin() as origin:
+        yield origin
+
+
+@pytest.fixture
+def proxy_factory(tmp_path: Path) -> Iterator[Callable[..., ProxyProc]]:
+    """``proxy_factory(upstream_url, **settings)`` -> a started :class:`ProxyProc`.
+
+    Each proxy gets its own work directory (``<tmp>/proxy<N>``, cache in
+    ``.../cache``) unless ``workdir=`` is given (reuse it to restart on the same
+    cache). Every proxy still running is stopped at teardown.
+    """
+    procs: list[ProxyProc] = []
+
+    def make(upstream_url: str, workdir: Path | None = None, **settings: object) -> ProxyProc:
+        wd = Path(workdir) if workdir is not None else tmp_path / f"proxy{len(procs)}"
+        p = start_proxy(upstream_url, wd, **settings)
+        procs.append(p)
+        return p
+
+    yield make
+    for p in procs:
+        if p.alive():
+            p.stop(check=False)
