@@ -170,18 +170,25 @@ class _Exchange:
         else:
             raise RuntimeError(f"unsupported ASGI message {kind!r}")
 
-    def _make_response(self, content_length: int | None = None) -> web.StreamResponse:
+    def _make_response(self, content_length: int | None = None, *, strict: bool = False) -> web.StreamResponse:
+        """Build (not yet send) the response.
+
+        ``content_length`` is used when the app declared none; with ``strict`` a
+        different declared value is an error (pathsend: the count is exact).
+        """
         assert self.start is not None
         headers: CIMultiDict[str] = CIMultiDict()
         for name, value in self.start.get("headers", ()):
             headers.add(bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
-        if content_length is not None and "Content-Length" not in headers:
-            headers["Content-Length"] = str(content_length)
+        declared = headers.getall("Content-Length", [])
+        if content_length is not None:
+            if not declared:
+                headers["Content-Length"] = str(content_length)
+            elif strict and declared != [str(content_length)]:
+                raise ValueError(f"Content-Length {declared} but the body has {content_length} bytes")
         # aiohttp frames the body itself (Content-Length or chunked).
         headers.popall("Transfer-Encoding", None)
-        resp = web.StreamResponse(status=int(self.start["status"]), headers=headers)
-        self.resp = resp
-        return resp
+        return web.StreamResponse(status=int(self.start["status"]), headers=headers)
 
     async def _prepare(self, resp: web.StreamResponse) -> None:
         try:
@@ -197,7 +204,9 @@ class _Exchange:
         try:
             if resp is None:
                 # A single-message body gets a Content-Length if the app gave none.
-                resp = self._make_response(None if more else len(body))
+                head_only = self.request.method == "HEAD"
+                resp = self._make_response(None if more or head_only else len(body))
+                self.resp = resp
                 await self._prepare(resp)
             if body:
                 await resp.write(body)  # drains when aiohttp's buffer is over its limit
@@ -229,12 +238,11 @@ class _Exchange:
             count = size - offset if count is None else int(count)
             if offset < 0 or count < 0 or offset + count > size:
                 raise ValueError(f"pathsend span {offset}+{count} outside a {size}-byte file")
-            resp = self._make_response(count)
-            declared = resp.headers.get("Content-Length")
-            if declared is not None and int(declared) != count:
-                raise ValueError(f"Content-Length {declared} but pathsend count {count}")
+            head_only = self.request.method == "HEAD"
+            resp = self._make_response(None if head_only else count, strict=True)
+            self.resp = resp
             await self._prepare(resp)
-            if self.request.method == "HEAD" or count == 0 or resp.status in (204, 304) or resp.status < 200:
+            if head_only or count == 0 or resp.status in (204, 304) or resp.status < 200:
                 await resp.write_eof()
                 self._done()
                 return
@@ -526,7 +534,7 @@ async def _wait_flushed(transport: asyncio.Transport, writer: Any) -> None:
     """Wait until the transport's own write buffer (the headers) reached the kernel."""
     if transport.get_write_buffer_size() == 0:
         return
-    high, low = transport.get_write_buffer_limits()
+    low, high = transport.get_write_buffer_limits()  # note the order
     transport.set_write_buffer_limits(high=0, low=0)  # pauses the protocol now
     try:
         await writer.drain()  # returns on resume_writing, i.e. an empty buffer

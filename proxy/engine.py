@@ -12,13 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter, OrderedDict
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 import aiohttp
 
 from proxy.config import Settings
-from proxy.errors import RangeNotSatisfiable, UpstreamError, VersionChanged
+from proxy.errors import (
+    RangeNotSatisfiable,
+    UpstreamError,
+    UpstreamMismatch,
+    UpstreamStatus,
+    UpstreamTimeout,
+    VersionChanged,
+)
 from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
 from proxy.ranges import Span, parse_content_range
 from proxy.representation import ObjectMeta, check_piece, freshness, meta_from_response, same_version
@@ -26,27 +35,33 @@ from proxy.slices import SlicePlan, cuts, needed_slices, slice_count, slice_span
 from proxy.store import SliceStore
 from proxy.upstream import Upstream
 
-__all__ = ["Engine", "MetaLease", "Counters"]
+__all__ = ["Engine", "MetaLease", "Counters", "RequestTally"]
 
 log = logging.getLogger("rangeproxy.engine")
-READ_CHUNK = 256 * 1024  # bytes read from the origin per await
+META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
 
 
 @dataclass
 class Counters:
-    """Plain counters the metrics layer exports (one instance per app: no globals)."""
+    """Plain counters the metrics layer exports at scrape time (one per app: no globals)."""
 
-    slice_hits: int = 0
-    slice_misses: int = 0
-    slice_collapsed: int = 0
-    upstream_requests: int = 0
+    slice_lookups: Counter[str] = field(default_factory=Counter)  # hit | miss | collapsed
+    upstream: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, ok|mismatch|error|timeout)
     upstream_bytes: int = 0
-    upstream_errors: int = 0
-    upstream_mismatches: int = 0
+    upstream_seconds: float = 0.0
+    response_bytes: Counter[str] = field(default_factory=Counter)  # cache | origin
     version_changes: int = 0
-    bytes_from_cache: int = 0
-    bytes_from_origin: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class RequestTally:
+    """What one response was made of: for X-Cache, the access log and per-request metrics."""
+
+    cache_bytes: int = 0
+    origin_bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+    collapsed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +79,11 @@ class Engine:
         self.upstream = upstream
         self.slice_size = settings.slice_size
         self.counters = Counters()
-        self._meta: dict[str, ObjectMeta] = {}
+        self._meta: OrderedDict[str, ObjectMeta] = OrderedDict()  # hot metadata, LRU-bounded
         self._meta_futs: dict[str, asyncio.Future[MetaLease]] = {}
         self._flights: dict[str, ObjectFlights] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.active_streams = 0
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -75,6 +91,29 @@ class Engine:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    @asynccontextmanager
+    async def _upstream(self, url: str, span: Span | None,
+                        headers: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+        """An upstream request, counted by status and outcome (ok, mismatch, error, timeout)."""
+        status, outcome = "none", "ok"
+        t0 = time.monotonic()
+        try:
+            async with self.upstream.get(url, span, headers) as resp:
+                status = str(resp.status)
+                yield resp
+        except UpstreamTimeout:
+            outcome = "timeout"
+            raise
+        except (UpstreamMismatch, VersionChanged):
+            outcome = "mismatch"
+            raise
+        except BaseException:
+            outcome = "error"
+            raise
+        finally:
+            self.counters.upstream[(status, outcome)] += 1
+            self.counters.upstream_seconds += time.monotonic() - t0
 
     def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
         fl = self._flights.get(meta.url)
@@ -84,7 +123,25 @@ class Engine:
         return fl
 
     def in_flight(self) -> int:
+        """Slices being filled from the origin right now."""
         return sum(len(f.fills) for f in self._flights.values())
+
+    def waiting(self) -> int:
+        """Responses currently reading slices (from the store or from fills)."""
+        return self.active_streams
+
+    async def slice_map(self, url: str) -> dict[str, object] | None:
+        """Which slices of ``url`` are cached, in flight, or missing (for the dashboard)."""
+        meta = self._meta.get(url) or await self.store.get_meta(url)
+        if meta is None:
+            return None
+        n = slice_count(meta.length, self.slice_size)
+        cached = await self.store.present(url, meta.validator, range(n))
+        fl = self._flights.get(url)
+        flying = sorted(fl.fills) if fl is not None and fl.validator == meta.validator else []
+        return {"url": url, "length": meta.length, "slice_size": self.slice_size, "slices": n,
+                "cached": sorted(cached), "in_flight": flying, "etag": meta.etag,
+                "content_type": meta.content_type}
 
     async def close(self) -> None:
         for t in list(self._tasks):
@@ -108,7 +165,9 @@ class Engine:
         if meta is None:
             meta = await self.store.get_meta(url)
             if meta is not None:
-                self._meta[url] = meta
+                self._cache_meta(meta)
+        else:
+            self._meta.move_to_end(url)
         now = time.time()
         if meta is not None and meta.is_fresh(now):
             return MetaLease(meta)
@@ -124,6 +183,12 @@ class Engine:
         lease = await asyncio.shield(fut)
         return lease if initiator else MetaLease(lease.meta)
 
+    def _cache_meta(self, meta: ObjectMeta) -> None:
+        self._meta[meta.url] = meta
+        self._meta.move_to_end(meta.url)
+        while len(self._meta) > META_MEMORY:
+            self._meta.popitem(last=False)
+
     def _settle(self, url: str, fut: asyncio.Future[MetaLease], result: MetaLease | BaseException) -> None:
         if self._meta_futs.get(url) is fut:
             del self._meta_futs[url]
@@ -136,7 +201,7 @@ class Engine:
             fut.set_result(result)
 
     async def _remember(self, meta: ObjectMeta) -> None:
-        self._meta[meta.url] = meta
+        self._cache_meta(meta)
         if meta.storable:
             await self.store.put_meta(meta)
 
@@ -145,8 +210,7 @@ class Engine:
         S = self.slice_size
         asked = Span(hint.start * S, hint.stop * S)
         try:
-            self.counters.upstream_requests += 1
-            async with self.upstream.get(url, asked) as resp:
+            async with self._upstream(url, asked) as resp:
                 now = time.time()
                 if resp.status == 416:
                     cr = parse_content_range(resp.headers.get("Content-Range"))
@@ -173,11 +237,11 @@ class Engine:
                     expect = Span(asked.start, min(asked.end, meta.length))
                     got = parse_content_range(resp.headers.get("Content-Range"))
                     if got is None or got.span != expect:
-                        self.counters.upstream_mismatches += 1
-                        raise UpstreamError(f"{url}: unexpected Content-Range {resp.headers.get('Content-Range')!r}")
+                        raise UpstreamMismatch(f"{url}: unexpected Content-Range "
+                                               f"{resp.headers.get('Content-Range')!r}, expected {expect}")
                     cl = resp.headers.get("Content-Length")
                     if cl is not None and cl != str(expect.size):
-                        raise UpstreamError(f"{url}: Content-Length {cl} != {expect.size}")
+                        raise UpstreamMismatch(f"{url}: Content-Length {cl} != {expect.size}")
                 await self._remember(meta)
                 run = range(hint.start, min(hint.stop, slice_count(meta.length, S)))
                 fl = self.flights_for(meta)
@@ -191,6 +255,8 @@ class Engine:
                 except BaseException as exc:
                     self._abandon(fl, fills, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
                     raise
+                finally:
+                    self._forget_idle(url, fl)
         except BaseException as exc:  # noqa: BLE001 - every failure reaches the waiters
             if not fut.done():
                 self._settle(url, fut, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
@@ -216,8 +282,7 @@ class Engine:
         if meta.last_modified:
             hdrs["If-Modified-Since"] = meta.last_modified
         try:
-            self.counters.upstream_requests += 1
-            async with self.upstream.get(url, Span(0, 1) if meta.length else None, hdrs) as resp:
+            async with self._upstream(url, Span(0, 1) if meta.length else None, hdrs) as resp:
                 now = time.time()
                 if resp.status == 304:
                     # RFC 9111 §4.3.4: the 304's own freshness headers update the stored ones.
@@ -274,7 +339,7 @@ class Engine:
         return fills
 
     def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
-                  cached: frozenset[int]) -> SliceFill:
+                  cached: frozenset[int]) -> tuple[SliceFill, range]:
         """Start fetching ``first`` and the contiguous wanted, uncached, idle slices after it."""
         run_end = first + 1
         limit = min(first + self.settings.max_run_slices, slice_count(meta.length, self.slice_size))
@@ -283,14 +348,13 @@ class Engine:
         run = range(first, run_end)
         fills = self._register(fl, meta, run)
         self._spawn(self._run(meta, fl, run, fills))
-        return fills[first]
+        return fills[first], run
 
     async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: range, fills: dict[int, SliceFill]) -> None:
         S = self.slice_size
         asked = Span(run.start * S, min(run.stop * S, meta.length))
         try:
-            self.counters.upstream_requests += 1
-            async with self.upstream.get(meta.url, asked) as resp:
+            async with self._upstream(meta.url, asked) as resp:
                 if resp.status not in (200, 206):
                     err = await self.upstream.error_status(resp)
                     if resp.status in (404, 410):
@@ -298,11 +362,10 @@ class Engine:
                     raise err
                 bad = check_piece(meta, asked, resp.status, resp.headers)
                 if bad is not None:
-                    self.counters.upstream_mismatches += 1
                     if bad.version_changed:
                         self.counters.version_changes += 1
                         await self.invalidate(meta.url, bad.reason)
-                    raise UpstreamError(f"{meta.url}: {bad.reason}")
+                    raise UpstreamMismatch(f"{meta.url}: {bad.reason}")
                 await self._pump(resp, meta, fl, run, fills, asked.start if resp.status == 200 else 0)
         except Exception as exc:
             self._log_fault(meta.url, exc)
@@ -310,6 +373,8 @@ class Engine:
         except BaseException as exc:
             self._abandon(fl, fills, UpstreamError(repr(exc)))
             raise
+        finally:
+            self._forget_idle(meta.url, fl)
 
     def _abandon(self, fl: ObjectFlights, fills: dict[int, SliceFill], exc: BaseException) -> None:
         for i, fill in fills.items():
@@ -319,7 +384,6 @@ class Engine:
                 del fl.fills[i]
 
     def _log_fault(self, url: str, exc: BaseException) -> None:
-        self.counters.upstream_errors += 1
         if isinstance(exc, VersionChanged):
             log.info("%s", exc)
         else:
@@ -372,7 +436,7 @@ class Engine:
                                   FillAbandoned("no reader left"))
                     return
                 fill = fills[idx]
-        raise UpstreamError(f"{meta.url}: origin body ended at slice {idx}, "
+        raise UpstreamMismatch(f"{meta.url}: origin body ended at slice {idx}, "
                             f"{fill.filled} of {fill.size} bytes (short body)")
 
     # --- the response body, assembled slice by slice -------------------------------
@@ -384,44 +448,60 @@ class Engine:
         return SlicePlan(needed, frozenset(await self.store.present(meta.url, meta.validator, needed)))
 
     async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
-                     lease: MetaLease | None = None) -> AsyncIterator[bytes]:
+                     tally: RequestTally | None = None, started: range | None = None) -> AsyncIterator[bytes]:
         """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs."""
         fl = self.flights_for(meta)
         needed = plan.needed
         fl.want(needed)
-        if lease is not None and lease.held is not None:
-            fl.release(lease.held)
         wanted = frozenset(needed)
+        mine: set[int] = set(started or ())  # slices whose fetch this response started (misses)
+        tally = tally if tally is not None else RequestTally()
+        self.active_streams += 1
         try:
             for cut in cuts(spans, self.slice_size):
                 if fl.dead:
                     raise VersionChanged(f"{meta.url}: version changed during the response")
-                async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached):
+                async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
+                                                    tally):
                     yield chunk
                 # Pipelining: while reading slice i, make sure the next wanted slice is on its way.
                 nxt = cut.index + 1
                 if nxt in wanted and nxt not in plan.cached and nxt not in fl.fills and not fl.dead:
-                    self.start_run(meta, fl, nxt, wanted, plan.cached)
+                    mine.update(self.start_run(meta, fl, nxt, wanted, plan.cached)[1])
         finally:
+            self.active_streams -= 1
             fl.release(needed)
+            self._forget_idle(meta.url, fl)
+
+    def _forget_idle(self, url: str, fl: ObjectFlights) -> None:
+        if not fl.fills and not fl.interest and self._flights.get(url) is fl:
+            del self._flights[url]
 
     async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
-                         wanted: frozenset[int], cached: frozenset[int]) -> AsyncIterator[bytes]:
+                         wanted: frozenset[int], cached: frozenset[int], mine: set[int],
+                         tally: RequestTally) -> AsyncIterator[bytes]:
         fill = fl.fills.get(i)
         if fill is None and meta.storable:
             size = slice_span(i, self.slice_size, meta.length).size
             data = await self.store.read(meta.url, meta.validator, i, size, lo, hi)
             if data is not None:
-                self.counters.slice_hits += 1
-                self.counters.bytes_from_cache += len(data)
+                self.counters.slice_lookups["hit"] += 1
+                self.counters.response_bytes["cache"] += len(data)
+                tally.hits += 1
+                tally.cache_bytes += len(data)
                 yield data
                 return
             fill = fl.fills.get(i)
         if fill is None:
-            self.counters.slice_misses += 1
-            fill = self.start_run(meta, fl, i, wanted, cached)
+            fill, run = self.start_run(meta, fl, i, wanted, cached)
+            mine.update(run)
+        result = "miss" if i in mine else "collapsed"
+        self.counters.slice_lookups[result] += 1
+        if i in mine:
+            tally.misses += 1
         else:
-            self.counters.slice_collapsed += 1
+            tally.collapsed += 1
         async for chunk in fill.read(lo, hi):
-            self.counters.bytes_from_origin += len(chunk)
+            self.counters.response_bytes["origin"] += len(chunk)
+            tally.origin_bytes += len(chunk)
             yield chunk

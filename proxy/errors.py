@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-__all__ = ["ProxyError", "UpstreamError", "UpstreamTimeout", "UpstreamStatus", "VersionChanged",
+__all__ = ["ProxyError", "UpstreamError", "UpstreamMismatch", "UpstreamTimeout", "UpstreamStatus", "VersionChanged",
            "RangeNotSatisfiable", "ClientGone"]
 
 
@@ -16,6 +16,10 @@ class UpstreamError(ProxyError):
     """The origin was unreachable or answered something we must not use."""
 
     status_hint = 502
+
+
+class UpstreamMismatch(UpstreamError):
+    """An upstream answer disagreed with the request or the object's reference."""
 
 
 class UpstreamTimeout(UpstreamError):

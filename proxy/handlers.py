@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import AsyncIterator
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Callable
 from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from proxy.engine import Engine, MetaLease
+from proxy.engine import Engine, MetaLease, RequestTally
 from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus
 from proxy.httpdate import parse_http_date
 from proxy.ranges import (
@@ -37,7 +38,8 @@ from proxy.ranges import (
 from proxy.representation import ObjectMeta
 from proxy.slices import SlicePlan
 
-__all__ = ["ProxyHandler", "split_target"]
+__all__ = ["ProxyHandler", "ResponseInfo", "split_target", "INFO_KEY"]
+INFO_KEY = "rangeproxy"  # request[INFO_KEY] -> ResponseInfo, for the access log and metrics
 
 log = logging.getLogger("rangeproxy.handlers")
 VIA = "1.1 rangeproxy"
@@ -67,9 +69,30 @@ def split_target(raw_path: str) -> tuple[str, str | None]:
     return (path + "?" + "&".join(keep)) if keep else path, value
 
 
+@dataclass
+class ResponseInfo:
+    """How one response was made: read by the access log and the metrics."""
+
+    url: str = ""
+    cache_status: str = "-"  # HIT | MISS | PARTIAL | PASS | ERROR | - (no body from the cache path)
+    object_length: int | None = None
+    tally: RequestTally = field(default_factory=RequestTally)
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+    finished: float | None = None
+    aborted: bool = False
+
+    def ttfb(self) -> float | None:
+        return None if self.first_byte is None else self.first_byte - self.started
+
+
+Observer = Callable[[web.Request, web.StreamResponse | None, ResponseInfo], None]
+
+
 class ProxyHandler:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, observer: Observer | None = None) -> None:
         self.engine = engine
+        self.observer = observer
         self.settings = engine.settings
         self.S = engine.slice_size
 
@@ -92,22 +115,44 @@ class ProxyHandler:
     # --- GET / HEAD from slices ---------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        info = ResponseInfo()
+        request[INFO_KEY] = info
+        resp: web.StreamResponse | None = None
+        try:
+            resp = await self._handle(request, info)
+            return resp
+        finally:
+            info.finished = time.monotonic()
+            if info.first_byte is None:
+                info.first_byte = info.finished
+            if self.observer is not None:
+                self.observer(request, resp, info)
+
+    async def _handle(self, request: web.Request, info: ResponseInfo) -> web.StreamResponse:
         if request.message.url.is_absolute():
             return web.Response(status=400, text="absolute-form request targets are not accepted\n")
         target, range_q = split_target(request.raw_path)
         url = self.engine.upstream.url_for(target)
+        info.url = url
         if request.method not in ("GET", "HEAD"):
+            info.cache_status = "PASS"
             return await self.passthrough(request, url)
         header = select_range_header(request.headers.get("Range"), range_q)
         try:
-            lease = await self.engine.object_meta(url, self.hint(header if isinstance(header, str) else None))
+            hint = self.hint(header if isinstance(header, str) else None)
+            if request.method == "HEAD":
+                hint = range(hint.start, hint.start + 1)
+            lease = await self.engine.object_meta(url, hint)
         except UpstreamStatus as exc:
+            info.cache_status = "ERROR"
             return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
         except RangeNotSatisfiable as exc:
             return self._unsatisfiable(exc.length)
         except ProxyError as exc:
+            info.cache_status = "ERROR"
             return self._error(exc)
-        return await self.respond(request, url, lease, header)
+        info.object_length = lease.meta.length
+        return await self.respond(request, url, lease, header, info)
 
     def _error(self, exc: ProxyError) -> web.Response:
         status = exc.status_hint if 400 <= exc.status_hint < 600 else 502
@@ -142,7 +187,7 @@ class ProxyHandler:
         return False
 
     async def respond(self, request: web.Request, url: str, lease: MetaLease,
-                      header: str | Conflict | None) -> web.StreamResponse:
+                      header: str | Conflict | None, info: ResponseInfo) -> web.StreamResponse:
         meta = lease.meta
         engine = self.engine
         fl = engine.flights_for(meta)
@@ -177,22 +222,22 @@ class ProxyHandler:
                 pieces, length = mp.pieces, mp.content_length
                 base["Content-Type"] = mp.content_type
             plan = await engine.plan(meta, spans)
-            base["X-Cache"] = plan.status
+            base["X-Cache"] = info.cache_status = plan.status
             if request.method == "HEAD":
                 head = web.StreamResponse(status=status, headers=base)
                 head.content_length = length
                 await head.prepare(request)
                 await head.write_eof()
                 return head
-            return await self._send(request, status, base, length, pieces, meta, spans, plan, lease)
+            return await self._send(request, status, base, length, pieces, meta, spans, plan, lease, info)
         finally:
             if lease.held is not None:
                 fl.release(lease.held)
                 lease = MetaLease(meta)
 
     async def _body(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], spans: tuple[Span, ...],
-                    plan: SlicePlan, lease: MetaLease) -> AsyncIterator[bytes]:
-        stream = self.engine.stream(meta, spans, plan, lease)
+                    plan: SlicePlan, lease: MetaLease, tally: RequestTally) -> AsyncIterator[bytes]:
+        stream = self.engine.stream(meta, spans, plan, tally, lease.held)
         try:
             for piece in pieces:
                 if isinstance(piece, bytes):
@@ -208,8 +253,8 @@ class ProxyHandler:
 
     async def _send(self, request: web.Request, status: int, headers: dict[str, str], length: int,
                     pieces: tuple[bytes | Span, ...], meta: ObjectMeta, spans: tuple[Span, ...],
-                    plan: SlicePlan, lease: MetaLease) -> web.StreamResponse:
-        body = self._body(meta, pieces, spans, plan, lease)
+                    plan: SlicePlan, lease: MetaLease, info: ResponseInfo) -> web.StreamResponse:
+        body = self._body(meta, pieces, spans, plan, lease, info.tally)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
         sent = 0
@@ -222,25 +267,31 @@ class ProxyHandler:
                     while not first:
                         first = await body.__anext__()
                 except UpstreamStatus as exc:
+                    info.cache_status = "ERROR"
                     return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
                 except ProxyError as exc:
+                    info.cache_status = "ERROR"
                     return self._error(exc)
             await resp.prepare(request)
             try:
                 if first:
                     await resp.write(first)
                     sent += len(first)
+                info.first_byte = time.monotonic()
                 while sent < length:
                     chunk = await body.__anext__()
                     await resp.write(chunk)
                     sent += len(chunk)
             except (ConnectionResetError, ConnectionError):
+                info.aborted = True
                 return resp  # the client went away; runs it started finish their current slice
             except Exception as exc:  # an origin fault after the headers: cut, never end cleanly
                 log.warning("aborting response for %s after %d of %d bytes: %s", meta.url, sent, length, exc)
+                info.aborted = True
                 self._cut(request)
                 return resp
             if sent != length:
+                info.aborted = True
                 self._cut(request)
                 return resp
             await resp.write_eof()

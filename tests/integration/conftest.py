@@ -9,8 +9,9 @@ Test modules in this directory import ``conftest`` by name (pytest's default
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
+import aiohttp
 import pytest
 
 from fault_origin import FaultOrigin
@@ -83,3 +84,10 @@ def proxy_factory(tmp_path: Path) -> Iterator[Callable[..., ProxyProc]]:
     for p in procs:
         if p.alive():
             p.stop(check=False)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    """A plain aiohttp client session (no decompression, no cookies kept)."""
+    async with aiohttp.ClientSession(auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()) as s:
+        yield s

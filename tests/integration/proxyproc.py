@@ -83,7 +83,9 @@ def free_port() -> int:
 
 
 def subprocess_env() -> dict[str, str]:
-    env = dict(os.environ)
+    # Hermetic: settings come from the command line only, never from a
+    # RANGEPROXY_* variable of the caller's environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANGEPROXY_")}
     pp = env.get("PYTHONPATH")
     env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + pp if pp else "")
     env.setdefault("PYTHONUNBUFFERED", "1")

@@ -48,8 +48,14 @@ def run_uv(fn: Callable[[], Awaitable[Any]]) -> Any:
     return run_on(uvloop.new_event_loop, fn)
 
 
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
+def open_fds() -> set[str]:
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            out.add(f"{fd}->{os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            pass
+    return out
 
 
 async def fetch(session: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, Any, bytes]:
@@ -100,8 +106,8 @@ def test_keepalive_after_sendfile(media: Path, data: bytes) -> None:
                 head = await reader.readuntil(b"\r\n\r\n")
                 lines = head.decode().split("\r\n")
                 assert lines[0] == "HTTP/1.1 206 Partial Content"
-                hdrs = dict(line.split(": ", 1) for line in lines[1:] if line)
-                n = int(hdrs["Content-Length"])
+                hdrs = {k.lower(): v for k, v in (line.split(": ", 1) for line in lines[1:] if line)}
+                n = int(hdrs["content-length"])
                 assert n == b - a + 1
                 assert await reader.readexactly(n) == data[a : b + 1]
             writer.close()
@@ -155,7 +161,8 @@ def test_client_disconnect_during_sendfile(media: Path) -> None:
                 status, _, body = await fetch(s, f"http://127.0.0.1:{srv.port_bound}/small.txt")
                 assert status == 200 and body == b"0123456789"
         await asyncio.sleep(0.1)
-        assert open_fds() <= before  # no leaked file or socket descriptors
+        leaked = {fd for fd in open_fds() - before if "big.bin" in fd or "socket:" in fd}
+        assert not leaked  # no leaked file or socket descriptors
 
     run_uv(scenario)
 
@@ -183,11 +190,21 @@ def test_scope_and_receive() -> None:
     async def scenario() -> None:
         async with ASGIServer(app) as srv:
             body = os.urandom(300_000)
-            async with aiohttp.ClientSession() as s:
-                url = f"http://127.0.0.1:{srv.port_bound}/a%2e%2e/b%20c%2Fd?x=1&y=%2e"
-                async with s.post(url, data=body, headers={"X-Thing": "Yes"}) as r:
-                    assert r.status == 201 and r.headers["x-a"] == "1"
-                    assert await r.read() == b"part1-part2"
+            # Raw socket: aiohttp's client would normalise the %2e%2e away.
+            reader, writer = await asyncio.open_connection("127.0.0.1", srv.port_bound)
+            writer.write(
+                b"POST /a%2e%2e/b%20c%2Fd?x=1&y=%2e HTTP/1.1\r\nHost: x\r\nX-Thing: Yes\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            )
+            for i in range(0, len(body), 65536):
+                writer.write(body[i : i + 65536])
+                await writer.drain()
+                await asyncio.sleep(0.001)
+            head = (await reader.readuntil(b"\r\n\r\n")).decode().lower()
+            assert head.startswith("http/1.1 201") and "x-a: 1\r\n" in head
+            assert "transfer-encoding: chunked" in head
+            assert await reader.readuntil(b"0\r\n\r\n") == b"6\r\npart1-\r\n5\r\npart2\r\n0\r\n\r\n"
+            writer.close()
             await asyncio.sleep(0.05)
             scope = seen["scope"]
             assert scope["type"] == "http" and scope["asgi"]["version"] == "3.0"
@@ -201,6 +218,7 @@ def test_scope_and_receive() -> None:
             assert scope["client"][0] == "127.0.0.1" and scope["server"] == ["127.0.0.1", srv.port_bound]
             assert scope["extensions"] == {PATHSEND: {"ranges": True}}
             assert b"".join(m["body"] for m in seen["chunks"]) == body
+            assert len(seen["chunks"]) > 1 and all(m["more_body"] for m in seen["chunks"][:-1])
             assert seen["chunks"][-1]["more_body"] is False
             assert seen["after"] == {"type": "http.disconnect"}
 
@@ -312,3 +330,39 @@ def test_media_app_without_ranges_ext_streams(media: Path, data: bytes) -> None:
                 assert srv.stats.os_sendfile == 1  # the full file: plain pathsend
 
     run_uv(scenario)
+
+
+@pytest.mark.parametrize("factory", [asyncio.new_event_loop, uvloop.new_event_loop], ids=["asyncio", "uvloop"])
+def test_wait_flushed_waits_for_an_empty_transport_buffer(factory: Any) -> None:
+    """Before os.sendfile, bytes still queued in the transport must reach the kernel."""
+    import socket
+
+    from aiohttp.base_protocol import BaseProtocol
+    from aiohttp.http_writer import StreamWriter
+
+    from appserver.runner_aiohttp import _wait_flushed
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        rsock, wsock = socket.socketpair()
+        rsock.setblocking(False)
+        wsock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16 * 1024)
+        transport, proto = await loop.create_connection(lambda: BaseProtocol(loop), sock=wsock)
+        limits = transport.get_write_buffer_limits()
+        payload = os.urandom(4 * 2**20)
+        transport.write(payload)
+        assert transport.get_write_buffer_size() > 0
+        task = asyncio.create_task(_wait_flushed(transport, StreamWriter(proto, loop)))
+        await asyncio.sleep(0.05)
+        assert not task.done()
+        got = bytearray()
+        while len(got) < len(payload):
+            got += await loop.sock_recv(rsock, 1 << 20)
+        await asyncio.wait_for(task, 10)
+        assert transport.get_write_buffer_size() == 0
+        assert transport.get_write_buffer_limits() == limits
+        assert bytes(got) == payload
+        transport.close()
+        rsock.close()
+
+    run_on(factory, scenario)

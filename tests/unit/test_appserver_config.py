@@ -1,0 +1,91 @@
+"""appserver.config: TOML file + flags, flags win, bad values name their key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from appserver.config import DEFAULTS, ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    d = tmp_path / "m"
+    d.mkdir()
+    return d
+
+
+def write(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "appserver.toml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, media: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no config/appserver.toml here
+    s = load(["--media-dir", str(media)])
+    assert (s.host, s.port, s.server) == (DEFAULTS["host"], DEFAULTS["port"], DEFAULTS["server"])
+    assert s.media_dir == str(media)
+
+
+def test_file_then_flags_win(tmp_path: Path, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = write(tmp_path, 'media_dir = "m"\nhost = "0.0.0.0"\nport = 9000\nserver = "granian"\n')
+    s = load(["--config", cfg])
+    assert (s.media_dir, s.host, s.port, s.server) == (str(media), "0.0.0.0", 9000, "granian")
+    s = load(["--config", cfg, "--port", "9100", "--server", "aiohttp", "--host", "localhost"])
+    assert (s.port, s.server, s.host) == (9100, "aiohttp", "localhost")
+
+
+@pytest.mark.parametrize(
+    "text,flags,key",
+    [
+        ("port = 70000\n", [], "port"),
+        ('port = "x"\n', [], "port"),
+        ("port = true\n", [], "port"),
+        ("", ["--port", "-1"], "port"),
+        ('server = "uvicorn"\n', [], "server"),
+        ('host = "bad host!"\n', [], "host"),
+        ("host = 5\n", [], "host"),
+        ('media_dir = "does/not/exist"\n', [], "media_dir"),
+        ("colour = 1\n", [], "colour"),
+        ("port = [\n", [], "config"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, media: Path, text: str, flags: list[str], key: str) -> None:
+    cfg = write(tmp_path, text)
+    argv = ["--config", cfg, *flags]
+    if "media_dir" not in text:
+        argv += ["--media-dir", str(media)]
+    with pytest.raises(ConfigError) as err:
+        load(argv)
+    assert str(err.value).startswith(key + ":")
+
+
+def test_missing_explicit_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="^config:"):
+        load(["--config", str(tmp_path / "nope.toml")])
+
+
+def test_repo_config_file_is_valid(media: Path) -> None:
+    cfg = ROOT / "config" / "appserver.toml"
+    if not cfg.exists():
+        pytest.skip("config/appserver.toml not present")
+    s = load(["--config", str(cfg), "--media-dir", str(media)])
+    assert s.server in ("aiohttp", "granian") and 0 <= s.port <= 65535
+
+
+def test_cli_exits_with_the_key_in_the_message(media: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "appserver", "--media-dir", str(media), "--port", "nope"],
+        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "port:" in proc.stderr
