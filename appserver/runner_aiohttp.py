@@ -53,6 +53,8 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.zerocopy import ConnectionGone, sendfile_on, wait_flushed
+
 __all__ = ["ASGIServer", "SendStats", "serve", "run", "SENDFILE_MODES"]
 
 log = logging.getLogger("appserver.aiohttp")
@@ -460,10 +462,7 @@ class ASGIServer:
             await _wait_flushed(transport, writer)
             if transport.is_closing():
                 raise _ClientGone("connection lost")
-            # Our own reference to the socket: the transport may close its fd while
-            # we wait for writability, and that fd number could then be reused by
-            # another connection. A dup() keeps the socket itself, never a stranger.
-            await self._os_sendfile(transport, os.dup(sock.fileno()), fd, offset, count)
+            await self._os_sendfile(transport, sock, fd, offset, count)
             self.stats.os_sendfile += 1
             self.stats.sendfile_bytes += count
         elif mode == "loop":
@@ -486,35 +485,14 @@ class ASGIServer:
         self.stats.last_path = mode
         writer.output_size += count if mode != "copy" else 0
 
-    async def _os_sendfile(self, transport: asyncio.Transport, sfd: int, fd: int, offset: int, count: int) -> None:
-        """Send ``count`` bytes of ``fd`` from ``offset`` to socket ``sfd`` (closed here)."""
-        loop = asyncio.get_running_loop()
-        since_yield = 0
+    async def _os_sendfile(self, transport: asyncio.Transport, sock: Any, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``fd`` from ``offset`` zero-copy (shared with the proxy)."""
         try:
-            while count > 0:
-                try:
-                    n = os.sendfile(sfd, fd, offset, min(count, _MAX_SENDFILE))
-                except BlockingIOError:
-                    if transport.is_closing():
-                        raise _ClientGone("connection lost") from None
-                    self.stats.eagain_waits += 1
-                    await _wait_writable(loop, sfd, self.send_timeout)
-                    since_yield = 0
-                    continue
-                except (BrokenPipeError, ConnectionResetError) as exc:
-                    raise _ClientGone(str(exc)) from exc
-                if n == 0:
-                    raise RuntimeError("file ended before the promised count was sent")
-                offset += n
-                count -= n
-                since_yield += n
-                if since_yield >= _YIELD_EVERY and count > 0:
-                    since_yield = 0
-                    await asyncio.sleep(0)
-                    if transport.is_closing():
-                        raise _ClientGone("connection lost")
-        finally:
-            os.close(sfd)
+            self.stats.eagain_waits += await sendfile_on(transport, sock, fd, offset, count, self.send_timeout)
+        except ConnectionGone as exc:
+            raise _ClientGone(str(exc)) from exc
+        except EOFError as exc:
+            raise RuntimeError(str(exc)) from exc
 
     async def _copy(self, resp: web.StreamResponse, fd: int, offset: int, count: int) -> None:
         end = offset + count
@@ -531,33 +509,10 @@ class _NoLifespan(Exception):
 
 
 async def _wait_flushed(transport: asyncio.Transport, writer: Any) -> None:
-    """Wait until the transport's own write buffer (the headers) reached the kernel."""
-    if transport.get_write_buffer_size() == 0:
-        return
-    low, high = transport.get_write_buffer_limits()  # note the order
-    transport.set_write_buffer_limits(high=0, low=0)  # pauses the protocol now
     try:
-        await writer.drain()  # returns on resume_writing, i.e. an empty buffer
-    finally:
-        transport.set_write_buffer_limits(high=high, low=low)
-    while transport.get_write_buffer_size() and not transport.is_closing():
-        await asyncio.sleep(0.001)  # belt and braces; not reached in practice
-    if transport.is_closing():
-        raise _ClientGone("connection lost")
-
-
-async def _wait_writable(loop: asyncio.AbstractEventLoop, fd: int, timeout: float | None) -> None:
-    fut = loop.create_future()
-
-    def ready() -> None:
-        if not fut.done():
-            fut.set_result(None)
-
-    loop.add_writer(fd, ready)
-    try:
-        await asyncio.wait_for(fut, timeout)
-    finally:
-        loop.remove_writer(fd)
+        await wait_flushed(transport, writer)
+    except ConnectionGone as exc:
+        raise _ClientGone(str(exc)) from exc
 
 
 # ------------------------------------------------------------------ entry points

@@ -240,7 +240,7 @@ class Engine:
                         raise UpstreamMismatch(f"{url}: unexpected Content-Range "
                                                f"{resp.headers.get('Content-Range')!r}, expected {expect}")
                     cl = resp.headers.get("Content-Length")
-                    if cl is not None and cl != str(expect.size):
+                    if cl is not None and not (cl.isascii() and cl.isdigit() and int(cl) == expect.size):
                         raise UpstreamMismatch(f"{url}: Content-Length {cl} != {expect.size}")
                 await self._remember(meta)
                 run = range(hint.start, min(hint.stop, slice_count(meta.length, S)))

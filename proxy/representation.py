@@ -80,8 +80,18 @@ def _directives(value: str | None) -> dict[str, str | None]:
     for m in _DIRECTIVE.finditer(value):
         if m.group(1):
             arg = m.group(2)
-            out[m.group(1).lower()] = arg.strip('"') if arg is not None else None
+            # RFC 9111 §4.2.1: with a directive repeated, the first one counts.
+            out.setdefault(m.group(1).lower(), arg.strip('"') if arg is not None else None)
     return out
+
+
+def _all(headers: Mapping[str, str], name: str) -> str | None:
+    """Every line of a list header, joined (aiohttp keeps repeated lines apart)."""
+    getall = getattr(headers, "getall", None)
+    if getall is not None:
+        values = getall(name, [])
+        return ", ".join(values) if values else None
+    return headers.get(name)
 
 
 def _seconds(arg: str | None) -> int | None:
@@ -90,7 +100,9 @@ def _seconds(arg: str | None) -> int | None:
 
 def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Freshness:
     """Storability and lifetime for a shared cache (RFC 9111 §3, §4.2.1, §5.2.2)."""
-    cc = _directives(headers.get("Cache-Control"))
+    cc = _directives(_all(headers, "Cache-Control"))
+    # RFC 9111 §4.2.3: an upstream cache's Age has already used part of the lifetime.
+    age = _seconds(headers.get("Age")) or 0
     # RFC 9111 §5.2.2.5/§5.2.2.7: no-store and private forbid a shared cache to store.
     if "no-store" in cc or "private" in cc:
         return Freshness(False, 0.0)
@@ -101,13 +113,14 @@ def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Fre
     for name in ("s-maxage", "max-age"):
         secs = _seconds(cc.get(name)) if name in cc else None
         if secs is not None:
-            return Freshness(True, float(secs))
+            return Freshness(True, float(max(0, secs - age)))
     if "Expires" in headers:
         expires = parse_http_date(headers["Expires"])
-        date = parse_http_date(headers.get("Date")) or now
+        date = parse_http_date(headers.get("Date"))
+        base = now if date is None else date
         # §5.3: an invalid Expires (e.g. "0") means already expired.
-        return Freshness(True, max(0.0, float(expires - date)) if expires is not None else 0.0)
-    return Freshness(True, default_ttl)
+        return Freshness(True, max(0.0, float(expires - base - age)) if expires is not None else 0.0)
+    return Freshness(True, max(0.0, default_ttl - age))
 
 
 def meta_from_response(
@@ -176,6 +189,6 @@ def check_piece(meta: ObjectMeta, asked: Span, status: int, headers: Mapping[str
         return Mismatch(f"unexpected range in slice response: {cr.span.start}-{cr.span.end - 1}, "
                         f"expected: {asked.start}-{asked.end - 1}")
     cl = headers.get("Content-Length")
-    if cl is not None and cl != str(asked.size):
+    if cl is not None and _seconds(cl) != asked.size:
         return Mismatch(f"Content-Length {cl} != {asked.size}")
     return None
