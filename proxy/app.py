@@ -31,6 +31,7 @@ def build_app(settings: Settings) -> web.Application:
                             read_timeout=settings.upstream_read_timeout)
         await upstream.start()
         engine = Engine(settings, store, upstream)
+        await engine.start()
         app[ENGINE] = engine
         handler = ProxyHandler(engine)
         app["handler"] = handler  # noqa: aiohttp warns on str keys; AppKey below is the typed route

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import Counter, OrderedDict
 from contextlib import asynccontextmanager
@@ -35,9 +36,10 @@ from proxy.slices import SlicePlan, cuts, needed_slices, slice_count, slice_span
 from proxy.store import SliceStore
 from proxy.upstream import Upstream
 
-__all__ = ["Engine", "MetaLease", "Counters", "RequestTally"]
+__all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "close_pieces"]
 
 log = logging.getLogger("rangeproxy.engine")
+TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fds
 META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
 
 
@@ -62,6 +64,21 @@ class RequestTally:
     hits: int = 0
     misses: int = 0
     collapsed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FilePiece:
+    """``count`` bytes at ``offset`` of an open slice file (a dup owned by the sender)."""
+
+    fd: int
+    offset: int
+    count: int
+
+
+def close_pieces(pieces: list[bytes | FilePiece]) -> None:
+    for p in pieces:
+        if isinstance(p, FilePiece):
+            os.close(p.fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +159,18 @@ class Engine:
         return {"url": url, "length": meta.length, "slice_size": self.slice_size, "slices": n,
                 "cached": sorted(cached), "in_flight": flying, "etag": meta.etag,
                 "content_type": meta.content_type}
+
+    async def start(self) -> None:
+        self._spawn(self._housekeeping())
+
+    async def _housekeeping(self) -> None:
+        """Report fd-served hits to diskcache's LRU now and then."""
+        while True:
+            await asyncio.sleep(TOUCH_INTERVAL)
+            try:
+                await self.store.flush_touches()
+            except Exception as exc:  # noqa: BLE001 - never let bookkeeping kill the loop
+                log.warning("cache LRU update failed: %s", exc)
 
     async def close(self) -> None:
         for t in list(self._tasks):
@@ -441,6 +470,47 @@ class Engine:
 
     # --- the response body, assembled slice by slice -------------------------------
 
+    def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
+                  tally: RequestTally) -> list[bytes | FilePiece] | None:
+        """The whole body as framing bytes and file pieces, if every slice is held open.
+
+        The fast path for hits (aiohttp's web_fileresponse shape): the caller sends
+        each FilePiece with sendfile. Each fd is a dup the caller closes, so the store
+        may close its own at any time. None when any slice is not held or has the
+        wrong length (the general path then refetches it).
+        """
+        if not meta.storable:
+            return None
+        store, S = self.store, self.slice_size
+        out: list[bytes | FilePiece] = []
+        checked: dict[int, int] = {}
+        try:
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    out.append(piece)
+                    continue
+                for cut in cuts((piece,), S):
+                    fd = checked.get(cut.index)
+                    if fd is None:
+                        fd = store.cached_fd(meta.url, meta.validator, cut.index)
+                        if fd is None:
+                            raise LookupError
+                        size = slice_span(cut.index, S, meta.length).size
+                        if os.fstat(fd).st_size != size:
+                            store.drop(meta.url, meta.validator, cut.index, "length changed on disk")
+                            raise LookupError
+                        checked[cut.index] = fd
+                    out.append(FilePiece(os.dup(fd), cut.lo, cut.hi - cut.lo))
+        except (LookupError, OSError):
+            close_pieces(out)
+            return None
+        n = sum(p.count for p in out if isinstance(p, FilePiece))
+        self.counters.slice_lookups["hit"] += len(out) - sum(1 for p in out if isinstance(p, bytes))
+        self.counters.response_bytes["cache"] += n
+        tally.hits += len(checked)
+        tally.cache_bytes += n
+        return out
+
     async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> SlicePlan:
         needed = needed_slices(spans, self.slice_size)
         if not meta.storable or not needed:
@@ -482,8 +552,12 @@ class Engine:
                          tally: RequestTally) -> AsyncIterator[bytes]:
         fill = fl.fills.get(i)
         if fill is None and meta.storable:
-            size = slice_span(i, self.slice_size, meta.length).size
-            data = await self.store.read(meta.url, meta.validator, i, size, lo, hi)
+            store = self.store
+            fd = store.cached_fd(meta.url, meta.validator, i)
+            if fd is None:
+                size = slice_span(i, self.slice_size, meta.length).size
+                fd = await store.open_slice(meta.url, meta.validator, i, size)
+            data = None if fd is None else store.pread(meta.url, meta.validator, i, fd, lo, hi)
             if data is not None:
                 self.counters.slice_lookups["hit"] += 1
                 self.counters.response_bytes["cache"] += len(data)

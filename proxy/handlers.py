@@ -9,7 +9,9 @@ end of a response holding wrong or mixed bytes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
@@ -17,7 +19,7 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from proxy.engine import Engine, MetaLease, RequestTally
+from proxy.engine import Engine, FilePiece, MetaLease, RequestTally, close_pieces
 from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus
 from proxy.httpdate import parse_http_date
 from proxy.ranges import (
@@ -37,6 +39,7 @@ from proxy.ranges import (
 )
 from proxy.representation import ObjectMeta
 from proxy.slices import SlicePlan
+from proxy.zerocopy import sendfile_on, socket_of, wait_flushed
 
 __all__ = ["ProxyHandler", "ResponseInfo", "split_target", "INFO_KEY"]
 INFO_KEY = "rangeproxy"  # request[INFO_KEY] -> ResponseInfo, for the access log and metrics
@@ -229,6 +232,10 @@ class ProxyHandler:
                 await head.prepare(request)
                 await head.write_eof()
                 return head
+            if plan.status == "HIT":
+                files = engine.hit_files(meta, pieces, info.tally)
+                if files is not None:
+                    return await self._send_files(request, status, base, length, files, info)
             return await self._send(request, status, base, length, pieces, meta, spans, plan, lease, info)
         finally:
             if lease.held is not None:
@@ -272,8 +279,8 @@ class ProxyHandler:
                 except ProxyError as exc:
                     info.cache_status = "ERROR"
                     return self._error(exc)
-            await resp.prepare(request)
             try:
+                await resp.prepare(request)
                 if first:
                     await resp.write(first)
                     sent += len(first)
@@ -298,6 +305,38 @@ class ProxyHandler:
             return resp
         finally:
             await body.aclose()
+
+    async def _send_files(self, request: web.Request, status: int, headers: dict[str, str], length: int,
+                          items: list[bytes | FilePiece], info: ResponseInfo) -> web.StreamResponse:
+        """A hit: framing bytes written, slice pieces sent zero-copy from their files."""
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
+        try:
+            await resp.prepare(request)
+            info.first_byte = time.monotonic()
+            transport = request.transport
+            sock = socket_of(transport)
+            writer = request._payload_writer
+            for item in items:
+                if isinstance(item, bytes):
+                    await resp.write(item)
+                elif sock is not None and transport is not None:
+                    await wait_flushed(transport, writer)  # type: ignore[arg-type]
+                    await sendfile_on(transport, sock, item.fd, item.offset, item.count)  # type: ignore[arg-type]
+                    writer.output_size += item.count
+                else:
+                    await resp.write(os.pread(item.fd, item.count, item.offset))
+            await resp.write_eof()
+        except (ConnectionError, asyncio.TimeoutError):
+            info.aborted = True
+            self._cut(request)
+        except EOFError as exc:  # a slice file shrank under us: never end cleanly
+            log.warning("aborting hit for %s: %s", info.url, exc)
+            info.aborted = True
+            self._cut(request)
+        finally:
+            close_pieces(items)
+        return resp
 
     @staticmethod
     def _cut(request: web.Request) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -23,6 +24,7 @@ __all__ = ["SliceStore"]
 
 log = logging.getLogger("rangeproxy.store")
 T = TypeVar("T")
+SliceId = tuple[str, str, int]  # (url, validator, index)
 
 
 def _slice_key(url: str, validator: str, index: int) -> str:
@@ -36,7 +38,7 @@ def _meta_key(url: str) -> str:
 class SliceStore:
     """Slices and object metadata in one diskcache directory, LRU-evicted by size."""
 
-    def __init__(self, directory: str, size_limit: int, threads: int = 4) -> None:
+    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int = 512) -> None:
         self._cache = diskcache.Cache(
             directory,
             size_limit=size_limit,
@@ -48,6 +50,9 @@ class SliceStore:
         )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
         self.corrupt_dropped = 0
+        self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
+        self._max_fds = max_fds
+        self._touched: set[SliceId] = set()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -71,37 +76,82 @@ class SliceStore:
         await self._run(self._cache.set, _meta_key(meta.url), meta.to_dict(), None, False, meta.url)
 
     # --- slices ---------------------------------------------------------------
+    #
+    # Hot path: a hit is an ``os.pread`` (or a sendfile) on a slice file we already hold
+    # open, on the event loop, with no SQLite and no thread hop. Slice files are
+    # immutable for their (url, validator, index), so an fd stays right even after
+    # diskcache evicts and unlinks its file. Hits are reported to diskcache's LRU in
+    # batches so eviction order still follows use.
 
-    def _present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
-        return {i for i in indices if _slice_key(url, validator, i) in self._cache}
+    def cached_fd(self, url: str, validator: str, index: int) -> int | None:
+        key = (url, validator, index)
+        fd = self._fds.get(key)
+        if fd is not None:
+            self._fds.move_to_end(key)
+            self._touched.add(key)
+        return fd
 
-    async def present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
-        """Which of ``indices`` are stored (no LRU touch, one thread hop)."""
-        return await self._run(self._present, url, validator, list(indices))
+    def _remember_fd(self, key: SliceId, fd: int) -> None:
+        old = self._fds.pop(key, None)
+        if old is not None:
+            os.close(old)
+        self._fds[key] = fd
+        while len(self._fds) > self._max_fds:
+            _, victim = self._fds.popitem(last=False)
+            os.close(victim)
 
-    def _read(self, url: str, validator: str, index: int, size: int, lo: int, hi: int) -> bytes | None:
+    def _forget_fd(self, key: SliceId) -> None:
+        fd = self._fds.pop(key, None)
+        if fd is not None:
+            os.close(fd)
+
+    def _open(self, url: str, validator: str, index: int, size: int) -> int | None:
+        """Find a slice file through diskcache (this touches its LRU) and dup its fd."""
         key = _slice_key(url, validator, index)
         try:
             handle = self._cache.get(key, read=True)
         except OSError:
-            handle = None
             self._drop_corrupt(key, "unreadable")
+            return None
         if handle is None:
             return None
+        with handle:
+            try:
+                actual = os.fstat(handle.fileno()).st_size
+            except (OSError, ValueError, AttributeError):
+                actual = -1
+            if actual != size:
+                self._drop_corrupt(key, f"length {actual} != {size}")
+                return None
+            return os.dup(handle.fileno())
+
+    async def open_slice(self, url: str, validator: str, index: int, size: int) -> int | None:
+        """An fd of a stored slice of ``size`` bytes, or None (miss, or corrupt and dropped)."""
+        fd = self.cached_fd(url, validator, index)
+        if fd is not None:
+            return fd
+        fd = await self._run(self._open, url, validator, index, size)
+        if fd is None:
+            return None
+        self._remember_fd((url, validator, index), fd)
+        return fd
+
+    def pread(self, url: str, validator: str, index: int, fd: int, lo: int, hi: int) -> bytes | None:
+        """Bytes ``[lo, hi)`` from a slice fd; a short read means the file was damaged."""
         try:
-            with handle:
-                actual = os.fstat(handle.fileno()).st_size if hasattr(handle, "fileno") else None
-                if actual is not None and actual != size:
-                    self._drop_corrupt(key, f"length {actual} != {size}")
-                    return None
-                data = os.pread(handle.fileno(), hi - lo, lo)
-        except (OSError, ValueError) as exc:
-            self._drop_corrupt(key, f"read failed: {exc}")
-            return None
-        if len(data) != hi - lo:
-            self._drop_corrupt(key, f"short read {len(data)} != {hi - lo}")
-            return None
-        return data
+            data = os.pread(fd, hi - lo, lo)
+        except OSError as exc:
+            data = b""
+            log.warning("slice read failed: %s", exc)
+        if len(data) == hi - lo:
+            return data
+        self.drop(url, validator, index, f"short read {len(data)} of {hi - lo}")
+        return None
+
+    def drop(self, url: str, validator: str, index: int, why: str) -> None:
+        """Forget a damaged slice now; delete it from diskcache in the background."""
+        self._forget_fd((url, validator, index))
+        self._pool.submit(self._drop_corrupt, _slice_key(url, validator, index), why)
 
     def _drop_corrupt(self, key: str, why: str) -> None:
         self.corrupt_dropped += 1
@@ -111,18 +161,45 @@ class SliceStore:
         except OSError:
             pass
 
-    async def read(self, url: str, validator: str, index: int, size: int, lo: int, hi: int) -> bytes | None:
-        """Bytes ``[lo, hi)`` of a stored slice of ``size`` bytes, or None (miss / corrupt)."""
-        return await self._run(self._read, url, validator, index, size, lo, hi)
+    def _present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
+        return {i for i in indices if _slice_key(url, validator, i) in self._cache}
 
-    def _put(self, url: str, validator: str, index: int, data: bytes) -> None:
-        self._cache.set(_slice_key(url, validator, index), data, tag=url)
+    async def present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
+        """Which of ``indices`` are stored (open fds first; the rest in one thread hop)."""
+        indices = list(indices)
+        known = {i for i in indices if (url, validator, i) in self._fds}
+        rest = [i for i in indices if i not in known]
+        if rest:
+            known |= await self._run(self._present, url, validator, rest)
+        return known
+
+    def _put(self, url: str, validator: str, index: int, data: bytes) -> int | None:
+        key = _slice_key(url, validator, index)
+        self._cache.set(key, data, tag=url)
+        return self._open(url, validator, index, len(data))
 
     async def put_slice(self, url: str, validator: str, index: int, data: bytes) -> None:
-        await self._run(self._put, url, validator, index, data)
+        fd = await self._run(self._put, url, validator, index, data)
+        if fd is not None:
+            self._remember_fd((url, validator, index), fd)
+
+    def _touch(self, keys: list[SliceId]) -> None:
+        for url, validator, index in keys:
+            handle = self._cache.get(_slice_key(url, validator, index), read=True)
+            if handle is not None:
+                handle.close()
+
+    async def flush_touches(self) -> None:
+        """Report hits served from held fds to diskcache's LRU (called periodically)."""
+        if self._touched:
+            keys, self._touched = list(self._touched), set()
+            await self._run(self._touch, keys)
 
     async def evict_object(self, url: str) -> int:
         """Drop every slice and the metadata of one object (all versions)."""
+        for key in [k for k in self._fds if k[0] == url]:
+            self._forget_fd(key)
+        self._touched = {k for k in self._touched if k[0] != url}
         return await self._run(self._cache.evict, url)
 
     async def volume(self) -> tuple[int, int]:
@@ -131,4 +208,7 @@ class SliceStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         self._cache.close()
