@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only these targets (keys: aiohttp granian; nginx always runs)")
     p.add_argument("--start-timeout", type=float, default=30.0,
                    help="seconds a server may take to answer /healthz")
+    p.add_argument("--details", action="store_true",
+                   help="also print every run and the environment")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     return p
 
@@ -203,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
             reports.append(WORKLOADS[name](opts, tools, tmp / name))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
-        if opts.keep_tmp:
-            print(f"bench: logs kept in {tmp}", file=sys.stderr)
         return 1
     finally:
         if opts.keep_tmp:
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
     env = environment(tools)
     env.append(("machine busy before start", f"{idle_busy:.0f}%"))
-    print(render(reports, env, details=False))
+    print(render(reports, env, details=opts.details))
     if opts.out:
         append_out(opts.out, reports, env)
         print(f"bench: appended results to {opts.out}", file=sys.stderr)

@@ -22,6 +22,7 @@ import aiohttp
 
 from proxy.config import Settings
 from proxy.errors import (
+    ProxyError,
     RangeNotSatisfiable,
     UpstreamError,
     UpstreamMismatch,
@@ -367,14 +368,20 @@ class Engine:
         fl.fills.update(fills)
         return fills
 
+    def _fetchable(self, meta: ObjectMeta, fl: ObjectFlights, i: int, cached: frozenset[int]) -> bool:
+        """Neither cached (at plan time, or stored since: its fd is held), nor in flight."""
+        return (i not in cached and i not in fl.fills
+                and self.store.cached_fd(meta.url, meta.validator, i) is None)
+
     def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
                   cached: frozenset[int]) -> tuple[SliceFill, range]:
         """Start fetching ``first`` and the contiguous wanted, uncached, idle slices after it."""
         run_end = first + 1
         limit = min(first + self.settings.max_run_slices, slice_count(meta.length, self.slice_size))
-        while run_end < limit and run_end in wanted and run_end not in cached and run_end not in fl.fills:
+        while run_end < limit and run_end in wanted and self._fetchable(meta, fl, run_end, cached):
             run_end += 1
         run = range(first, run_end)
+        log.debug("run %s slices %d-%d (flights %x)", meta.url, run.start, run.stop - 1, id(fl))
         fills = self._register(fl, meta, run)
         self._spawn(self._run(meta, fl, run, fills))
         return fills[first], run
@@ -406,6 +413,8 @@ class Engine:
             self._forget_idle(meta.url, fl)
 
     def _abandon(self, fl: ObjectFlights, fills: dict[int, SliceFill], exc: BaseException) -> None:
+        if not isinstance(exc, ProxyError):  # readers see typed errors with a status hint
+            exc = UpstreamError(f"origin fault: {exc.__class__.__name__}: {exc}")
         for i, fill in fills.items():
             if not fill.done:
                 fill.fail(exc)
@@ -511,11 +520,18 @@ class Engine:
         tally.cache_bytes += n
         return out
 
-    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> SlicePlan:
+    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...], fetched: range | None = None) -> SlicePlan:
+        """Needed slices and which are cached; ``fetched`` (this request's own discovery
+        run) counts as fetched for this response even if it already reached the store."""
         needed = needed_slices(spans, self.slice_size)
         if not meta.storable or not needed:
             return SlicePlan(needed, frozenset())
-        return SlicePlan(needed, frozenset(await self.store.present(meta.url, meta.validator, needed)))
+        present = await self.store.present(meta.url, meta.validator, needed)
+        fl = self._flights.get(meta.url)
+        if fl is not None and fl.validator == meta.validator:
+            # Complete and verified, on its way to the store: as good as cached.
+            present.update(i for i in needed if (f := fl.fills.get(i)) is not None and f.done and f.error is None)
+        return SlicePlan(needed, frozenset(present.difference(fetched or ())))
 
     async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
                      tally: RequestTally | None = None, started: range | None = None) -> AsyncIterator[bytes]:
@@ -536,7 +552,7 @@ class Engine:
                     yield chunk
                 # Pipelining: while reading slice i, make sure the next wanted slice is on its way.
                 nxt = cut.index + 1
-                if nxt in wanted and nxt not in plan.cached and nxt not in fl.fills and not fl.dead:
+                if nxt in wanted and not fl.dead and self._fetchable(meta, fl, nxt, plan.cached):
                     mine.update(self.start_run(meta, fl, nxt, wanted, plan.cached)[1])
         finally:
             self.active_streams -= 1
@@ -553,16 +569,22 @@ class Engine:
         fill = fl.fills.get(i)
         if fill is None and meta.storable:
             store = self.store
+            size = slice_span(i, self.slice_size, meta.length).size
             fd = store.cached_fd(meta.url, meta.validator, i)
             if fd is None:
-                size = slice_span(i, self.slice_size, meta.length).size
                 fd = await store.open_slice(meta.url, meta.validator, i, size)
-            data = None if fd is None else store.pread(meta.url, meta.validator, i, fd, lo, hi)
+            data = None if fd is None else store.pread(meta.url, meta.validator, i, fd, size, lo, hi)
             if data is not None:
-                self.counters.slice_lookups["hit"] += 1
-                self.counters.response_bytes["cache"] += len(data)
-                tally.hits += 1
-                tally.cache_bytes += len(data)
+                if i in mine:  # our own fetch got there first: still a miss for this response
+                    self.counters.slice_lookups["miss"] += 1
+                    self.counters.response_bytes["origin"] += len(data)
+                    tally.misses += 1
+                    tally.origin_bytes += len(data)
+                else:
+                    self.counters.slice_lookups["hit"] += 1
+                    self.counters.response_bytes["cache"] += len(data)
+                    tally.hits += 1
+                    tally.cache_bytes += len(data)
                 yield data
                 return
             fill = fl.fills.get(i)

@@ -224,7 +224,7 @@ class ProxyHandler:
                 mp = multipart(spans, meta.length, ctype)
                 pieces, length = mp.pieces, mp.content_length
                 base["Content-Type"] = mp.content_type
-            plan = await engine.plan(meta, spans)
+            plan = await engine.plan(meta, spans, lease.held)
             base["X-Cache"] = info.cache_status = plan.status
             if request.method == "HEAD":
                 head = web.StreamResponse(status=status, headers=base)

@@ -136,16 +136,17 @@ class SliceStore:
         self._remember_fd((url, validator, index), fd)
         return fd
 
-    def pread(self, url: str, validator: str, index: int, fd: int, lo: int, hi: int) -> bytes | None:
-        """Bytes ``[lo, hi)`` from a slice fd; a short read means the file was damaged."""
+    def pread(self, url: str, validator: str, index: int, fd: int, size: int, lo: int, hi: int) -> bytes | None:
+        """Bytes ``[lo, hi)`` of a slice of ``size`` bytes; a file of another length is damaged."""
         try:
-            data = os.pread(fd, hi - lo, lo)
+            actual = os.fstat(fd).st_size
+            data = os.pread(fd, hi - lo, lo) if actual == size else b""
         except OSError as exc:
-            data = b""
+            actual, data = -1, b""
             log.warning("slice read failed: %s", exc)
         if len(data) == hi - lo:
             return data
-        self.drop(url, validator, index, f"short read {len(data)} of {hi - lo}")
+        self.drop(url, validator, index, f"length {actual} != {size}")
         return None
 
     def drop(self, url: str, validator: str, index: int, why: str) -> None:

@@ -1,0 +1,369 @@
+"""Usage statistics for ``/stats.json`` (and the ``/stats`` page that draws it).
+
+Everything is bounded, whatever the traffic:
+
+* a ring of one sample per second (cumulative counts, ``HISTORY`` seconds): the
+  charts and the last-minute rates are differences between samples;
+* reservoirs of the most recent response durations / times to first byte
+  (``RESERVOIR`` each, overall and per cache status) for p50/p95/p99;
+* bytes served per object in a dict of at most ``2 * TRACKED`` URLs, cut back to the
+  ``TRACKED`` biggest when it grows past that (so the top list is exact while fewer
+  than ``TRACKED`` objects are served, and approximate beyond).
+
+The engine's own counters (``Engine.counters``, the store's tallies) are read
+when a sample or a snapshot is taken; this module only adds what a response tells
+(through the handler's observer).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+__all__ = ["Stats", "percentiles", "to_ranges", "cached_bytes", "HISTORY", "RATE_WINDOW"]
+
+HISTORY = 300  # seconds of per-second samples (the charts)
+RATE_WINDOW = 60  # seconds the "rates" cover
+RESERVOIR = 2048  # most recent durations kept for percentiles (overall; per cache status the same)
+TRACKED = 1000  # objects whose bytes served are tracked exactly
+TOP = 10  # objects in the snapshot
+QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
+LATENCY_STATUSES = ("HIT", "MISS", "PARTIAL", "PASS")
+
+
+def percentiles(values: Iterable[float]) -> dict[str, float | None]:
+    """Nearest-rank p50/p95/p99 of ``values`` (None when there are none)."""
+    xs = sorted(values)
+    n = len(xs)
+    if not n:
+        return {name: None for name, _ in QUANTILES}
+    return {name: xs[max(0, math.ceil(q * n) - 1)] for name, q in QUANTILES}
+
+
+def to_ranges(indices: Iterable[int]) -> list[list[int]]:
+    """Sorted slice indices as ``[[start, stop), ...]`` runs: ``[0, 1, 2, 5]`` -> ``[[0, 3], [5, 6]]``."""
+    out: list[list[int]] = []
+    for i in sorted(set(indices)):
+        if out and out[-1][1] == i:
+            out[-1][1] = i + 1
+        else:
+            out.append([i, i + 1])
+    return out
+
+
+def cached_bytes(indices: Sequence[int], length: int, slice_size: int) -> int:
+    """Bytes held by the given slices of an object of ``length`` bytes (the last slice may be short)."""
+    total = 0
+    for i in indices:
+        start = i * slice_size
+        total += max(0, min(slice_size, length - start))
+    return total
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return None if den <= 0 else num / den
+
+
+@dataclass
+class ObjStat:
+    bytes: int = 0
+    cache_bytes: int = 0
+    origin_bytes: int = 0
+    requests: int = 0
+    length: int | None = None
+    last_seen: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """Cumulative counts at one moment."""
+
+    wall: float
+    mono: float
+    req_cache: int
+    req_origin: int
+    req_error: int
+    bytes_cache: int
+    bytes_origin: int
+    bytes_upstream: int
+
+
+def request_class(status: int, cache_status: str) -> str:
+    """Where a response came from, for the request-rate chart: cache, origin or error."""
+    if cache_status == "ERROR" or status >= 500:
+        return "error"
+    if cache_status in ("MISS", "PARTIAL", "PASS"):
+        return "origin"
+    return "cache"  # HIT, or answered from metadata alone (304, 416, HEAD of a known object)
+
+
+class Stats:
+    """Per-app statistics: fed by the observer, sampled every second, snapshotted for /stats.json."""
+
+    def __init__(self, settings: Any, *, history: int = HISTORY, reservoir: int = RESERVOIR,
+                 tracked: int = TRACKED, top: int = TOP) -> None:
+        self.settings = settings
+        self.started_wall = time.time()
+        self.started_mono = time.monotonic()
+        self.history = history
+        self.tracked = tracked
+        self.top = top
+        self.engine: Any = None
+        self.requests = 0
+        self.by_cache_status: Counter[str] = Counter()
+        self.by_status_class: Counter[str] = Counter()
+        self.by_class: Counter[str] = Counter()  # cache | origin | error
+        self.aborted = 0
+        self.purges = 0
+        self._durations: deque[float] = deque(maxlen=reservoir)
+        self._ttfbs: deque[float] = deque(maxlen=reservoir)
+        self._by_status_lat: dict[str, tuple[deque[float], deque[float]]] = {
+            cs: (deque(maxlen=reservoir), deque(maxlen=reservoir)) for cs in LATENCY_STATUSES
+        }
+        self.objects: dict[str, ObjStat] = {}
+        self._ring: deque[Sample] = deque(maxlen=history + 1)
+        self._maps: dict[str, tuple[float, dict[str, Any] | None]] = {}
+
+    # --- feeding ---------------------------------------------------------------------
+
+    def bind(self, engine: Any) -> None:
+        """Start counting against ``engine`` (called once the app has started)."""
+        self.engine = engine
+        self._ring.clear()
+        self.tick()
+
+    def observe(self, method: str, status: int, info: Any) -> None:
+        """One finished proxied response (``info``: handlers.ResponseInfo)."""
+        cs = info.cache_status
+        self.requests += 1
+        self.by_cache_status[cs] += 1
+        self.by_status_class[f"{status // 100}xx" if 100 <= status < 600 else "other"] += 1
+        self.by_class[request_class(status, cs)] += 1
+        if info.aborted:
+            self.aborted += 1
+        finished = info.finished if info.finished is not None else time.monotonic()
+        duration = max(0.0, finished - info.started)
+        ttfb = info.ttfb()
+        self._durations.append(duration)
+        if ttfb is not None:
+            self._ttfbs.append(max(0.0, ttfb))
+        lat = self._by_status_lat.get(cs)
+        if lat is not None:
+            lat[0].append(duration)
+            if ttfb is not None:
+                lat[1].append(max(0.0, ttfb))
+        tally = info.tally
+        sent = tally.cache_bytes + tally.origin_bytes
+        if info.url and method in ("GET", "HEAD") and (sent or info.object_length is not None):
+            obj = self.objects.get(info.url)
+            if obj is None:
+                obj = self.objects[info.url] = ObjStat()
+                if len(self.objects) > 2 * self.tracked:
+                    self._prune()
+                    obj = self.objects.setdefault(info.url, obj)
+            obj.bytes += sent
+            obj.cache_bytes += tally.cache_bytes
+            obj.origin_bytes += tally.origin_bytes
+            obj.requests += 1
+            if info.object_length is not None:
+                obj.length = info.object_length
+            obj.last_seen = time.time()
+
+    def _prune(self) -> None:
+        keep = sorted(self.objects.items(), key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)
+        self.objects = dict(keep[: self.tracked])
+
+    def forget_map(self, url: str) -> None:
+        """Drop the cached slice map of ``url`` (after a purge: the next snapshot asks again)."""
+        self._maps.pop(url, None)
+
+    def _cumulative(self) -> Sample:
+        c = self.engine.counters if self.engine is not None else None
+        return Sample(
+            time.time(), time.monotonic(),
+            self.by_class["cache"], self.by_class["origin"], self.by_class["error"],
+            c.response_bytes.get("cache", 0) if c else 0,
+            c.response_bytes.get("origin", 0) if c else 0,
+            c.upstream_bytes if c else 0,
+        )
+
+    def tick(self) -> None:
+        """Take the per-second sample (the app calls this once a second)."""
+        self._ring.append(self._cumulative())
+
+    # --- reading -----------------------------------------------------------------------
+
+    def _series(self) -> dict[str, Any]:
+        ring = list(self._ring)
+        out: dict[str, list[float]] = {k: [] for k in ("t", "cache_requests", "origin_requests", "error_requests",
+                                                        "cache_bytes", "origin_bytes", "upstream_bytes")}
+        for a, b in zip(ring, ring[1:]):
+            dt = b.mono - a.mono
+            if dt <= 0:
+                continue
+            out["t"].append(round(b.wall, 3))
+            out["cache_requests"].append((b.req_cache - a.req_cache) / dt)
+            out["origin_requests"].append((b.req_origin - a.req_origin) / dt)
+            out["error_requests"].append((b.req_error - a.req_error) / dt)
+            out["cache_bytes"].append((b.bytes_cache - a.bytes_cache) / dt)
+            out["origin_bytes"].append((b.bytes_origin - a.bytes_origin) / dt)
+            out["upstream_bytes"].append((b.bytes_upstream - a.bytes_upstream) / dt)
+        return {"interval_seconds": 1, "history_seconds": self.history, **out}
+
+    def _rates(self, now: Sample) -> dict[str, Any]:
+        base = None
+        for s in self._ring:  # the oldest sample within the window (the ring is in time order)
+            if now.mono - s.mono <= RATE_WINDOW + 0.5:
+                base = s
+                break
+        if base is None or now.mono - base.mono <= 0:
+            span = 0.0
+            base = now
+        else:
+            span = now.mono - base.mono
+        per = (lambda x: x / span) if span > 0 else (lambda x: 0.0)
+        cache_r, origin_r, error_r = (now.req_cache - base.req_cache, now.req_origin - base.req_origin,
+                                      now.req_error - base.req_error)
+        return {
+            "window_seconds": round(span, 3),
+            "requests_per_second": per(cache_r + origin_r + error_r),
+            "cache_requests_per_second": per(cache_r),
+            "origin_requests_per_second": per(origin_r),
+            "error_requests_per_second": per(error_r),
+            "cache_bytes_per_second": per(now.bytes_cache - base.bytes_cache),
+            "origin_bytes_per_second": per(now.bytes_origin - base.bytes_origin),
+            "upstream_bytes_per_second": per(now.bytes_upstream - base.bytes_upstream),
+        }
+
+    def _latency(self) -> dict[str, Any]:
+        by = {}
+        for cs, (d, t) in self._by_status_lat.items():
+            if d:
+                by[cs] = {"samples": len(d), "duration_seconds": percentiles(d), "ttfb_seconds": percentiles(t)}
+        return {"samples": len(self._durations), "duration_seconds": percentiles(self._durations),
+                "ttfb_seconds": percentiles(self._ttfbs), "by_cache_status": by}
+
+    async def _slice_map(self, url: str) -> dict[str, Any] | None:
+        hit = self._maps.get(url)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < 0.9:
+            return hit[1]
+        sm = await self.engine.slice_map(url) if self.engine is not None else None
+        self._maps[url] = (now, sm)
+        return sm
+
+    async def _top_objects(self) -> list[dict[str, Any]]:
+        ranked = sorted(((u, o) for u, o in self.objects.items() if o.bytes > 0),
+                        key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)[: self.top]
+        for url in [u for u in self._maps if u not in dict(ranked)]:
+            del self._maps[url]
+        base = self.engine.upstream.base_url if self.engine is not None else ""
+        S = self.settings.slice_size
+        out = []
+        for url, o in ranked:
+            sm = await self._slice_map(url)
+            path = url[len(base):] if base and url.startswith(base) else url
+            entry: dict[str, Any] = {
+                "path": path or "/", "url": url, "bytes_served": o.bytes, "cache_bytes": o.cache_bytes,
+                "origin_bytes": o.origin_bytes, "requests": o.requests, "last_seen": round(o.last_seen, 3),
+                "hit_ratio_bytes": _ratio(o.cache_bytes, o.bytes),
+            }
+            if sm is not None:
+                length, slice_size, n = int(sm["length"]), int(sm["slice_size"]), int(sm["slices"])
+                cached = list(sm["cached"])
+                flying = [i for i in sm["in_flight"] if i not in set(cached)]
+                entry.update({
+                    "in_cache": True, "length": length, "slice_size": slice_size, "slices": n,
+                    "cached_slices": len(cached), "in_flight_slices": len(flying),
+                    "cached_fraction": 1.0 if length == 0 else cached_bytes(cached, length, slice_size) / length,
+                    "cached": to_ranges(cached), "in_flight": to_ranges(flying),
+                    "content_type": sm.get("content_type"),
+                })
+            else:  # not (or no longer) in the cache: purged, evicted, or never storable
+                length = o.length
+                n = None if length is None else (length + S - 1) // S
+                entry.update({
+                    "in_cache": False, "length": length, "slice_size": S, "slices": n, "cached_slices": 0,
+                    "in_flight_slices": 0, "cached_fraction": 0.0 if length else None, "cached": [],
+                    "in_flight": [], "content_type": None,
+                })
+            out.append(entry)
+        return out
+
+    async def snapshot(self, volume: Any) -> dict[str, Any]:
+        """The /stats.json document (see the README for every field)."""
+        engine = self.engine
+        c = engine.counters if engine is not None else None
+        store = engine.store if engine is not None else None
+        now = self._cumulative()
+        resp_cache = now.bytes_cache
+        resp_origin = now.bytes_origin
+        served = resp_cache + resp_origin
+        upstream_by_outcome: Counter[str] = Counter()
+        upstream_by_status: Counter[str] = Counter()
+        if c is not None:
+            for (status, outcome), n in c.upstream.items():
+                upstream_by_outcome[outcome] += n
+                upstream_by_status[str(status)] += n
+        upstream_requests = sum(upstream_by_outcome.values())
+        lookups = {k: (c.slice_lookups.get(k, 0) if c else 0) for k in ("hit", "miss", "collapsed")}
+        hit_req = self.by_cache_status["HIT"]
+        cacheable = hit_req + self.by_cache_status["MISS"] + self.by_cache_status["PARTIAL"]
+        return {
+            "version": 1,
+            "now": round(now.wall, 3),
+            "started": round(self.started_wall, 3),
+            "uptime_seconds": round(now.mono - self.started_mono, 3),
+            "upstream": self.settings.upstream,
+            "slice_size": self.settings.slice_size,
+            "totals": {
+                "requests": self.requests,
+                "requests_by_cache_status": dict(self.by_cache_status),
+                "requests_by_status_class": dict(self.by_status_class),
+                "requests_by_source": {k: self.by_class[k] for k in ("cache", "origin", "error")},
+                "responses_aborted": self.aborted,
+                "response_bytes": {"cache": resp_cache, "origin": resp_origin, "total": served},
+                "slice_lookups": lookups,
+                "upstream_requests": upstream_requests,
+                "upstream_requests_by_outcome": {k: upstream_by_outcome.get(k, 0)
+                                                 for k in ("ok", "mismatch", "error", "timeout")},
+                "upstream_requests_by_status": dict(upstream_by_status),
+                "upstream_bytes": now.bytes_upstream,
+                "upstream_seconds": round(c.upstream_seconds, 6) if c else 0.0,
+                "origin_version_changes": c.version_changes if c else 0,
+                "purges": self.purges,
+            },
+            "rates": self._rates(now),
+            "ratios": {
+                "hit_ratio_bytes": _ratio(resp_cache, served),
+                "hit_ratio_requests": _ratio(hit_req, cacheable),
+                "slice_hit_ratio": _ratio(lookups["hit"], sum(lookups.values())),
+            },
+            "offload": {
+                "bytes": None if served <= 0 else 1.0 - now.bytes_upstream / served,
+                "requests": None if self.requests <= 0 else 1.0 - upstream_requests / self.requests,
+            },
+            "latency": self._latency(),
+            "gauges": {
+                "slice_fetches_in_flight": engine.in_flight() if engine is not None else 0,
+                "responses_waiting": engine.waiting() if engine is not None else 0,
+            },
+            "cache": {
+                "bytes": volume.bytes,
+                "limit_bytes": self.settings.cache_size,
+                "entries": volume.entries,
+                "objects": volume.objects,
+                "evictions": volume.evictions,
+                "corrupt_dropped": getattr(store, "corrupt_dropped", 0) if store is not None else 0,
+            },
+            "series": self._series(),
+            "top_objects": await self._top_objects(),
+            "admin": {
+                "purge_prefix": self.settings.purge_prefix,
+                "purge_enabled": bool(self.settings.admin_token),
+                "stats_protected": bool(self.settings.protect_stats),
+            },
+        }
