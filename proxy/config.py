@@ -226,7 +226,7 @@ class Settings:
     max_ranges: int = _f(100, "int", "ranges in one Range header before it is ignored", 1, 1000)
     max_run_slices: int = _f(16, "int",
                              "contiguous missing slices fetched in one upstream request", 1, 1024)
-    readahead_slices: int = _f(0, "int", "slices prefetched ahead of a sequential reader", 0, 64)
+    readahead_slices: int = _f(4, "int", "slices prefetched ahead of a sequential reader", 0, 64)
     default_ttl: float = _f(300.0, "duration",
                             "freshness when the origin gives no max-age/Expires", 0.0, YEAR)
     upstream_connect_timeout: float = _f(5.0, "duration", "timeout connecting to the origin",

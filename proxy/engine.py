@@ -40,6 +40,7 @@ from proxy.upstream import Upstream
 __all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "close_pieces"]
 
 log = logging.getLogger("rangeproxy.engine")
+STORE_BEHIND = 4  # verified slices of one run that may wait for the disk at once
 TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fds
 META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
 
@@ -54,6 +55,7 @@ class Counters:
     upstream_seconds: float = 0.0
     response_bytes: Counter[str] = field(default_factory=Counter)  # cache | origin
     version_changes: int = 0
+    prefetches: int = 0  # read-ahead runs started for sequential readers
 
 
 @dataclass
@@ -102,6 +104,7 @@ class Engine:
         self._flights: dict[str, ObjectFlights] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.active_streams = 0
+        self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (last slice read, streak)
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -374,7 +377,7 @@ class Engine:
                 and self.store.cached_fd(meta.url, meta.validator, i) is None)
 
     def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
-                  cached: frozenset[int]) -> tuple[SliceFill, range]:
+                  cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, range]:
         """Start fetching ``first`` and the contiguous wanted, uncached, idle slices after it."""
         run_end = first + 1
         limit = min(first + self.settings.max_run_slices, slice_count(meta.length, self.slice_size))
@@ -383,10 +386,13 @@ class Engine:
         run = range(first, run_end)
         log.debug("run %s slices %d-%d (flights %x)", meta.url, run.start, run.stop - 1, id(fl))
         fills = self._register(fl, meta, run)
-        self._spawn(self._run(meta, fl, run, fills))
+        if hold:  # a prefetch: nobody reads it yet, so the run holds its own interest
+            fl.want(run)
+        self._spawn(self._run(meta, fl, run, fills, hold))
         return fills[first], run
 
-    async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: range, fills: dict[int, SliceFill]) -> None:
+    async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: range, fills: dict[int, SliceFill],
+                   hold: bool = False) -> None:
         S = self.slice_size
         asked = Span(run.start * S, min(run.stop * S, meta.length))
         try:
@@ -410,6 +416,8 @@ class Engine:
             self._abandon(fl, fills, UpstreamError(repr(exc)))
             raise
         finally:
+            if hold:
+                fl.release(run)
             self._forget_idle(meta.url, fl)
 
     def _abandon(self, fl: ObjectFlights, fills: dict[int, SliceFill], exc: BaseException) -> None:
@@ -437,6 +445,35 @@ class Engine:
         idx = run.start
         fill = fills[idx]
         content = resp.content
+        writes = asyncio.Semaphore(STORE_BEHIND)
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            await self._pump_body(content, meta, fl, run, fills, skip, idx, fill, writes, pending)
+        finally:
+            await self._drain(pending)
+
+    @staticmethod
+    async def _drain(pending: set[asyncio.Task[None]]) -> None:
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+            pending.clear()
+
+    async def _store_slice(self, meta: ObjectMeta, fl: ObjectFlights, idx: int, fill: SliceFill,
+                           writes: asyncio.Semaphore) -> None:
+        """Write one verified slice; the fill serves readers from memory until it is on disk."""
+        try:
+            if meta.storable and not fl.dead:
+                await self.store.put_slice(meta.url, meta.validator, idx, fill.data())
+        except OSError as exc:  # a full disk must not break the response
+            log.error("cannot store slice %d of %s: %s", idx, meta.url, exc)
+        finally:
+            if fl.fills.get(idx) is fill:
+                del fl.fills[idx]
+            writes.release()
+
+    async def _pump_body(self, content: aiohttp.StreamReader, meta: ObjectMeta, fl: ObjectFlights, run: range,
+                         fills: dict[int, SliceFill], skip: int, idx: int, fill: SliceFill,
+                         writes: asyncio.Semaphore, pending: set[asyncio.Task[None]]) -> None:
         while True:
             chunk = await content.readany()
             if not chunk:
@@ -458,15 +495,15 @@ class Engine:
                 if fill.filled < fill.size:
                     continue
                 fill.finish()
-                if meta.storable and not fl.dead:
-                    try:
-                        await self.store.put_slice(meta.url, meta.validator, idx, fill.data())
-                    except OSError as exc:  # a full disk must not break the response
-                        log.error("cannot store slice %d of %s: %s", idx, meta.url, exc)
-                if fl.fills.get(idx) is fill:
-                    del fl.fills[idx]
+                # Store in the background so the network and the disk overlap; at most
+                # STORE_BEHIND slices of one run wait for the disk (bounded memory).
+                await writes.acquire()
+                task = asyncio.get_running_loop().create_task(self._store_slice(meta, fl, idx, fill, writes))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
                 idx += 1
                 if idx >= run.stop:
+                    await self._drain(pending)
                     return
                 if not fl.wanted(range(idx, run.stop)):
                     # Nobody waits on the rest of the run: stop (the current slice was completed).
@@ -547,17 +584,52 @@ class Engine:
             for cut in cuts(spans, self.slice_size):
                 if fl.dead:
                     raise VersionChanged(f"{meta.url}: version changed during the response")
+                ahead = True
                 async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
                                                     tally):
+                    if ahead:  # once slice i is flowing, look after i+1 and beyond
+                        ahead = False
+                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine)
                     yield chunk
-                # Pipelining: while reading slice i, make sure the next wanted slice is on its way.
-                nxt = cut.index + 1
-                if nxt in wanted and not fl.dead and self._fetchable(meta, fl, nxt, plan.cached):
-                    mine.update(self.start_run(meta, fl, nxt, wanted, plan.cached)[1])
         finally:
             self.active_streams -= 1
             fl.release(needed)
             self._forget_idle(meta.url, fl)
+
+    def _look_ahead(self, meta: ObjectMeta, fl: ObjectFlights, i: int, wanted: frozenset[int],
+                    cached: frozenset[int], mine: set[int]) -> None:
+        """Pipelining and read-ahead while slice ``i`` is being read.
+
+        The next slice this response needs is put on its way now, so a run boundary
+        costs no round trip. A reader that has gone through two consecutive slices
+        (a player, a download) also gets up to ``readahead_slices`` beyond its own
+        range prefetched, so its next request finds them cached or in flight.
+        """
+        if fl.dead:
+            return
+        nxt = i + 1
+        if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
+            mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
+        depth = self.settings.readahead_slices
+        if depth <= 0 or not meta.storable:
+            return
+        prev, streak = self._reading.get(meta.url, (-2, 0))
+        streak = streak + 1 if i == prev + 1 else (streak if i == prev else 1)
+        self._reading[meta.url] = (i, streak)
+        self._reading.move_to_end(meta.url)
+        while len(self._reading) > META_MEMORY:
+            self._reading.popitem(last=False)
+        if streak < 2:
+            return
+        last = min(i + depth, slice_count(meta.length, self.slice_size) - 1)
+        ahead = frozenset(range(i + 1, last + 1)) - wanted  # the response fetches what it wants itself
+        j = i + 1
+        while j <= last:
+            if j in ahead and self._fetchable(meta, fl, j, cached):
+                self.counters.prefetches += 1
+                j = self.start_run(meta, fl, j, ahead, cached, hold=True)[1].stop
+            else:
+                j += 1
 
     def _forget_idle(self, url: str, fl: ObjectFlights) -> None:
         if not fl.fills and not fl.interest and self._flights.get(url) is fl:

@@ -12,6 +12,8 @@ declare -a WANT=(
     "curl:curl"
     "nginx:nginx-light"
     "aria2c:aria2"
+    "wrk:wrk"
+    "chromium:chromium"
 )
 
 have() {
@@ -31,7 +33,7 @@ for entry in "${WANT[@]}"; do
 done
 
 if [ ${#missing_pkgs[@]} -eq 0 ]; then
-    echo "system-deps: all present (ffmpeg, curl, nginx, aria2c)"
+    echo "system-deps: all present (${WANT[*]%%:*})"
     exit 0
 fi
 

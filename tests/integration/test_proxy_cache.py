@@ -85,7 +85,7 @@ async def test_cache_survives_a_restart(fault_origin: FaultOrigin, proxy_factory
     data = seeded_bytes(5 * S + 9, 73)
     fault_origin.set_object("rs.bin", data, cache_control="max-age=3600")
     workdir = tmp_path / "restart"
-    proxy = proxy_factory(fault_origin.url, workdir=workdir, default_ttl=3600)
+    proxy = proxy_factory(fault_origin.url, workdir=workdir, default_ttl=3600, readahead_slices=0)
     span = {"Range": f"bytes={S + 3}-{3 * S + 3}"}
     out = await fetch(http, proxy.url_for("rs.bin"), headers=span)
     assert out.status == 206 and out.body == data[S + 3:3 * S + 4]
@@ -94,7 +94,7 @@ async def test_cache_survives_a_restart(fault_origin: FaultOrigin, proxy_factory
     assert proxy.stop() == 0  # SIGTERM -> clean exit 0
     fault_origin.reset_counters()
 
-    proxy2 = proxy_factory(fault_origin.url, workdir=workdir, default_ttl=3600)
+    proxy2 = proxy_factory(fault_origin.url, workdir=workdir, default_ttl=3600, readahead_slices=0)
     assert proxy2.cache_dir == proxy.cache_dir
     out = await fetch(http, proxy2.url_for("rs.bin"), headers=span)
     assert out.status == 206 and out.complete and out.body == data[S + 3:3 * S + 4]
@@ -124,3 +124,21 @@ async def test_sigterm_during_a_transfer_exits_cleanly(fault_origin: FaultOrigin
         assert out.body == data
     else:
         assert out.body == data[:len(out.body)]
+
+
+async def test_cache_size_limit_evicts_and_stays_correct(fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    slice_size = 2**20
+    limit = 16 * slice_size  # the smallest cache the proxy accepts; the object is 3 times that
+    data = seeded_bytes(3 * limit, 75)
+    fault_origin.set_object("ev.bin", data, cache_control="max-age=3600")
+    proxy = proxy_factory(fault_origin.url, slice_size=slice_size, cache_size=limit, default_ttl=3600)
+    url = proxy.url_for("ev.bin")
+    for _ in range(2):
+        out = await fetch(http, url)
+        assert out.status == 200 and out.complete and out.body == data
+    await asyncio.sleep(0.5)
+    on_disk = sum(p.stat().st_size for p in slice_files(proxy.cache_dir))
+    assert on_disk <= 2 * limit, f"{on_disk} bytes of slice files for a {limit}-byte cache"
+    for a in (0, 20 * slice_size + 5, len(data) - 10):
+        out = await fetch(http, url, headers={"Range": f"bytes={a}-{a + S}"})
+        assert out.status == 206 and out.body == data[a:a + S + 1]

@@ -54,7 +54,7 @@ DEFAULTS = {
     "cache_size": 10 * GiB,
     "max_ranges": 100,
     "max_run_slices": 16,
-    "readahead_slices": 0,
+    "readahead_slices": 4,
     "default_ttl": 300.0,
     "upstream_connect_timeout": 5.0,
     "upstream_read_timeout": 30.0,
