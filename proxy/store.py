@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
@@ -50,6 +51,8 @@ class SliceStore:
         )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
         self.corrupt_dropped = 0
+        self.evictions = 0  # entries diskcache culled to stay under size_limit (LRU)
+        self._put_lock = threading.Lock()
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
         self._max_fds = max_fds
         self._touched: set[SliceId] = set()
@@ -176,7 +179,14 @@ class SliceStore:
 
     def _put(self, url: str, validator: str, index: int, data: bytes) -> int | None:
         key = _slice_key(url, validator, index)
-        self._cache.set(key, data, tag=url)
+        # diskcache evicts (culls) inside set() with no hook: count entries around it.
+        with self._put_lock:
+            before = len(self._cache)
+            existed = key in self._cache
+            self._cache.set(key, data, tag=url)
+            culled = before + (0 if existed else 1) - len(self._cache)
+        if culled > 0:
+            self.evictions += culled
         return self._open(url, validator, index, len(data))
 
     async def put_slice(self, url: str, validator: str, index: int, data: bytes) -> None:
