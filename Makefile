@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 MEDIA_DIR   := data/media
 PYTEST_ARGS ?=
 
-.PHONY: all venv install system-deps test media demo bench clean distclean
+.PHONY: all venv install system-deps test media demo bench clean distclean docker-config-check test-docker
 
 all: test
 
@@ -31,8 +31,18 @@ system-deps:
 
 # --- Targets ------------------------------------------------------------------
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps docker-config-check
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# `docker compose config -q` on docker-compose.yml (+ profile monitoring) and with
+# docker-compose.ci.yml; skipped with a message without Docker Compose v2 (not under CI=true).
+docker-config-check: $(STAMP)
+	bash scripts/test-docker.sh config-check
+
+# The containers for real: build, compose up (test override), check bytes and /stats.json
+# through the proxy, tear down. Skips with a message where no Docker engine can be started.
+test-docker:
+	bash scripts/test-docker.sh run
 
 media: $(STAMP)
 	$(VPY) -m appserver.demo_media --out $(MEDIA_DIR)

@@ -20,6 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvloop
     from aiohttp import web
 
+    from proxy.accesslog import AccessLogger, access_logger_for
     from proxy.app import build_app
 
     app = build_app(settings)
@@ -29,7 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
     # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
     web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=settings.grace_period,
-                access_log=logging.getLogger("rangeproxy.access") if settings.access_log else None,
+                access_log=access_logger_for(settings), access_log_class=AccessLogger,
+                access_log_format=getattr(settings, "access_log_format", "combined"),
                 print=None, loop=uvloop.new_event_loop(), handle_signals=True)
     return 0
 

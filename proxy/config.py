@@ -220,6 +220,9 @@ class Settings:
     port: int = _f(8080, "int", "port to listen on (0: pick a free port)", 0, 65535)
     cache_dir: str = _f("data/cache", "path", "directory of the slice cache (diskcache)")
     slice_size: int = _f(1 * MiB, "size", "bytes per cached slice", 4 * KiB, 64 * MiB)
+    block_size: int = _f(16 * KiB, "size",
+                         "bytes per block fetched for small random reads (divides slice_size; "
+                         ">= slice_size turns blocks off)", 1 * KiB, 64 * MiB)
     cache_size: int = _f(10 * GiB, "size",
                          "cache size limit in bytes, LRU eviction (>= 4 * slice_size)",
                          16 * MiB, 1024 * TiB)
@@ -413,6 +416,13 @@ def _check_together(values: Mapping[str, Any], sources: Mapping[str, str | None]
             "cache_size",
             f"must be at least 4 * slice_size = {format_size(4 * slice_size)} "
             f"(got {format_size(cache_size)}{where('cache_size')})",
+        )
+    block_size = values["block_size"]
+    if block_size < slice_size and slice_size % block_size:
+        raise ConfigError(
+            "block_size",
+            f"must divide slice_size = {format_size(slice_size)} "
+            f"(got {format_size(block_size)}{where('block_size')})",
         )
     if values["protect_stats"] and not values["admin_token"]:
         raise ConfigError(

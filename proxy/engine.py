@@ -33,7 +33,19 @@ from proxy.errors import (
 from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
 from proxy.ranges import Span, parse_content_range
 from proxy.representation import ObjectMeta, check_piece, freshness, meta_from_response, same_version
-from proxy.slices import SlicePlan, cuts, needed_slices, slice_count, slice_span
+from proxy.slices import (
+    SlicePlan,
+    Unit,
+    block_range,
+    block_units,
+    cuts,
+    needed_slices,
+    prefers_blocks,
+    slice_count,
+    slice_span,
+    unit_slice,
+    unit_span,
+)
 from proxy.store import SliceStore
 from proxy.upstream import Upstream
 
@@ -89,7 +101,7 @@ class MetaLease:
     """An object's metadata, plus interest the discovery run holds for the initiator."""
 
     meta: ObjectMeta
-    held: range | None = None
+    held: tuple[Unit, ...] | None = None  # units the initiator's discovery run is fetching
 
 
 class Engine:
@@ -98,13 +110,15 @@ class Engine:
         self.store = store
         self.upstream = upstream
         self.slice_size = settings.slice_size
+        self.block_size = min(settings.block_size, settings.slice_size)
         self.counters = Counters()
         self._meta: OrderedDict[str, ObjectMeta] = OrderedDict()  # hot metadata, LRU-bounded
         self._meta_futs: dict[str, asyncio.Future[MetaLease]] = {}
         self._flights: dict[str, ObjectFlights] = {}
+        self._evicting: dict[str, asyncio.Future[None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.active_streams = 0
-        self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (last slice read, streak)
+        self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (end of last cut read, streak)
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -159,9 +173,12 @@ class Engine:
         n = slice_count(meta.length, self.slice_size)
         cached = await self.store.present(url, meta.validator, range(n))
         fl = self._flights.get(url)
-        flying = sorted(fl.fills) if fl is not None and fl.validator == meta.validator else []
+        flying = sorted({unit_slice(u) for u in fl.fills}) if fl is not None and fl.validator == meta.validator else []
+        # Slices only partly here, as blocks from small random reads (held files only).
+        partial = sorted({u[0] for u in self.store.held_units(url, meta.validator) if not isinstance(u, int)}
+                         - cached)
         return {"url": url, "length": meta.length, "slice_size": self.slice_size, "slices": n,
-                "cached": sorted(cached), "in_flight": flying, "etag": meta.etag,
+                "cached": sorted(cached), "partial": partial, "in_flight": flying, "etag": meta.etag,
                 "content_type": meta.content_type}
 
     async def start(self) -> None:
@@ -188,14 +205,25 @@ class Engine:
         if fl is not None:
             fl.fail_all(VersionChanged(f"{url}: {reason}"))
         self._meta.pop(url, None)
-        await self.store.evict_object(url)
+        # Until the store has dropped it, nobody may read the old metadata back from disk.
+        done = asyncio.get_running_loop().create_future()
+        self._evicting[url] = done
+        try:
+            await self.store.evict_object(url)
+        finally:
+            done.set_result(None)
+            if self._evicting.get(url) is done:
+                del self._evicting[url]
 
     # --- metadata: learn once, revalidate once per object ---------------------------------
 
-    async def object_meta(self, url: str, hint: range) -> MetaLease:
+    async def object_meta(self, url: str, hint: list[Unit]) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
         meta = self._meta.get(url)
         if meta is None:
+            evicting = self._evicting.get(url)
+            if evicting is not None:
+                await asyncio.shield(evicting)
             meta = await self.store.get_meta(url)
             if meta is not None:
                 self._cache_meta(meta)
@@ -238,10 +266,15 @@ class Engine:
         if meta.storable:
             await self.store.put_meta(meta)
 
-    async def _discover(self, url: str, hint: range, fut: asyncio.Future[MetaLease], attempt: int = 0) -> None:
-        """Learn an object from its first ranged GET, and keep filling the slices it brings."""
+    def _units_span(self, units: list[Unit], length: int) -> Span:
+        S, B = self.slice_size, self.block_size
+        return Span(unit_span(units[0], S, B, length).start, unit_span(units[-1], S, B, length).end)
+
+    async def _discover(self, url: str, hint: list[Unit], fut: asyncio.Future[MetaLease], attempt: int = 0) -> None:
+        """Learn an object from its first ranged GET, and keep filling the units it brings."""
         S = self.slice_size
-        asked = Span(hint.start * S, hint.stop * S)
+        huge = 2**62  # the length is not known yet: unit spans are not clipped
+        asked = self._units_span(hint, huge)
         try:
             async with self._upstream(url, asked) as resp:
                 now = time.time()
@@ -258,7 +291,7 @@ class Engine:
                         return
                     if attempt == 0:
                         # Asked past the end: learn the object from its first slice instead.
-                        self._spawn(self._discover(url, range(0, 1), fut, attempt + 1))
+                        self._spawn(self._discover(url, [0], fut, attempt + 1))
                         return
                     raise RangeNotSatisfiable(cr.length)
                 if resp.status not in (200, 206):
@@ -276,12 +309,11 @@ class Engine:
                     if cl is not None and not (cl.isascii() and cl.isdigit() and int(cl) == expect.size):
                         raise UpstreamMismatch(f"{url}: Content-Length {cl} != {expect.size}")
                 await self._remember(meta)
-                run = range(hint.start, min(hint.stop, slice_count(meta.length, S)))
                 fl = self.flights_for(meta)
-                run = range(run.start, run.start + sum(1 for _ in self._takeable(fl, run)))
+                run = self._takeable(fl, [u for u in hint if unit_span(u, S, self.block_size, huge).start < meta.length])
                 fills = self._register(fl, meta, run)
                 fl.want(run)  # held for the initiator until it registers its own interest
-                self._settle(url, fut, MetaLease(meta, run))
+                self._settle(url, fut, MetaLease(meta, tuple(run)))
                 skip = asked.start if resp.status == 200 else 0
                 try:
                     await self._pump(resp, meta, fl, run, fills, skip)
@@ -297,13 +329,13 @@ class Engine:
                 raise
             self._log_fault(url, exc)
 
-    def _takeable(self, fl: ObjectFlights, run: range) -> list[int]:
-        """Leading indices of ``run`` not already in flight (a run stays contiguous)."""
-        out = []
-        for i in run:
-            if i in fl.fills:
+    def _takeable(self, fl: ObjectFlights, run: list[Unit]) -> list[Unit]:
+        """Leading units of ``run`` not already in flight (a run stays contiguous)."""
+        out: list[Unit] = []
+        for u in run:
+            if u in fl.fills or (not isinstance(u, int) and u[0] in fl.fills):
                 break
-            out.append(i)
+            out.append(u)
         return out
 
     async def _revalidate(self, meta: ObjectMeta, fut: asyncio.Future[MetaLease], hint: range) -> None:
@@ -366,35 +398,51 @@ class Engine:
 
     # --- runs: one upstream Range request fills contiguous slices ---------------------------
 
-    def _register(self, fl: ObjectFlights, meta: ObjectMeta, run: range) -> dict[int, SliceFill]:
-        fills = {i: SliceFill(i, slice_span(i, self.slice_size, meta.length).size) for i in run}
+    def _register(self, fl: ObjectFlights, meta: ObjectMeta, run: list[Unit]) -> dict[Unit, SliceFill]:
+        S, B = self.slice_size, self.block_size
+        fills = {u: SliceFill(unit_slice(u), unit_span(u, S, B, meta.length).size) for u in run}
         fl.fills.update(fills)
         return fills
 
-    def _fetchable(self, meta: ObjectMeta, fl: ObjectFlights, i: int, cached: frozenset[int]) -> bool:
+    def _fetchable(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, cached: frozenset[int]) -> bool:
         """Neither cached (at plan time, or stored since: its fd is held), nor in flight."""
-        return (i not in cached and i not in fl.fills
-                and self.store.cached_fd(meta.url, meta.validator, i) is None)
+        i = unit_slice(u)
+        if i in fl.fills or self.store.cached_fd(meta.url, meta.validator, i) is not None:
+            return False
+        if isinstance(u, int):
+            return u not in cached
+        return u not in fl.fills and self.store.cached_fd(meta.url, meta.validator, u) is None
 
     def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
-                  cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, range]:
-        """Start fetching ``first`` and the contiguous wanted, uncached, idle slices after it."""
+                  cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, list[Unit]]:
+        """Start fetching slice ``first`` and the contiguous wanted, uncached, idle slices after it."""
         run_end = first + 1
         limit = min(first + self.settings.max_run_slices, slice_count(meta.length, self.slice_size))
         while run_end < limit and run_end in wanted and self._fetchable(meta, fl, run_end, cached):
             run_end += 1
-        run = range(first, run_end)
-        log.debug("run %s slices %d-%d (flights %x)", meta.url, run.start, run.stop - 1, id(fl))
+        run: list[Unit] = list(range(first, run_end))
+        return self._launch(meta, fl, run, hold), run
+
+    def start_block_run(self, meta: ObjectMeta, fl: ObjectFlights, i: int, blocks: range) -> tuple[SliceFill, list[Unit]]:
+        """Start fetching block ``blocks.start`` of slice ``i`` and the idle missing blocks after it."""
+        run: list[Unit] = [(i, blocks.start)]
+        for k in blocks[1:]:
+            if not self._fetchable(meta, fl, (i, k), frozenset()):
+                break
+            run.append((i, k))
+        return self._launch(meta, fl, run, False), run
+
+    def _launch(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], hold: bool) -> SliceFill:
+        log.debug("run %s units %s..%s", meta.url, run[0], run[-1])
         fills = self._register(fl, meta, run)
         if hold:  # a prefetch: nobody reads it yet, so the run holds its own interest
             fl.want(run)
         self._spawn(self._run(meta, fl, run, fills, hold))
-        return fills[first], run
+        return fills[run[0]]
 
-    async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: range, fills: dict[int, SliceFill],
+    async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], fills: dict[Unit, SliceFill],
                    hold: bool = False) -> None:
-        S = self.slice_size
-        asked = Span(run.start * S, min(run.stop * S, meta.length))
+        asked = self._units_span(run, meta.length)
         try:
             async with self._upstream(meta.url, asked) as resp:
                 if resp.status not in (200, 206):
@@ -420,7 +468,7 @@ class Engine:
                 fl.release(run)
             self._forget_idle(meta.url, fl)
 
-    def _abandon(self, fl: ObjectFlights, fills: dict[int, SliceFill], exc: BaseException) -> None:
+    def _abandon(self, fl: ObjectFlights, fills: dict[Unit, SliceFill], exc: BaseException) -> None:
         if not isinstance(exc, ProxyError):  # readers see typed errors with a status hint
             exc = UpstreamError(f"origin fault: {exc.__class__.__name__}: {exc}")
         for i, fill in fills.items():
@@ -435,20 +483,18 @@ class Engine:
         else:
             log.warning("origin fault for %s: %s", url, exc)
 
-    async def _pump(self, resp: aiohttp.ClientResponse, meta: ObjectMeta, fl: ObjectFlights, run: range,
-                    fills: dict[int, SliceFill], skip: int) -> None:
+    async def _pump(self, resp: aiohttp.ClientResponse, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit],
+                    fills: dict[Unit, SliceFill], skip: int) -> None:
         """Stream the upstream body into the run's fills; store each slice when complete.
 
         A body shorter than announced, a reset, or a version change fails the
         unfinished fills (their readers abort) and caches nothing partial.
         """
-        idx = run.start
-        fill = fills[idx]
         content = resp.content
         writes = asyncio.Semaphore(STORE_BEHIND)
         pending: set[asyncio.Task[None]] = set()
         try:
-            await self._pump_body(content, meta, fl, run, fills, skip, idx, fill, writes, pending)
+            await self._pump_body(content, meta, fl, run, fills, skip, writes, pending)
         finally:
             await self._drain(pending)
 
@@ -458,7 +504,7 @@ class Engine:
             await asyncio.gather(*pending, return_exceptions=True)
             pending.clear()
 
-    async def _store_slice(self, meta: ObjectMeta, fl: ObjectFlights, idx: int, fill: SliceFill,
+    async def _store_slice(self, meta: ObjectMeta, fl: ObjectFlights, idx: Unit, fill: SliceFill,
                            writes: asyncio.Semaphore) -> None:
         """Write one verified slice; the fill serves readers from memory until it is on disk."""
         try:
@@ -471,9 +517,12 @@ class Engine:
                 del fl.fills[idx]
             writes.release()
 
-    async def _pump_body(self, content: aiohttp.StreamReader, meta: ObjectMeta, fl: ObjectFlights, run: range,
-                         fills: dict[int, SliceFill], skip: int, idx: int, fill: SliceFill,
+    async def _pump_body(self, content: aiohttp.StreamReader, meta: ObjectMeta, fl: ObjectFlights,
+                         run: list[Unit], fills: dict[Unit, SliceFill], skip: int,
                          writes: asyncio.Semaphore, pending: set[asyncio.Task[None]]) -> None:
+        pos = 0
+        idx = run[0]
+        fill = fills[idx]
         while True:
             chunk = await content.readany()
             if not chunk:
@@ -501,20 +550,50 @@ class Engine:
                 task = asyncio.get_running_loop().create_task(self._store_slice(meta, fl, idx, fill, writes))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-                idx += 1
-                if idx >= run.stop:
+                pos += 1
+                if pos >= len(run):
                     await self._drain(pending)
                     return
-                if not fl.wanted(range(idx, run.stop)):
-                    # Nobody waits on the rest of the run: stop (the current slice was completed).
-                    self._abandon(fl, {i: fills[i] for i in range(idx, run.stop)},
-                                  FillAbandoned("no reader left"))
+                rest = run[pos:]
+                if not fl.wanted(rest):
+                    # Nobody waits on the rest of the run: stop (the current unit was completed).
+                    self._abandon(fl, {u: fills[u] for u in rest}, FillAbandoned("no reader left"))
                     return
+                idx = run[pos]
                 fill = fills[idx]
         raise UpstreamMismatch(f"{meta.url}: origin body ended at slice {idx}, "
                             f"{fill.filled} of {fill.size} bytes (short body)")
 
     # --- the response body, assembled slice by slice -------------------------------
+
+    def _held_pieces(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
+        """(fd, offset, count) pieces for bytes ``[lo, hi)`` of slice ``i`` from held files.
+
+        The whole slice if it is held open, else the blocks covering the cut; None
+        when something is not held or a file has the wrong length (then dropped).
+        """
+        store, S, B = self.store, self.slice_size, self.block_size
+        units: list[tuple[Unit, int, int]]
+        fd = store.cached_fd(meta.url, meta.validator, i)
+        if fd is not None:
+            units = [(i, lo, hi)]
+        elif B < S:
+            units = []
+            for k in block_range(lo, hi, B):
+                base = k * B
+                units.append(((i, k), max(lo, base) - base, min(hi, base + B) - base))
+        else:
+            return None
+        out = []
+        for u, a, b in units:
+            fd = store.cached_fd(meta.url, meta.validator, u)
+            if fd is None:
+                return None
+            if os.fstat(fd).st_size != unit_span(u, S, B, meta.length).size:
+                store.drop(meta.url, meta.validator, u, "length changed on disk")
+                return None
+            out.append((fd, a, b - a))
+        return out
 
     def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
                   tally: RequestTally) -> list[bytes | FilePiece] | None:
@@ -527,57 +606,71 @@ class Engine:
         """
         if not meta.storable:
             return None
-        store, S = self.store, self.slice_size
         out: list[bytes | FilePiece] = []
-        checked: dict[int, int] = {}
+        cuts_n = 0
         try:
             for piece in pieces:
                 if isinstance(piece, bytes):
                     out.append(piece)
                     continue
-                for cut in cuts((piece,), S):
-                    fd = checked.get(cut.index)
-                    if fd is None:
-                        fd = store.cached_fd(meta.url, meta.validator, cut.index)
-                        if fd is None:
-                            raise LookupError
-                        size = slice_span(cut.index, S, meta.length).size
-                        if os.fstat(fd).st_size != size:
-                            store.drop(meta.url, meta.validator, cut.index, "length changed on disk")
-                            raise LookupError
-                        checked[cut.index] = fd
-                    out.append(FilePiece(os.dup(fd), cut.lo, cut.hi - cut.lo))
+                for cut in cuts((piece,), self.slice_size):
+                    held = self._held_pieces(meta, cut.index, cut.lo, cut.hi)
+                    if held is None:
+                        raise LookupError
+                    cuts_n += 1
+                    out.extend(FilePiece(os.dup(fd), off, n) for fd, off, n in held)
         except (LookupError, OSError):
             close_pieces(out)
             return None
         n = sum(p.count for p in out if isinstance(p, FilePiece))
-        self.counters.slice_lookups["hit"] += len(out) - sum(1 for p in out if isinstance(p, bytes))
+        self.counters.slice_lookups["hit"] += cuts_n
         self.counters.response_bytes["cache"] += n
-        tally.hits += len(checked)
+        tally.hits += cuts_n
         tally.cache_bytes += n
         return out
 
-    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...], fetched: range | None = None) -> SlicePlan:
-        """Needed slices and which are cached; ``fetched`` (this request's own discovery
-        run) counts as fetched for this response even if it already reached the store."""
-        needed = needed_slices(spans, self.slice_size)
+    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...],
+                   fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
+        """Needed slices and which are cached (whole, or by blocks covering what is needed).
+
+        ``fetched`` (this request's own discovery run) counts as fetched for this
+        response even if it already reached the store.
+        """
+        S, B = self.slice_size, self.block_size
+        needed = needed_slices(spans, S)
         if not meta.storable or not needed:
             return SlicePlan(needed, frozenset())
+        own = {unit_slice(u) for u in fetched or ()}
         present = await self.store.present(meta.url, meta.validator, needed)
         fl = self._flights.get(meta.url)
-        if fl is not None and fl.validator == meta.validator:
-            # Complete and verified, on its way to the store: as good as cached.
-            present.update(i for i in needed if (f := fl.fills.get(i)) is not None and f.done and f.error is None)
-        return SlicePlan(needed, frozenset(present.difference(fetched or ())))
+        fills = fl.fills if fl is not None and fl.validator == meta.validator else {}
+
+        def done(u: Unit) -> bool:  # complete and verified, on its way to the store
+            f = fills.get(u)
+            return f is not None and f.done and f.error is None
+
+        present.update(i for i in needed if done(i))
+        if B < S:
+            want: dict[int, set[Unit]] = {}
+            for cut in cuts(spans, S):
+                if cut.index not in present:
+                    want.setdefault(cut.index, set()).update((cut.index, k) for k in block_range(cut.lo, cut.hi, B))
+            if want:
+                units = [u for us in want.values() for u in us]
+                have = await self.store.present_units(meta.url, meta.validator, units)
+                have.update(u for u in units if done(u))
+                present.update(i for i, us in want.items() if us <= have)
+        return SlicePlan(needed, frozenset(present.difference(own)))
 
     async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
-                     tally: RequestTally | None = None, started: range | None = None) -> AsyncIterator[bytes]:
+                     tally: RequestTally | None = None,
+                     started: tuple[Unit, ...] | None = None) -> AsyncIterator[bytes]:
         """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs."""
         fl = self.flights_for(meta)
         needed = plan.needed
         fl.want(needed)
         wanted = frozenset(needed)
-        mine: set[int] = set(started or ())  # slices whose fetch this response started (misses)
+        mine: set[Unit] = set(started or ())  # units whose fetch this response started (misses)
         tally = tally if tally is not None else RequestTally()
         self.active_streams += 1
         try:
@@ -585,19 +678,36 @@ class Engine:
                 if fl.dead:
                     raise VersionChanged(f"{meta.url}: version changed during the response")
                 ahead = True
+                start = cut.index * self.slice_size + cut.lo
+                streak = self._follow(meta.url, start, start + cut.hi - cut.lo)
+                small = prefers_blocks(cut.hi - cut.lo, self.slice_size, self.block_size, streak > 1)
                 async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
-                                                    tally):
+                                                    tally, small):
                     if ahead:  # once slice i is flowing, look after i+1 and beyond
                         ahead = False
-                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine)
+                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, streak)
                     yield chunk
         finally:
             self.active_streams -= 1
             fl.release(needed)
             self._forget_idle(meta.url, fl)
 
+    def _follow(self, url: str, start: int, end: int) -> int:
+        """How many cuts in a row of this object were read back to back (1: not sequential).
+
+        A player or a download reads on from where it stopped, in one request or in
+        the next; random readers jump. Only exact continuation counts.
+        """
+        prev_end, streak = self._reading.get(url, (-1, 0))
+        streak = streak + 1 if start == prev_end else 1
+        self._reading[url] = (end, streak)
+        self._reading.move_to_end(url)
+        while len(self._reading) > META_MEMORY:
+            self._reading.popitem(last=False)
+        return streak
+
     def _look_ahead(self, meta: ObjectMeta, fl: ObjectFlights, i: int, wanted: frozenset[int],
-                    cached: frozenset[int], mine: set[int]) -> None:
+                    cached: frozenset[int], mine: set[Unit], streak: int) -> None:
         """Pipelining and read-ahead while slice ``i`` is being read.
 
         The next slice this response needs is put on its way now, so a run boundary
@@ -611,15 +721,7 @@ class Engine:
         if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
             mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
         depth = self.settings.readahead_slices
-        if depth <= 0 or not meta.storable:
-            return
-        prev, streak = self._reading.get(meta.url, (-2, 0))
-        streak = streak + 1 if i == prev + 1 else (streak if i == prev else 1)
-        self._reading[meta.url] = (i, streak)
-        self._reading.move_to_end(meta.url)
-        while len(self._reading) > META_MEMORY:
-            self._reading.popitem(last=False)
-        if streak < 2:
+        if depth <= 0 or not meta.storable or streak < 2:
             return
         last = min(i + depth, slice_count(meta.length, self.slice_size) - 1)
         ahead = frozenset(range(i + 1, last + 1)) - wanted  # the response fetches what it wants itself
@@ -627,7 +729,8 @@ class Engine:
         while j <= last:
             if j in ahead and self._fetchable(meta, fl, j, cached):
                 self.counters.prefetches += 1
-                j = self.start_run(meta, fl, j, ahead, cached, hold=True)[1].stop
+                run = self.start_run(meta, fl, j, ahead, cached, hold=True)[1]
+                j = unit_slice(run[-1]) + 1
             else:
                 j += 1
 
@@ -635,41 +738,84 @@ class Engine:
         if not fl.fills and not fl.interest and self._flights.get(url) is fl:
             del self._flights[url]
 
-    async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
-                         wanted: frozenset[int], cached: frozenset[int], mine: set[int],
-                         tally: RequestTally) -> AsyncIterator[bytes]:
-        fill = fl.fills.get(i)
-        if fill is None and meta.storable:
-            store = self.store
-            size = slice_span(i, self.slice_size, meta.length).size
-            fd = store.cached_fd(meta.url, meta.validator, i)
-            if fd is None:
-                fd = await store.open_slice(meta.url, meta.validator, i, size)
-            data = None if fd is None else store.pread(meta.url, meta.validator, i, fd, size, lo, hi)
-            if data is not None:
-                if i in mine:  # our own fetch got there first: still a miss for this response
-                    self.counters.slice_lookups["miss"] += 1
-                    self.counters.response_bytes["origin"] += len(data)
-                    tally.misses += 1
-                    tally.origin_bytes += len(data)
-                else:
-                    self.counters.slice_lookups["hit"] += 1
-                    self.counters.response_bytes["cache"] += len(data)
-                    tally.hits += 1
-                    tally.cache_bytes += len(data)
-                yield data
-                return
-            fill = fl.fills.get(i)
-        if fill is None:
-            fill, run = self.start_run(meta, fl, i, wanted, cached)
-            mine.update(run)
-        result = "miss" if i in mine else "collapsed"
+    def _lookup(self, tally: RequestTally, result: str) -> str:
+        """Count one unit lookup: hit (the store), miss (our fetch) or collapsed (another's)."""
         self.counters.slice_lookups[result] += 1
-        if i in mine:
+        if result == "hit":
+            tally.hits += 1
+        elif result == "miss":
             tally.misses += 1
         else:
             tally.collapsed += 1
+        return "cache" if result == "hit" else "origin"
+
+    def _sent(self, tally: RequestTally, source: str, n: int) -> None:
+        """Count bytes as they go out (before the yield: a consumer may stop at any one)."""
+        self.counters.response_bytes[source] += n
+        if source == "cache":
+            tally.cache_bytes += n
+        else:
+            tally.origin_bytes += n
+
+    async def _stored(self, meta: ObjectMeta, u: Unit, lo: int, hi: int) -> bytes | None:
+        """Bytes ``[lo, hi)`` of a stored unit, or None (miss, or damaged and dropped)."""
+        store = self.store
+        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
+        fd = store.cached_fd(meta.url, meta.validator, u)
+        if fd is None:
+            fd = await store.open_slice(meta.url, meta.validator, u, size)
+        return None if fd is None else store.pread(meta.url, meta.validator, u, fd, size, lo, hi)
+
+    async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
+                         wanted: frozenset[int], cached: frozenset[int], mine: set[Unit],
+                         tally: RequestTally, small: bool) -> AsyncIterator[bytes]:
+        """Bytes ``[lo, hi)`` of slice ``i``: whole slice stored or in flight, else its blocks
+        (stored, in flight, or fetched) for a small cut, else a new slice run."""
+        fill = fl.fills.get(i)
+        if fill is None and meta.storable:
+            data = await self._stored(meta, i, lo, hi)
+            if data is not None:
+                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), len(data))
+                yield data
+                return
+            fill = fl.fills.get(i)
+        if fill is None and (small or self._blocks_held(meta, i, lo, hi)):
+            async for chunk in self._blocks_bytes(meta, fl, i, lo, hi, mine, tally):
+                yield chunk
+            return
+        if fill is None:
+            fill, run = self.start_run(meta, fl, i, wanted, cached)
+            mine.update(run)
+        source = self._lookup(tally, "miss" if i in mine else "collapsed")
         async for chunk in fill.read(lo, hi):
-            self.counters.response_bytes["origin"] += len(chunk)
-            tally.origin_bytes += len(chunk)
+            self._sent(tally, source, len(chunk))
             yield chunk
+
+    def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:
+        B = self.block_size
+        return B < self.slice_size and all(
+            self.store.cached_fd(meta.url, meta.validator, (i, k)) is not None for k in block_range(lo, hi, B))
+
+    async def _blocks_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
+                            mine: set[Unit], tally: RequestTally) -> AsyncIterator[bytes]:
+        """A small cut, block by block (each block is one lookup)."""
+        B = self.block_size
+        blocks = block_range(lo, hi, B)
+        for k in blocks:
+            u: Unit = (i, k)
+            a, b = max(lo, k * B) - k * B, min(hi, (k + 1) * B) - k * B
+            fill = fl.fills.get(u)
+            if fill is None and meta.storable:
+                data = await self._stored(meta, u, a, b)
+                if data is not None:
+                    self._sent(tally, self._lookup(tally, "miss" if u in mine else "hit"), len(data))
+                    yield data
+                    continue
+                fill = fl.fills.get(u)
+            if fill is None:
+                fill, run = self.start_block_run(meta, fl, i, blocks[blocks.index(k):])
+                mine.update(run)
+            source = self._lookup(tally, "miss" if u in mine else "collapsed")
+            async for chunk in fill.read(a, b):
+                self._sent(tally, source, len(chunk))
+                yield chunk

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable
 
 from proxy.errors import UpstreamError
+from proxy.slices import Unit, unit_slice
 
 __all__ = ["SliceFill", "ObjectFlights", "FillAbandoned"]
 
@@ -93,24 +94,27 @@ class ObjectFlights:
 
     def __init__(self, validator: str) -> None:
         self.validator = validator
-        self.fills: dict[int, SliceFill] = {}
+        self.fills: dict[Unit, SliceFill] = {}  # whole slices (int) and blocks ((slice, block))
         self.interest: Counter[int] = Counter()
         self.dead = False  # set when the version changed: nothing new attaches here
 
-    def want(self, indices: list[int] | tuple[int, ...] | range) -> None:
-        for i in indices:
-            self.interest[i] += 1
+    # Interest is counted per slice; a block unit (i, k) counts for its slice i.
 
-    def release(self, indices: list[int] | tuple[int, ...] | range) -> None:
-        for i in indices:
+    def want(self, units: Iterable[Unit]) -> None:
+        for u in units:
+            self.interest[unit_slice(u)] += 1
+
+    def release(self, units: Iterable[Unit]) -> None:
+        for u in units:
+            i = unit_slice(u)
             n = self.interest[i] - 1
             if n > 0:
                 self.interest[i] = n
             else:
                 del self.interest[i]
 
-    def wanted(self, indices: range) -> bool:
-        return any(self.interest.get(i, 0) > 0 for i in indices)
+    def wanted(self, units: Iterable[Unit]) -> bool:
+        return any(self.interest.get(unit_slice(u), 0) > 0 for u in units)
 
     def fail_all(self, exc: BaseException) -> None:
         self.dead = True

@@ -38,7 +38,7 @@ from proxy.ranges import (
     select_range_header,
 )
 from proxy.representation import ObjectMeta
-from proxy.slices import SlicePlan
+from proxy.slices import SlicePlan, Unit, block_units, prefers_blocks
 from proxy.zerocopy import sendfile_on, socket_of, wait_flushed
 
 __all__ = ["ProxyHandler", "ResponseInfo", "split_target", "INFO_KEY"]
@@ -99,21 +99,30 @@ class ProxyHandler:
         self.settings = engine.settings
         self.S = engine.slice_size
 
-    def hint(self, header: str | None) -> range:
+    def hint(self, header: str | None) -> list[Unit]:
+        """What to fetch first for an object we know nothing about yet (its length unknown).
+
+        A small single range fetches only the blocks covering it; a suffix needs the
+        length first (learnt from slice 0); anything else starts at the first slice
+        it needs, for up to ``max_run_slices``.
+        """
         max_run = self.settings.max_run_slices
+        S, B = self.S, self.engine.block_size
         specs = parse_range(header)
         if specs is None:
-            return range(0, max_run)
+            return list(range(0, max_run))
         if any(s.first is None for s in specs):
-            return range(0, 1)  # a suffix needs the length first: learn it from slice 0
+            return [0]
         first = min(s.first for s in specs if s.first is not None)
-        lasts = [s.last for s in specs]
-        start = first // self.S
-        if len(specs) == 1 and lasts[0] is not None:
-            stop = lasts[0] // self.S + 1
+        last = specs[0].last
+        if len(specs) == 1 and last is not None:
+            if prefers_blocks(last + 1 - first, S, B, sequential=False):
+                return block_units(Span(first, last + 1), S, B)
+            stop = last // S + 1
         else:
-            stop = start + max_run
-        return range(start, min(stop, start + max_run))
+            stop = first // S + max_run
+        start = first // S
+        return list(range(start, min(stop, start + max_run)))
 
     # --- GET / HEAD from slices ---------------------------------------------------
 
@@ -144,7 +153,7 @@ class ProxyHandler:
         try:
             hint = self.hint(header if isinstance(header, str) else None)
             if request.method == "HEAD":
-                hint = range(hint.start, hint.start + 1)
+                hint = hint[:1]
             lease = await self.engine.object_meta(url, hint)
         except UpstreamStatus as exc:
             info.cache_status = "ERROR"

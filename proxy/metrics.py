@@ -158,6 +158,11 @@ class EngineCollector(Collector):
         yield CounterMetricFamily(f"{NS}_origin_version_changes", "Times the origin's validator (ETag / "
                                   "Last-Modified / length) changed for a cached object.", value=c.version_changes)
 
+        prefetches = getattr(c, "prefetches", None)
+        if prefetches is not None:
+            yield CounterMetricFamily(f"{NS}_read_ahead_runs", "Read-ahead runs started for sequential readers "
+                                      "(their bytes count in upstream bytes, not in response bytes).",
+                                      value=prefetches)
         yield GaugeMetricFamily(f"{NS}_slice_fetches_in_flight", "Slices being filled from the origin right now.",
                                 value=engine.in_flight())
         yield GaugeMetricFamily(f"{NS}_responses_waiting", "Responses currently reading slices (from the store "

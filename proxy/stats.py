@@ -17,19 +17,22 @@ when a sample or a snapshot is taken; this module only adds what a response tell
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-__all__ = ["Stats", "percentiles", "to_ranges", "cached_bytes", "HISTORY", "RATE_WINDOW"]
+__all__ = ["Stats", "percentiles", "to_ranges", "map_indices", "cached_bytes", "HISTORY", "RATE_WINDOW"]
 
+log = logging.getLogger("rangeproxy.stats")
 HISTORY = 300  # seconds of per-second samples (the charts)
 RATE_WINDOW = 60  # seconds the "rates" cover
 RESERVOIR = 2048  # most recent durations kept for percentiles (overall; per cache status the same)
 TRACKED = 1000  # objects whose bytes served are tracked exactly
 TOP = 10  # objects in the snapshot
+MAP_TTL = 2.0  # seconds a top object's slice map is reused by later snapshots (see _slice_map)
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 LATENCY_STATUSES = ("HIT", "MISS", "PARTIAL", "PASS")
 
@@ -52,6 +55,14 @@ def to_ranges(indices: Iterable[int]) -> list[list[int]]:
         else:
             out.append([i, i + 1])
     return out
+
+
+def map_indices(items: Iterable[Any]) -> list[int]:
+    """Slice indices from a slice map list: ints, or (slice, part) units of a slice."""
+    out = set()
+    for x in items:
+        out.add(int(x[0]) if isinstance(x, (tuple, list)) else int(x))
+    return sorted(out)
 
 
 def cached_bytes(indices: Sequence[int], length: int, slice_size: int) -> int:
@@ -157,6 +168,7 @@ class Stats:
                 lat[1].append(max(0.0, ttfb))
         tally = info.tally
         sent = tally.cache_bytes + tally.origin_bytes
+        self._maps.pop(info.url, None)
         if info.url and method in ("GET", "HEAD") and (sent or info.object_length is not None):
             obj = self.objects.get(info.url)
             if obj is None:
@@ -247,12 +259,19 @@ class Stats:
                 "ttfb_seconds": percentiles(self._ttfbs), "by_cache_status": by}
 
     async def _slice_map(self, url: str) -> dict[str, Any] | None:
+        # A map is reused for MAP_TTL seconds unless a response for the object came in meanwhile
+        # (observe() drops it) or it had slices in flight (those are about to change).
         hit = self._maps.get(url)
         now = time.monotonic()
-        if hit is not None and now - hit[0] < 0.9:
+        if hit is not None and now - hit[0] < MAP_TTL:
             return hit[1]
-        sm = await self.engine.slice_map(url) if self.engine is not None else None
-        self._maps[url] = (now, sm)
+        try:
+            sm = await self.engine.slice_map(url) if self.engine is not None else None
+        except Exception:  # noqa: BLE001 - one object's map must not take the whole snapshot down
+            log.exception("slice map of %s failed", url)
+            sm = None
+        if sm is None or not sm.get("in_flight"):
+            self._maps[url] = (now, sm)
         return sm
 
     async def _top_objects(self) -> list[dict[str, Any]]:
@@ -273,13 +292,15 @@ class Stats:
             }
             if sm is not None:
                 length, slice_size, n = int(sm["length"]), int(sm["slice_size"]), int(sm["slices"])
-                cached = list(sm["cached"])
-                flying = [i for i in sm["in_flight"] if i not in set(cached)]
+                cached = map_indices(sm["cached"])
+                flying = [i for i in map_indices(sm["in_flight"]) if i not in set(cached)]
+                partial = [i for i in map_indices(sm.get("partial", ())) if i not in set(cached)]
                 entry.update({
                     "in_cache": True, "length": length, "slice_size": slice_size, "slices": n,
                     "cached_slices": len(cached), "in_flight_slices": len(flying),
                     "cached_fraction": 1.0 if length == 0 else cached_bytes(cached, length, slice_size) / length,
-                    "cached": to_ranges(cached), "in_flight": to_ranges(flying),
+                    "partial_slices": len(partial),
+                    "cached": to_ranges(cached), "partial": to_ranges(partial), "in_flight": to_ranges(flying),
                     "content_type": sm.get("content_type"),
                 })
             else:  # not (or no longer) in the cache: purged, evicted, or never storable
@@ -287,8 +308,8 @@ class Stats:
                 n = None if length is None else (length + S - 1) // S
                 entry.update({
                     "in_cache": False, "length": length, "slice_size": S, "slices": n, "cached_slices": 0,
-                    "in_flight_slices": 0, "cached_fraction": 0.0 if length else None, "cached": [],
-                    "in_flight": [], "content_type": None,
+                    "in_flight_slices": 0, "partial_slices": 0, "cached_fraction": 0.0 if length else None,
+                    "cached": [], "partial": [], "in_flight": [], "content_type": None,
                 })
             out.append(entry)
         return out
@@ -334,6 +355,7 @@ class Stats:
                 "upstream_bytes": now.bytes_upstream,
                 "upstream_seconds": round(c.upstream_seconds, 6) if c else 0.0,
                 "origin_version_changes": c.version_changes if c else 0,
+                "read_ahead_runs": getattr(c, "prefetches", 0) if c else 0,
                 "purges": self.purges,
             },
             "rates": self._rates(now),

@@ -20,16 +20,19 @@ from typing import Any, Callable, Iterable, TypeVar
 import diskcache
 
 from proxy.representation import ObjectMeta
+from proxy.slices import Unit
 
 __all__ = ["SliceStore"]
 
 log = logging.getLogger("rangeproxy.store")
 T = TypeVar("T")
-SliceId = tuple[str, str, int]  # (url, validator, index)
+SliceId = tuple[str, str, Unit]  # (url, validator, slice index or (slice, block))
 
 
-def _slice_key(url: str, validator: str, index: int) -> str:
-    return f"s\x00{url}\x00{validator}\x00{index}"
+def _slice_key(url: str, validator: str, index: Unit) -> str:
+    """A whole slice ``i`` or a block ``(i, k)`` of it (``i.k``)."""
+    unit = index if isinstance(index, int) else f"{index[0]}.{index[1]}"
+    return f"s\x00{url}\x00{validator}\x00{unit}"
 
 
 def _meta_key(url: str) -> str:
@@ -86,13 +89,17 @@ class SliceStore:
     # diskcache evicts and unlinks its file. Hits are reported to diskcache's LRU in
     # batches so eviction order still follows use.
 
-    def cached_fd(self, url: str, validator: str, index: int) -> int | None:
+    def cached_fd(self, url: str, validator: str, index: Unit) -> int | None:
         key = (url, validator, index)
         fd = self._fds.get(key)
         if fd is not None:
             self._fds.move_to_end(key)
             self._touched.add(key)
         return fd
+
+    def held_units(self, url: str, validator: str) -> list[Unit]:
+        """Units of one object version whose files are held open (cheap, in memory)."""
+        return [k[2] for k in self._fds if k[0] == url and k[1] == validator]
 
     def _remember_fd(self, key: SliceId, fd: int) -> None:
         old = self._fds.pop(key, None)
@@ -108,7 +115,7 @@ class SliceStore:
         if fd is not None:
             os.close(fd)
 
-    def _open(self, url: str, validator: str, index: int, size: int) -> int | None:
+    def _open(self, url: str, validator: str, index: Unit, size: int) -> int | None:
         """Find a slice file through diskcache (this touches its LRU) and dup its fd."""
         key = _slice_key(url, validator, index)
         try:
@@ -128,7 +135,7 @@ class SliceStore:
                 return None
             return os.dup(handle.fileno())
 
-    async def open_slice(self, url: str, validator: str, index: int, size: int) -> int | None:
+    async def open_slice(self, url: str, validator: str, index: Unit, size: int) -> int | None:
         """An fd of a stored slice of ``size`` bytes, or None (miss, or corrupt and dropped)."""
         fd = self.cached_fd(url, validator, index)
         if fd is not None:
@@ -139,7 +146,7 @@ class SliceStore:
         self._remember_fd((url, validator, index), fd)
         return fd
 
-    def pread(self, url: str, validator: str, index: int, fd: int, size: int, lo: int, hi: int) -> bytes | None:
+    def pread(self, url: str, validator: str, index: Unit, fd: int, size: int, lo: int, hi: int) -> bytes | None:
         """Bytes ``[lo, hi)`` of a slice of ``size`` bytes; a file of another length is damaged."""
         try:
             actual = os.fstat(fd).st_size
@@ -152,7 +159,7 @@ class SliceStore:
         self.drop(url, validator, index, f"length {actual} != {size}")
         return None
 
-    def drop(self, url: str, validator: str, index: int, why: str) -> None:
+    def drop(self, url: str, validator: str, index: Unit, why: str) -> None:
         """Forget a damaged slice now; delete it from diskcache in the background."""
         self._forget_fd((url, validator, index))
         self._pool.submit(self._drop_corrupt, _slice_key(url, validator, index), why)
@@ -165,19 +172,22 @@ class SliceStore:
         except OSError:
             pass
 
-    def _present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
+    def _present(self, url: str, validator: str, indices: Iterable[Unit]) -> set[Unit]:
         return {i for i in indices if _slice_key(url, validator, i) in self._cache}
 
     async def present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
         """Which of ``indices`` are stored (open fds first; the rest in one thread hop)."""
-        indices = list(indices)
-        known = {i for i in indices if (url, validator, i) in self._fds}
-        rest = [i for i in indices if i not in known]
+        return await self.present_units(url, validator, indices)  # type: ignore[return-value]
+
+    async def present_units(self, url: str, validator: str, units: Iterable[Unit]) -> set[Unit]:
+        units = list(units)
+        known = {u for u in units if (url, validator, u) in self._fds}
+        rest = [u for u in units if u not in known]
         if rest:
             known |= await self._run(self._present, url, validator, rest)
         return known
 
-    def _put(self, url: str, validator: str, index: int, data: bytes) -> int | None:
+    def _put(self, url: str, validator: str, index: Unit, data: bytes) -> int | None:
         key = _slice_key(url, validator, index)
         # diskcache evicts (culls) inside set() with no hook: count entries around it.
         with self._put_lock:
@@ -189,7 +199,7 @@ class SliceStore:
             self.evictions += culled
         return self._open(url, validator, index, len(data))
 
-    async def put_slice(self, url: str, validator: str, index: int, data: bytes) -> None:
+    async def put_slice(self, url: str, validator: str, index: Unit, data: bytes) -> None:
         fd = await self._run(self._put, url, validator, index, data)
         if fd is not None:
             self._remember_fd((url, validator, index), fd)

@@ -49,7 +49,7 @@ async def assert_recovers(http, url: str, headers: dict[str, str], expected: byt
 async def test_shifted_content_range_cold_is_502_and_not_cached(fault_origin: FaultOrigin, proxy_factory,
                                                                http) -> None:
     fault_origin.set_object("sh.bin", DATA, shift_content_range=100)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)  # exact fetch counts
     url = proxy.url_for("sh.bin")
 
     out = await fetch(http, url, headers=rng(10, 20))

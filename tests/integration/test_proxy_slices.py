@@ -47,7 +47,7 @@ async def test_upstream_requests_are_slice_aligned(fault_origin: FaultOrigin, pr
     size = 5 * S + 123
     data = seeded_bytes(size, 21)
     fault_origin.set_object("al.bin", data)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, block_size=S)  # whole slices, exact counts
     url = proxy.url_for("al.bin")
 
     out = await fetch(http, url, headers={"Range": "bytes=100-200"})
@@ -70,7 +70,7 @@ async def test_runs_of_missing_slices_one_request_each(fault_origin: FaultOrigin
     size = 8 * S
     data = seeded_bytes(size, 22)
     fault_origin.set_object("runs.bin", data)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, block_size=S)  # whole slices, exact counts
     url = proxy.url_for("runs.bin")
     for i in (2, 5):
         out = await fetch(http, url, headers={"Range": f"bytes={i * S + 7}-{i * S + 8}"})
@@ -94,7 +94,7 @@ async def test_runs_are_bounded_by_max_run_slices(fault_origin: FaultOrigin, pro
     data = seeded_bytes(size, 23)
     fault_origin.set_object("long.bin", data)
     settings = {} if max_run is None else {"max_run_slices": max_run}
-    proxy = proxy_factory(fault_origin.url, **settings)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, **settings)
     limit = max_run or 16
 
     out = await fetch(http, proxy.url_for("long.bin"))
@@ -118,7 +118,7 @@ async def test_concurrent_identical_cold_requests_collapse(fault_origin: FaultOr
     data = seeded_bytes(size, 24)
     # slow origin: each 64 KiB slice takes ~0.16 s, so the requests overlap
     fault_origin.set_object("col.bin", data, chunk_size=8192, chunk_delay=0.02)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)  # exact fetch counts
 
     n = 10
     outs = await asyncio.gather(*(fetch(http, proxy.url_for("col.bin")) for _ in range(n)))
@@ -139,7 +139,7 @@ async def test_concurrent_overlapping_cold_requests_fetch_each_slice_once(fault_
     size = 6 * S + 50
     data = seeded_bytes(size, 25)
     fault_origin.set_object("ov.bin", data, chunk_size=8192, chunk_delay=0.02)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, block_size=S)  # whole slices, exact counts
     # learn the object first (one slice), so the concurrent requests are planned with the size known
     out = await fetch(http, proxy.url_for("ov.bin"), headers={"Range": "bytes=0-0"})
     assert out.body == data[:1]
@@ -158,7 +158,7 @@ async def test_client_abort_still_completes_and_caches_the_slice(fault_origin: F
     data = seeded_bytes(4 * S, 26)
     # the slice arrives in 8 chunks 0.1 s apart: ~0.7 s to fill it
     fault_origin.set_object("ab.bin", data, chunk_size=8192, chunk_delay=0.1)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)  # exact fetch counts
     url = proxy.url_for("ab.bin")
 
     async with http.get(url, headers={"Range": f"bytes=0-{S - 1}"}) as r:
@@ -186,7 +186,7 @@ async def test_client_abort_does_not_break_later_requests(fault_origin: FaultOri
     everything is served right, and no slice was fetched more than twice."""
     data = seeded_bytes(6 * S + 9, 27)
     fault_origin.set_object("ab2.bin", data, chunk_size=16384, chunk_delay=0.01)
-    proxy = proxy_factory(fault_origin.url)
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)  # exact fetch counts
     url = proxy.url_for("ab2.bin")
 
     async def leave_after(nbytes: int) -> None:

@@ -46,7 +46,7 @@ async def test_revalidation_serves_the_new_version_whole(fault_origin: FaultOrig
     v1, v2 = seeded_bytes(size, 41), seeded_bytes(size, 42)
     v3 = seeded_bytes(6 * S + 1, 43)
     fault_origin.set_object("ver.bin", v1)
-    proxy = proxy_factory(fault_origin.url, default_ttl=0)
+    proxy = proxy_factory(fault_origin.url, default_ttl=0, readahead_slices=0)
     url = proxy.url_for("ver.bin")
 
     out = await fetch(http, url)
@@ -111,7 +111,7 @@ async def test_change_noticed_on_a_missing_slice(fault_origin: FaultOrigin, prox
     size = 6 * S + 3
     v1, v2 = seeded_bytes(size, 48), seeded_bytes(size, 49)
     fault_origin.set_object("miss.bin", v1)
-    proxy = proxy_factory(fault_origin.url, default_ttl=3600)
+    proxy = proxy_factory(fault_origin.url, default_ttl=3600, readahead_slices=0)  # slices 2-3 stay missing
     url = proxy.url_for("miss.bin")
     out = await fetch(http, url, headers=rng(0, 2 * S - 1))
     assert out.body == v1[:2 * S]

@@ -51,6 +51,7 @@ DEFAULTS = {
     "port": 8080,
     "cache_dir": "data/cache",
     "slice_size": 1 * MiB,
+    "block_size": 16 * 1024,
     "cache_size": 10 * GiB,
     "max_ranges": 100,
     "max_run_slices": 16,

@@ -1,0 +1,231 @@
+"""The proxy's own paths: health, /stats (page), /stats.json, /metrics, and purge.
+
+Paths come from the settings and are matched exactly on the raw request path
+(the query string aside), so an origin's own ``/statsfoo`` or ``/stats/`` is still
+proxied; everything under ``purge_prefix`` belongs to the proxy.
+
+Tokens (``admin_token``): sent as ``Authorization: Bearer <token>``; the stats
+page also takes ``?token=<token>`` (a browser cannot add a header to a page
+load) and its script then sends the header. Purge always needs the token and is
+refused (403) when no token is configured; the stats and metrics need it only
+with ``protect_stats = true``.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import json
+import logging
+import time
+from importlib import resources
+from typing import Any, Awaitable, Callable
+
+from aiohttp import web
+
+from proxy.handlers import split_target
+from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
+from proxy.stats import Stats, map_indices, to_ranges
+
+__all__ = ["Admin", "bearer_token"]
+
+log = logging.getLogger("rangeproxy.admin")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+NO_STORE = {"Cache-Control": "no-store"}
+READ_METHODS = ("GET", "HEAD")
+
+
+def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
+    """The token a request presents: ``Authorization: Bearer <t>`` (or ``?token=<t>`` when allowed)."""
+    auth = request.headers.get("Authorization")
+    if auth is not None:
+        scheme, _, cred = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and cred.strip():
+            return cred.strip()
+    if allow_query:
+        value = request.query.get("token")
+        if value:
+            return value
+    return None
+
+
+def _dashboard_page(config: dict[str, Any]) -> str:
+    """The dashboard as one self-contained page: CSS and script inlined, no other request."""
+    static = resources.files("proxy") / "static"
+    page = (static / "dashboard.html").read_text(encoding="utf-8")
+    css = (static / "dashboard.css").read_text(encoding="utf-8")
+    js = (static / "dashboard.js").read_text(encoding="utf-8")
+    cfg = json.dumps(config).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return (page.replace("/*__CSS__*/", css)
+                .replace("/*__CONFIG__*/{}", cfg)
+                .replace("/*__JS__*/", js.replace("</script", "<\\/script")))
+
+
+class Admin:
+    """Handlers for the admin paths of one app."""
+
+    def __init__(self, settings: Any, stats: Stats, metrics: Metrics, get_engine: Callable[[], Any]) -> None:
+        self.settings = settings
+        self.stats = stats
+        self.metrics = metrics
+        self._engine = get_engine
+        self.page = _dashboard_page({
+            "statsJson": settings.stats_path + ".json",
+            "purgePrefix": settings.purge_prefix,
+            "refreshMs": 1000,
+        })
+        self.exact: dict[str, Handler] = {
+            settings.health_path: self.health,
+            settings.stats_path: self.stats_page,
+            settings.stats_path + ".json": self.stats_json,
+            settings.metrics_path: self.metrics_text,
+        }
+
+    # --- routing ---------------------------------------------------------------------
+
+    def match(self, request: web.Request) -> Handler | None:
+        """The admin handler for ``request``, or None when it is for the origin."""
+        path = request.raw_path.partition("?")[0]
+        handler = self.exact.get(path)
+        if handler is not None:
+            return handler
+        if path.startswith(self.settings.purge_prefix):
+            return self.cache_entry
+        return None
+
+    # --- access ------------------------------------------------------------------------
+
+    def _token_ok(self, token: str | None) -> bool:
+        want = self.settings.admin_token
+        return bool(want) and token is not None and hmac.compare_digest(token.encode(), want.encode())
+
+    def _unauthorized(self, what: str) -> web.Response:
+        return web.Response(status=401, text=f"401 Unauthorized: {what} needs the admin token "
+                            "(Authorization: Bearer <admin_token>)\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="rangeproxy"', **NO_STORE})
+
+    def _may_read(self, request: web.Request, allow_query: bool = False) -> bool:
+        return not self.settings.protect_stats or self._token_ok(bearer_token(request, allow_query))
+
+    @staticmethod
+    def _method_not_allowed(request: web.Request, allowed: tuple[str, ...]) -> web.Response:
+        return web.Response(status=405, text=f"405 Method Not Allowed: {request.method}\n",
+                            headers={"Allow": ", ".join(allowed), **NO_STORE})
+
+    def _engine_or_503(self) -> Any:
+        engine = self._engine()
+        if engine is None:
+            raise web.HTTPServiceUnavailable(text="starting\n")
+        return engine
+
+    # --- handlers ----------------------------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in READ_METHODS:
+            return self._method_not_allowed(request, READ_METHODS)
+        return web.Response(text="ok\n", headers=NO_STORE)
+
+    async def stats_page(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in READ_METHODS:
+            return self._method_not_allowed(request, READ_METHODS)
+        if not self._may_read(request, allow_query=True):
+            return self._login_page(bool(bearer_token(request, allow_query=True)))
+        return web.Response(text=self.page, content_type="text/html", charset="utf-8",
+                            headers={**NO_STORE, "Content-Security-Policy":
+                                     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                                     "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'",
+                                     "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff"})
+
+    def _login_page(self, wrong: bool) -> web.Response:
+        msg = "That token is not right." if wrong else "These stats are protected (protect_stats = true)."
+        body = (
+            "<!doctype html><html><head><meta charset=utf-8><title>rangeproxy stats: token needed</title>"
+            '<link rel="icon" href="data:,"><style>body{font:16px system-ui,sans-serif;background:#0f172a;'
+            "color:#e2e8f0;display:grid;place-items:center;height:90vh}form{background:#1e293b;padding:2em;"
+            "border-radius:12px}input{font:inherit;padding:.4em;margin:.6em 0;width:20em}button{font:inherit;"
+            "padding:.4em 1.2em}</style></head><body><form method=get>"
+            f"<h2>rangeproxy stats</h2><p>{html.escape(msg)}<br>Enter the admin token:</p>"
+            '<input type=password name=token autofocus autocomplete=off><br><button>Open</button></form>'
+            "</body></html>"
+        )
+        return web.Response(status=401, text=body, content_type="text/html", charset="utf-8",
+                            headers={"WWW-Authenticate": 'Bearer realm="rangeproxy"', **NO_STORE,
+                                     "Referrer-Policy": "no-referrer"})
+
+    async def stats_json(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in READ_METHODS:
+            return self._method_not_allowed(request, READ_METHODS)
+        if not self._may_read(request):
+            return self._unauthorized("the stats")
+        engine = self._engine_or_503()
+        volume = await self.metrics.volume.refresh(engine.store, max_age=1.0)
+        snap = await self.stats.snapshot(volume)
+        return web.json_response(snap, headers=NO_STORE, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+
+    async def metrics_text(self, request: web.Request) -> web.StreamResponse:
+        if request.method not in READ_METHODS:
+            return self._method_not_allowed(request, READ_METHODS)
+        if not self._may_read(request):
+            return self._unauthorized("the metrics")
+        engine = self._engine_or_503()
+        await self.metrics.volume.refresh(engine.store)
+        resp = web.Response(body=self.metrics.render(), headers=NO_STORE)
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    # --- one object: GET its slice map, DELETE (purge) it ---------------------------------
+
+    def _target(self, request: web.Request) -> str | None:
+        """``/<path>?<query>`` of the object named after the purge prefix (the proxy's ``range=`` dropped)."""
+        rest = request.raw_path[len(self.settings.purge_prefix):]
+        if not rest or rest.startswith("?"):
+            return None
+        target, _ = split_target("/" + rest)
+        return target
+
+    async def cache_entry(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "DELETE":
+            return await self.purge(request)
+        if request.method not in READ_METHODS:
+            return self._method_not_allowed(request, ("GET", "HEAD", "DELETE"))
+        if not self._may_read(request):
+            return self._unauthorized("the cache map")
+        target = self._target(request)
+        if target is None:
+            return web.Response(status=400, text=f"400 Bad Request: name an object, "
+                                f"e.g. {self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
+        engine = self._engine_or_503()
+        url = engine.upstream.url_for(target)
+        sm = await engine.slice_map(url)
+        if sm is None:
+            return web.json_response({"path": target, "url": url, "in_cache": False}, status=404,
+                                     headers=NO_STORE)
+        out = dict(sm)
+        cached = map_indices(sm["cached"])
+        out.update({"path": target, "in_cache": True, "cached": to_ranges(cached),
+                    "partial": to_ranges(map_indices(sm.get("partial", ()))),
+                    "in_flight": to_ranges(map_indices(sm["in_flight"])), "cached_slices": len(cached)})
+        return web.json_response(out, headers=NO_STORE)
+
+    async def purge(self, request: web.Request) -> web.StreamResponse:
+        if not self.settings.admin_token:
+            return web.Response(status=403, text="403 Forbidden: purge is disabled (no admin_token configured)\n",
+                                headers=NO_STORE)
+        if not self._token_ok(bearer_token(request)):
+            return self._unauthorized("purge")
+        target = self._target(request)
+        if target is None:
+            return web.Response(status=400, text=f"400 Bad Request: name an object, "
+                                f"e.g. DELETE {self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
+        engine = self._engine_or_503()
+        url = engine.upstream.url_for(target)
+        before = await engine.slice_map(url)
+        t0 = time.monotonic()
+        await engine.invalidate(url, "purged")
+        self.stats.purges += 1
+        self.stats.forget_map(url)
+        self.metrics.volume.updated = 0.0  # the next snapshot asks the store again
+        cached = len(before["cached"]) if before is not None else 0
+        log.info("purged %s (%d cached slices) in %.3f s", url, cached, time.monotonic() - t0)
+        return web.json_response({"purged": True, "path": target, "url": url, "was_cached": before is not None,
+                                  "cached_slices_before": cached}, headers=NO_STORE)
