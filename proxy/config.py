@@ -74,6 +74,7 @@ _NUMBER_UNIT = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]*([A-Za-z]*)[ \t]*",
 _INTEGER = re.compile(r"[ \t]*([+-]?[0-9]+)[ \t]*", re.ASCII)
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 LOG_LEVELS = ("debug", "info", "warning", "error")
+LOG_FORMATS = ("combined", "json")
 
 
 class ConfigError(Exception):
@@ -241,6 +242,8 @@ class Settings:
                              "time to finish in-flight responses on SIGTERM", 0.0, 3600.0)
     store_threads: int = _f(4, "int", "threads doing cache I/O off the event loop", 1, 64)
     log_level: str = _f("info", "level", "log level: " + ", ".join(LOG_LEVELS))
+    access_log_format: str = _f("combined", "logformat",
+                                "access log line format: combined (+ cache fields) or json")
     access_log: bool = _f(True, "bool", "log one line per request")
     workers: int = _f(1, "int", "processes sharing the port and the cache dir", 1, 64)
     admin_token: str = _f("", "token", "token for purge (DELETE <purge_prefix>...); empty: no purge")
@@ -285,6 +288,8 @@ def _allowed(name: str) -> str:
         return "a string of visible ASCII characters without blanks (empty: disabled)"
     if kind == "level":
         return "one of " + ", ".join(LOG_LEVELS)
+    if kind == "logformat":
+        return "one of " + ", ".join(LOG_FORMATS)
     if kind == "bool":
         return "true or false (or 1/0, yes/no)"
     if kind == "int":
@@ -316,7 +321,7 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
     meta = _FIELDS[name].metadata
     kind = meta["kind"]
     bad = _bad(name, value, source)
-    if kind in ("url", "str", "path", "route", "prefix", "token", "level"):
+    if kind in ("url", "str", "path", "route", "prefix", "token", "level", "logformat"):
         if not isinstance(value, str):
             raise bad
         return _check_text(kind, value, bad)
@@ -384,6 +389,11 @@ def _check_text(kind: str, value: str, bad: ConfigError) -> str:
         if level not in LOG_LEVELS:
             raise bad
         return level
+    if kind == "logformat":
+        fmt = value.strip().lower()
+        if fmt not in LOG_FORMATS:
+            raise bad
+        return fmt
     raise AssertionError(kind)
 
 

@@ -79,6 +79,7 @@ class RequestTally:
     hits: int = 0
     misses: int = 0
     collapsed: int = 0
+    upstream_seconds: float = 0.0  # time this response waited on the origin (metadata, fills)
 
 
 @dataclass(frozen=True, slots=True)
@@ -786,10 +787,21 @@ class Engine:
         if fill is None:
             fill, run = self.start_run(meta, fl, i, wanted, cached)
             mine.update(run)
-        source = self._lookup(tally, "miss" if i in mine else "collapsed")
+        async for chunk in self._fill_bytes(fill, i, lo, hi, mine, tally):
+            yield chunk
+
+    async def _fill_bytes(self, fill: SliceFill, u: Unit, lo: int, hi: int, mine: set[Unit],
+                          tally: RequestTally) -> AsyncIterator[bytes]:
+        """Read a fill; a complete one fetched by another response is as good as a hit."""
+        result = "miss" if u in mine else ("hit" if fill.done and fill.error is None else "collapsed")
+        source = self._lookup(tally, result)
+        t0 = time.monotonic()
         async for chunk in fill.read(lo, hi):
+            if source == "origin":
+                tally.upstream_seconds += time.monotonic() - t0
             self._sent(tally, source, len(chunk))
             yield chunk
+            t0 = time.monotonic()
 
     def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:
         B = self.block_size
@@ -815,7 +827,5 @@ class Engine:
             if fill is None:
                 fill, run = self.start_block_run(meta, fl, i, blocks[blocks.index(k):])
                 mine.update(run)
-            source = self._lookup(tally, "miss" if u in mine else "collapsed")
-            async for chunk in fill.read(a, b):
-                self._sent(tally, source, len(chunk))
+            async for chunk in self._fill_bytes(fill, u, a, b, mine, tally):
                 yield chunk

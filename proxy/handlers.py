@@ -154,7 +154,10 @@ class ProxyHandler:
             hint = self.hint(header if isinstance(header, str) else None)
             if request.method == "HEAD":
                 hint = hint[:1]
+            t0 = time.monotonic()
             lease = await self.engine.object_meta(url, hint)
+            if lease.held is not None or not lease.meta.is_fresh(time.time() - 1):
+                info.tally.upstream_seconds += time.monotonic() - t0  # it asked the origin
         except UpstreamStatus as exc:
             info.cache_status = "ERROR"
             return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})

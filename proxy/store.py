@@ -78,8 +78,27 @@ class SliceStore:
     async def get_meta(self, url: str) -> ObjectMeta | None:
         return await self._run(self._get_meta, url)
 
+    def _set_counted(self, key: str, value: object, tag: str) -> None:
+        """diskcache evicts (culls) inside set() with no hook: count entries around it."""
+        with self._put_lock:
+            before = len(self._cache)
+            existed = key in self._cache
+            self._cache.set(key, value, tag=tag)
+            culled = before + (0 if existed else 1) - len(self._cache)
+        if culled > 0:
+            self.evictions += culled
+
     async def put_meta(self, meta: ObjectMeta) -> None:
-        await self._run(self._cache.set, _meta_key(meta.url), meta.to_dict(), None, False, meta.url)
+        await self._run(self._set_counted, _meta_key(meta.url), meta.to_dict(), meta.url)
+
+    def _object_count(self) -> int:
+        # Metadata keys are "m\x00<url>": one range scan of the key index.
+        row = self._cache._sql("SELECT COUNT(*) FROM Cache WHERE key >= ? AND key < ?", ("m\x00", "m\x01")).fetchone()
+        return int(row[0])
+
+    async def object_count(self) -> int:
+        """Objects with metadata in the store."""
+        return await self._run(self._object_count)
 
     # --- slices ---------------------------------------------------------------
     #
@@ -188,15 +207,7 @@ class SliceStore:
         return known
 
     def _put(self, url: str, validator: str, index: Unit, data: bytes) -> int | None:
-        key = _slice_key(url, validator, index)
-        # diskcache evicts (culls) inside set() with no hook: count entries around it.
-        with self._put_lock:
-            before = len(self._cache)
-            existed = key in self._cache
-            self._cache.set(key, data, tag=url)
-            culled = before + (0 if existed else 1) - len(self._cache)
-        if culled > 0:
-            self.evictions += culled
+        self._set_counted(_slice_key(url, validator, index), data, url)
         return self._open(url, validator, index, len(data))
 
     async def put_slice(self, url: str, validator: str, index: Unit, data: bytes) -> None:

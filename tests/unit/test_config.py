@@ -63,6 +63,7 @@ DEFAULTS = {
     "grace_period": 10.0,
     "store_threads": 4,
     "log_level": "info",
+    "access_log_format": "combined",
     "access_log": True,
     "workers": 1,
     "admin_token": "",
