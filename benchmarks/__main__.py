@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="small and short: 8 MiB file, 3 rounds of 1 s, no warm-up")
     p.add_argument("--only", action="append", choices=sorted(WORKLOADS), metavar="WORKLOAD",
-                   help=f"run only this workload (repeatable; one of: {', '.join(sorted(WORKLOADS))})")
+                   help="run only this workload (repeatable; one of: "
+                        f"{', '.join(sorted(WORKLOADS))})")
     p.add_argument("--runs", type=positive_int, help="alternating rounds (default 5; quick 3)")
     p.add_argument("--duration", type=positive_int,
                    help="seconds per timed run (default 4; quick 1)")
@@ -78,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pin", action="store_true", help="do not use taskset")
     p.add_argument("--targets", nargs="+", metavar="KEY",
                    help="only these targets (keys: aiohttp granian; nginx always runs)")
+    p.add_argument("--max-other", type=float, default=15.0,
+                   help="a round during which other processes use more than this percent of a "
+                        "core is not counted and is run again (default 15)")
+    p.add_argument("--max-rounds", type=positive_int,
+                   help="give up replacing contended rounds after this many (default 2 x runs)")
     p.add_argument("--start-timeout", type=float, default=30.0,
                    help="seconds a server may take to answer /healthz")
     p.add_argument("--details", action="store_true",
@@ -154,6 +160,7 @@ def render(reports: list[WorkloadReport], env: list[tuple[str, str]], *, details
     parts = []
     for rep in reports:
         parts.append(f"### {rep.title}\n\n{rep.params}\n\n{summary_table(rep.summaries)}\n")
+        parts.extend(f"{n}\n" for n in rep.notes)
         if details:
             parts.append(f"<details><summary>every run</summary>\n\n"
                          f"{runs_table(rep.results, rep.labels)}\n\n</details>\n")
@@ -168,8 +175,10 @@ def append_out(path: Path, reports: list[WorkloadReport], env: list[tuple[str, s
     lines += [f"- {k}: {v}" for k, v in env if k != "date"]
     lines.append("")
     for rep in reports:
-        lines += [f"### {rep.title}", "", rep.params, "", summary_table(rep.summaries), "",
-                  "<details><summary>every run</summary>", "",
+        lines += [f"### {rep.title}", "", rep.params, "", summary_table(rep.summaries), ""]
+        if rep.notes:
+            lines += [*rep.notes, ""]
+        lines += ["<details><summary>every run</summary>", "",
                   runs_table(rep.results, rep.labels), "", "</details>", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     prefix = ""

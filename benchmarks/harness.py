@@ -152,6 +152,37 @@ def tree_cpu_ticks(pid: int) -> int:
     return sum(_proc_ticks(p) for p in process_tree(pid))
 
 
+_PF_KTHREAD = 0x00200000
+
+
+def user_process_ticks() -> dict[int, int]:
+    """CPU ticks (self plus reaped children) of every user-space process, by pid.
+
+    Kernel threads are left out: they include the softirq/ksoftirqd work the
+    loopback traffic of the benchmark itself causes.
+    """
+    out: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        rest = text[text.rindex(")") + 2:].split()
+        if int(rest[6]) & _PF_KTHREAD:  # field 9: flags
+            continue
+        out[int(name)] = int(rest[11]) + int(rest[12]) + int(rest[13]) + int(rest[14])
+    return out
+
+
+def other_cpu_s(before: dict[int, int], after: dict[int, int], ours: Iterable[int]) -> float:
+    """CPU seconds used between two user_process_ticks() samples by processes not in ``ours``."""
+    skip = set(ours)
+    ticks = sum(max(0, t - before.get(p, 0)) for p, t in after.items() if p not in skip)
+    return ticks / CLK_TCK
+
+
 def cpu_times() -> dict[int, tuple[int, int]]:
     """Per CPU (busy, total) clock ticks from /proc/stat (idle and iowait are not busy)."""
     out: dict[int, tuple[int, int]] = {}
@@ -374,7 +405,7 @@ def parse_wrk(out: str) -> dict:
     text["non2xx"] = int(m.group(1)) if m else 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     text["socket_errors"] = (
-        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()))) if m
+        dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups()), strict=True)) if m
         else {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     )
     m = re.search(r"^WRK_RESULT (\{.*\})\s*$", out, re.M)
@@ -468,34 +499,58 @@ class RunResult:
     server_cpu_s: float
     server_core_busy: float = float("nan")  # % busy of the server's CPU, all processes
     wrk_core_busy: float = float("nan")  # % busy of wrk's CPU, all processes
+    other_cpu_s: float = 0.0  # CPU used meanwhile by processes not under test
     invalid: str = ""  # why the run does not count; empty when it does
+    contended: bool = False  # its round had a run with too much other CPU load
 
     @property
     def valid(self) -> bool:
         return not self.invalid
 
     @property
+    def counted(self) -> bool:
+        return self.valid and not self.contended
+
+    @property
     def cpu_us_per_req(self) -> float:
         return self.server_cpu_s / self.wrk.requests * 1e6 if self.wrk.requests else float("nan")
 
+    def _pct(self, secs: float) -> float:
+        return 100 * secs / self.wrk.duration_s if self.wrk.duration_s else float("nan")
+
     @property
     def server_cpu_pct(self) -> float:
-        return 100 * self.server_cpu_s / self.wrk.duration_s if self.wrk.duration_s else float("nan")
+        return self._pct(self.server_cpu_s)
 
     @property
     def wrk_cpu_pct(self) -> float:
-        return 100 * self.wrk.wrk_cpu_s / self.wrk.duration_s if self.wrk.duration_s else float("nan")
+        return self._pct(self.wrk.wrk_cpu_s)
+
+    @property
+    def other_cpu_pct(self) -> float:
+        return self._pct(self.other_cpu_s)
+
+    @property
+    def note(self) -> str:
+        if self.invalid:
+            return self.invalid
+        return "contended round, not counted" if self.contended else "ok"
 
 
 def timed_run(server: Server, wrk: str, url: str, script: Path, *, round_no: int, duration: int,
               connections: int, threads: int, pin: list[str],
               cores: tuple[int | None, int | None] = (None, None)) -> RunResult:
+    u0 = user_process_ticks()
     t0 = server.cpu_ticks()
     c0 = cpu_times()
     w = run_wrk(wrk, url, script, duration=duration, connections=connections,
                 threads=threads, pin=pin)
     c1 = cpu_times()
     t1 = server.cpu_ticks()
+    u1 = user_process_ticks()
+    ours = [os.getpid()]  # wrk was reaped by us: its time is in our cutime
+    if server.proc is not None:
+        ours += process_tree(server.proc.pid)
     invalid = []
     if w.requests == 0:
         invalid.append("no requests completed")
@@ -510,6 +565,7 @@ def timed_run(server: Server, wrk: str, url: str, script: Path, *, round_no: int
                      server_cpu_s=(t1 - t0) / CLK_TCK,
                      server_core_busy=cpu_busy_pct(c0, c1, cores[0]),
                      wrk_core_busy=cpu_busy_pct(c0, c1, cores[1]),
+                     other_cpu_s=other_cpu_s(u0, u1, ours),
                      invalid="; ".join(invalid))
 
 
@@ -523,7 +579,7 @@ class Summary:
     key: str
     label: str
     runs: int
-    valid_runs: int
+    counted_runs: int
     rps: float
     mbps: float
     ratio_med: float
@@ -534,19 +590,22 @@ class Summary:
     wrk_cpu_pct: float
     server_core_busy: float
     wrk_core_busy: float
+    other_cpu_pct: float
     lat_p99_ms: float
 
 
-def summarize(results: list[RunResult], targets: list[tuple[str, str]], baseline: str) -> list[Summary]:
-    base = {r.round: r for r in results if r.target == baseline and r.valid}
+def summarize(results: list[RunResult], targets: list[tuple[str, str]],
+              baseline: str) -> list[Summary]:
+    """Medians over the counted runs; ratios to ``baseline`` within each round."""
+    base = {r.round: r for r in results if r.target == baseline and r.counted}
     out = []
     for key, label in targets:
         mine = [r for r in results if r.target == key]
-        ok = [r for r in mine if r.valid]
+        ok = [r for r in mine if r.counted]
         ratios = [r.wrk.rps / base[r.round].wrk.rps for r in ok
                   if r.round in base and base[r.round].wrk.rps > 0]
         out.append(Summary(
-            key=key, label=label, runs=len(mine), valid_runs=len(ok),
+            key=key, label=label, runs=len(mine), counted_runs=len(ok),
             rps=_median(r.wrk.rps for r in ok),
             mbps=_median(r.wrk.mbps for r in ok),
             ratio_med=_median(ratios),
@@ -557,6 +616,7 @@ def summarize(results: list[RunResult], targets: list[tuple[str, str]], baseline
             wrk_cpu_pct=_median(r.wrk_cpu_pct for r in ok),
             server_core_busy=_median(r.server_core_busy for r in ok),
             wrk_core_busy=_median(r.wrk_core_busy for r in ok),
+            other_cpu_pct=_median(r.other_cpu_pct for r in ok),
             lat_p99_ms=_median(r.wrk.lat_p99_ms for r in ok),
         ))
     return out
@@ -566,10 +626,16 @@ def _f(x: float, fmt: str) -> str:
     return "n/a" if x != x else format(x, fmt)
 
 
+def _busy(srv: float, wrk: float) -> str:
+    if srv != srv and wrk != wrk:
+        return "n/a"
+    return f"{_f(srv, '.0f')}/{_f(wrk, '.0f')}%"
+
+
 def summary_table(rows: list[Summary]) -> str:
     head = ("| target | req/s | MB/s | vs nginx: median (min–max) | server CPU µs/req "
-            "| server CPU | wrk CPU | cores busy srv/wrk | p99 ms | valid runs |")
-    lines = [head, "|" + "---|" * 10]
+            "| server CPU | wrk CPU | cores busy srv/wrk | other CPU | p99 ms | runs counted |")
+    lines = [head, "|" + "---|" * 11]
     for s in rows:
         ratio = (f"{_f(s.ratio_med, '.2f')} ({_f(s.ratio_min, '.2f')}–{_f(s.ratio_max, '.2f')})"
                  if s.ratio_med == s.ratio_med else "n/a")
@@ -577,24 +643,27 @@ def summary_table(rows: list[Summary]) -> str:
             f"| {s.label} | {_f(s.rps, ',.0f')} | {_f(s.mbps, ',.0f')} | {ratio} "
             f"| {_f(s.cpu_us_per_req, ',.0f')} | {_f(s.server_cpu_pct, '.0f')}% "
             f"| {_f(s.wrk_cpu_pct, '.0f')}% "
-            f"| {_f(s.server_core_busy, '.0f')}/{_f(s.wrk_core_busy, '.0f')}% "
-            f"| {_f(s.lat_p99_ms, '.1f')} | {s.valid_runs}/{s.runs} |"
+            f"| {_busy(s.server_core_busy, s.wrk_core_busy)} "
+            f"| {_f(s.other_cpu_pct, '.0f')}% "
+            f"| {_f(s.lat_p99_ms, '.1f')} | {s.counted_runs}/{s.runs} |"
         )
     return "\n".join(lines)
 
 
 def runs_table(results: list[RunResult], labels: dict[str, str]) -> str:
     lines = ["| round | target | requests | seconds | req/s | MB/s | server CPU s | µs/req "
-             "| wrk CPU | cores busy srv/wrk | p50 ms | p99 ms | note |", "|" + "---|" * 13]
+             "| wrk CPU | cores busy srv/wrk | other CPU | p50 ms | p99 ms | note |",
+             "|" + "---|" * 14]
     for r in results:
         lines.append(
             f"| {r.round} | {labels.get(r.target, r.target)} | {r.wrk.requests} "
             f"| {r.wrk.duration_s:.2f} | {r.wrk.rps:,.0f} | {r.wrk.mbps:,.0f} "
             f"| {r.server_cpu_s:.2f} | {_f(r.cpu_us_per_req, ',.0f')} "
             f"| {_f(r.wrk_cpu_pct, '.0f')}% "
-            f"| {_f(r.server_core_busy, '.0f')}/{_f(r.wrk_core_busy, '.0f')}% "
+            f"| {_busy(r.server_core_busy, r.wrk_core_busy)} "
+            f"| {_f(r.other_cpu_pct, '.0f')}% "
             f"| {_f(r.wrk.lat_p50_ms, '.1f')} "
-            f"| {_f(r.wrk.lat_p99_ms, '.1f')} | {r.invalid or 'ok'} |"
+            f"| {_f(r.wrk.lat_p99_ms, '.1f')} | {r.note} |"
         )
     return "\n".join(lines)
 
@@ -617,21 +686,27 @@ class WorkloadReport:
     summaries: list[Summary]
     results: list[RunResult]
     labels: dict[str, str]
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(s.valid_runs > 0 for s in self.summaries)
+        return all(s.counted_runs > 0 for s in self.summaries)
 
 
 def run_alternating(servers: list[Server], *, tools: Tools, url_path: str, script: Path,
                     data: bytes, opts, baseline: str, name: str, title: str,
                     params: str) -> WorkloadReport:
-    """Start ``servers``, check them, then time them A B C A B C ... ``opts.runs`` rounds.
+    """Start ``servers``, check them, then time them A B C A B C ... for ``opts.runs`` rounds.
 
-    All servers are stopped before returning, whatever happens.
+    A round during which other processes used more than ``opts.max_other``
+    percent of a core (the machine is shared) is kept in the record but not
+    counted, and another round is run instead, up to ``opts.max_rounds`` rounds
+    in all. All servers are stopped before returning, whatever happens.
     """
     wrk_pin = pin_prefix(tools.taskset, opts.wrk_cpu)
+    max_rounds = max(opts.runs, opts.max_rounds or 2 * opts.runs)
     results: list[RunResult] = []
+    notes: list[str] = []
     try:
         for s in servers:
             s.start()
@@ -646,23 +721,48 @@ def run_alternating(servers: list[Server], *, tools: Tools, url_path: str, scrip
                 run_wrk(tools.wrk, f"http://127.0.0.1:{s.port}{url_path}", script,
                         duration=opts.warmup, connections=opts.connections,
                         threads=opts.threads, pin=wrk_pin)
-        for rnd in range(1, opts.runs + 1):
+        clean = 0
+        for rnd in range(1, max_rounds + 1):
+            if clean >= opts.runs:
+                break
+            this_round = []
             for s in servers:
                 r = timed_run(s, tools.wrk, f"http://127.0.0.1:{s.port}{url_path}", script,
                               round_no=rnd, duration=opts.duration,
                               connections=opts.connections, threads=opts.threads, pin=wrk_pin,
                               cores=(opts.server_cpu, opts.wrk_cpu))
-                results.append(r)
-                print(f"bench[{name}]: round {rnd}/{opts.runs} {s.label}: "
+                this_round.append(r)
+                print(f"bench[{name}]: round {rnd} {s.label}: "
                       f"{r.wrk.rps:,.0f} req/s, {r.wrk.mbps:,.0f} MB/s, "
-                      f"{r.cpu_us_per_req:,.0f} µs CPU/req"
+                      f"{r.cpu_us_per_req:,.0f} µs CPU/req, other load {r.other_cpu_pct:.0f}%"
                       + (f"  INVALID: {r.invalid}" if r.invalid else ""), file=sys.stderr)
+            results.extend(this_round)
+            worst = max(r.other_cpu_pct for r in this_round)
+            if worst > opts.max_other:
+                for r in this_round:
+                    r.contended = True
+                print(f"bench[{name}]: round {rnd} not counted: other processes used "
+                      f"{worst:.0f}% of a core (limit {opts.max_other:g}%)", file=sys.stderr)
+            else:
+                clean += 1
     finally:
         for s in servers:
             s.stop()
+    n_cont = len({r.round for r in results if r.contended})
+    if n_cont:
+        notes.append(f"{n_cont} round(s) not counted: other processes used more than "
+                     f"{opts.max_other:g}% of a core meanwhile.")
+    if results and not any(r.counted for r in results):
+        for r in results:
+            r.contended = False
+        notes.append("WARNING: no round was free of other load; the figures above come from "
+                     "contended rounds and are unreliable.")
+    elif clean < opts.runs:
+        notes.append(f"Only {clean} of {opts.runs} rounds were free of other load "
+                     f"within {max_rounds} rounds.")
     targets = [(s.key, s.label) for s in servers]
     return WorkloadReport(
         name=name, title=title, params=params,
         summaries=summarize(results, targets, baseline), results=results,
-        labels=dict(targets),
+        labels=dict(targets), notes=notes,
     )

@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from collections import Counter, OrderedDict
+from pathlib import Path
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import AsyncIterator
@@ -21,6 +22,7 @@ from typing import AsyncIterator
 import aiohttp
 
 from proxy.config import Settings
+from proxy.crossfill import UnitClaims
 from proxy.errors import (
     ProxyError,
     RangeNotSatisfiable,
@@ -53,6 +55,8 @@ __all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "clos
 
 log = logging.getLogger("rangeproxy.engine")
 STORE_BEHIND = 4  # verified slices of one run that may wait for the disk at once
+INVALIDATION_POLL = 0.2  # seconds between looks at what other workers invalidated
+CLAIM_POLL = 0.002  # seconds between looks at a unit another worker is fetching
 TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fds
 META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
 
@@ -117,6 +121,17 @@ class Engine:
         self._meta_futs: dict[str, asyncio.Future[MetaLease]] = {}
         self._flights: dict[str, ObjectFlights] = {}
         self._evicting: dict[str, asyncio.Future[None]] = {}
+        # Several worker processes share the cache directory: claims keep one origin fetch
+        # per unit across them, and a log tells the others what one of them invalidated.
+        self.claims: UnitClaims | None = None
+        self._inval_log: Path | None = None
+        self._inval_seen = 0
+        if settings.workers > 1:
+            run_dir = Path(settings.cache_dir) / ".rangeproxy"
+            self.claims = UnitClaims(run_dir)
+            self._inval_log = run_dir / "invalidations"
+            self._inval_log.touch()
+            self._inval_seen = self._inval_log.stat().st_size
         self._tasks: set[asyncio.Task[None]] = set()
         self.active_streams = 0
         self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (end of last cut read, streak)
@@ -154,7 +169,7 @@ class Engine:
     def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
         fl = self._flights.get(meta.url)
         if fl is None or fl.validator != meta.validator or fl.dead:
-            fl = ObjectFlights(meta.validator)
+            fl = ObjectFlights(meta.validator, meta.url)
             self._flights[meta.url] = fl
         return fl
 
@@ -184,6 +199,37 @@ class Engine:
 
     async def start(self) -> None:
         self._spawn(self._housekeeping())
+        if self._inval_log is not None:
+            self._spawn(self._follow_invalidations())
+
+    async def _follow_invalidations(self) -> None:
+        """Apply what other workers invalidated (purge, origin change, unsafe method)."""
+        assert self._inval_log is not None
+        me = f"{os.getpid()} "
+        while True:
+            await asyncio.sleep(INVALIDATION_POLL)
+            try:
+                size = self._inval_log.stat().st_size
+                if size <= self._inval_seen:
+                    continue
+                with open(self._inval_log, "rb") as f:
+                    f.seek(self._inval_seen)
+                    data = f.read(size - self._inval_seen)
+                end = data.rfind(b"\n") + 1
+                self._inval_seen += end
+                for line in data[:end].decode("utf-8", "surrogateescape").splitlines():
+                    if line.startswith(me) or " " not in line:
+                        continue
+                    self._forget_object(line.split(" ", 1)[1], "invalidated by another worker")
+            except OSError as exc:
+                log.warning("cannot read the invalidation log: %s", exc)
+
+    def _forget_object(self, url: str, reason: str) -> None:
+        fl = self._flights.pop(url, None)
+        if fl is not None:
+            fl.fail_all(VersionChanged(f"{url}: {reason}"))
+        self._meta.pop(url, None)
+        self.store.forget_fds(url)
 
     async def _housekeeping(self) -> None:
         """Report fd-served hits to diskcache's LRU now and then."""
@@ -202,10 +248,10 @@ class Engine:
 
     async def invalidate(self, url: str, reason: str) -> None:
         """Drop an object: its fills fail, its slices and metadata leave the store."""
-        fl = self._flights.pop(url, None)
-        if fl is not None:
-            fl.fail_all(VersionChanged(f"{url}: {reason}"))
-        self._meta.pop(url, None)
+        self._forget_object(url, reason)
+        if self._inval_log is not None:
+            with open(self._inval_log, "ab") as f:  # one O_APPEND write per line: no interleaving
+                f.write(f"{os.getpid()} {url}\n".encode("utf-8", "surrogateescape"))
         # Until the store has dropped it, nobody may read the old metadata back from disk.
         done = asyncio.get_running_loop().create_future()
         self._evicting[url] = done
@@ -275,7 +321,22 @@ class Engine:
         """Learn an object from its first ranged GET, and keep filling the units it brings."""
         S = self.slice_size
         huge = 2**62  # the length is not known yet: unit spans are not clipped
+        claimed = self._claim_prefix(url, hint)
+        if not claimed:
+            # Another worker is learning this object: wait, then take its metadata from the store.
+            key = self._claim_key(url, hint[0])
+            deadline = time.monotonic() + self.settings.upstream_read_timeout + 30
+            while self.claims is not None and self.claims.held_elsewhere(key) and time.monotonic() < deadline:
+                await asyncio.sleep(CLAIM_POLL)
+            meta = await self.store.get_meta(url)
+            if meta is not None and meta.is_fresh(time.time()):
+                self._cache_meta(meta)
+                self._settle(url, fut, MetaLease(meta))
+                return
+            claimed = self._claim_prefix(url, hint) or hint[:1]  # it failed over there: learn it here
+        hint = claimed
         asked = self._units_span(hint, huge)
+        fills: dict[Unit, SliceFill] = {}
         try:
             async with self._upstream(url, asked) as resp:
                 now = time.time()
@@ -312,7 +373,7 @@ class Engine:
                 await self._remember(meta)
                 fl = self.flights_for(meta)
                 run = self._takeable(fl, [u for u in hint if unit_span(u, S, self.block_size, huge).start < meta.length])
-                fills = self._register(fl, meta, run)
+                fills.update(self._register(fl, meta, run))
                 fl.want(run)  # held for the initiator until it registers its own interest
                 self._settle(url, fut, MetaLease(meta, tuple(run)))
                 skip = asked.start if resp.status == 200 else 0
@@ -329,6 +390,8 @@ class Engine:
             if not isinstance(exc, Exception):
                 raise
             self._log_fault(url, exc)
+        finally:
+            self._unclaim(url, [u for u in claimed if u not in fills])  # fills release their own
 
     def _takeable(self, fl: ObjectFlights, run: list[Unit]) -> list[Unit]:
         """Leading units of ``run`` not already in flight (a run stays contiguous)."""
@@ -433,13 +496,68 @@ class Engine:
             run.append((i, k))
         return self._launch(meta, fl, run, False), run
 
+    def _claim_key(self, url: str, u: Unit) -> str:
+        return f"{url}\x00{u}"
+
+    def _claim_prefix(self, url: str, run: list[Unit]) -> list[Unit]:
+        """The leading units of ``run`` this worker could claim (all, with one worker)."""
+        if self.claims is None:
+            return run
+        out: list[Unit] = []
+        for u in run:
+            if not self.claims.try_claim(self._claim_key(url, u)):
+                break
+            out.append(u)
+        return out
+
+    def _unclaim(self, url: str, units: list[Unit] | dict[Unit, SliceFill]) -> None:
+        if self.claims is not None:
+            for u in units:
+                self.claims.release(self._claim_key(url, u))
+
     def _launch(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], hold: bool) -> SliceFill:
+        claimed = self._claim_prefix(meta.url, run)
+        if not claimed:
+            # Another worker is fetching it: wait for that, then read it from the shared store.
+            fill = self._register(fl, meta, run[:1])[run[0]]
+            if hold:
+                fl.want(run[:1])
+            self._spawn(self._await_other_worker(meta, fl, run[0], fill, hold))
+            return fill
+        run = claimed
         log.debug("run %s units %s..%s", meta.url, run[0], run[-1])
         fills = self._register(fl, meta, run)
         if hold:  # a prefetch: nobody reads it yet, so the run holds its own interest
             fl.want(run)
         self._spawn(self._run(meta, fl, run, fills, hold))
         return fills[run[0]]
+
+    async def _await_other_worker(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, fill: SliceFill,
+                                  hold: bool) -> None:
+        """Fill ``u`` from the store once the worker that claimed it is done (or fetch it)."""
+        assert self.claims is not None
+        key = self._claim_key(meta.url, u)
+        deadline = time.monotonic() + self.settings.upstream_read_timeout * 4 + 30
+        try:
+            while time.monotonic() < deadline:
+                while self.claims.held_elsewhere(key) and time.monotonic() < deadline:
+                    await asyncio.sleep(CLAIM_POLL)
+                data = await self._stored(meta, u, 0, fill.size) if meta.storable else None
+                if data is not None:
+                    fill.append(data)
+                    fill.finish()
+                    if fl.fills.get(u) is fill:
+                        del fl.fills[u]
+                    return
+                if self.claims.try_claim(key):  # it failed or gave up over there: fetch it here
+                    await self._run(meta, fl, [u], {u: fill}, False)
+                    return
+            raise UpstreamTimeout(f"{meta.url}: waited too long for another worker's fetch of {u}")
+        except Exception as exc:
+            self._abandon(fl, {u: fill}, exc)
+        finally:
+            if hold:
+                fl.release([u])
 
     async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], fills: dict[Unit, SliceFill],
                    hold: bool = False) -> None:
@@ -475,8 +593,10 @@ class Engine:
         for i, fill in fills.items():
             if not fill.done:
                 fill.fail(exc)
-            if fl.fills.get(i) is fill and fill.error is not None:
-                del fl.fills[i]
+            if fill.error is not None:
+                self._unclaim(fl.url, [i])  # never stored: another worker may fetch it
+                if fl.fills.get(i) is fill:
+                    del fl.fills[i]
 
     def _log_fault(self, url: str, exc: BaseException) -> None:
         if isinstance(exc, VersionChanged):
@@ -516,6 +636,7 @@ class Engine:
         finally:
             if fl.fills.get(idx) is fill:
                 del fl.fills[idx]
+            self._unclaim(meta.url, [idx])
             writes.release()
 
     async def _pump_body(self, content: aiohttp.StreamReader, meta: ObjectMeta, fl: ObjectFlights,

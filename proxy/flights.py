@@ -92,8 +92,9 @@ class SliceFill:
 class ObjectFlights:
     """Per-object, per-version registry: fills in flight and who still wants which slice."""
 
-    def __init__(self, validator: str) -> None:
+    def __init__(self, validator: str, url: str = "") -> None:
         self.validator = validator
+        self.url = url
         self.fills: dict[Unit, SliceFill] = {}  # whole slices (int) and blocks ((slice, block))
         self.interest: Counter[int] = Counter()
         self.dead = False  # set when the version changed: nothing new attaches here

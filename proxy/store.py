@@ -227,11 +227,15 @@ class SliceStore:
             keys, self._touched = list(self._touched), set()
             await self._run(self._touch, keys)
 
-    async def evict_object(self, url: str) -> int:
-        """Drop every slice and the metadata of one object (all versions)."""
+    def forget_fds(self, url: str) -> None:
+        """Close the held files of one object (another worker dropped it)."""
         for key in [k for k in self._fds if k[0] == url]:
             self._forget_fd(key)
         self._touched = {k for k in self._touched if k[0] != url}
+
+    async def evict_object(self, url: str) -> int:
+        """Drop every slice and the metadata of one object (all versions)."""
+        self.forget_fds(url)
         return await self._run(self._cache.evict, url)
 
     async def volume(self) -> tuple[int, int]:

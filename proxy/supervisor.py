@@ -1,0 +1,96 @@
+"""``--workers N``: N worker processes on one port (SO_REUSEPORT), one cache directory.
+
+The supervisor forks the workers, forwards SIGTERM/SIGINT to them, restarts one
+that dies unexpectedly (bounded), and exits 0 when all have stopped after a
+signal. Each worker is the ordinary single-process server, bound with
+``reuse_port`` so the kernel spreads connections across them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Callable
+
+__all__ = ["run_workers", "pick_port"]
+
+log = logging.getLogger("rangeproxy.supervisor")
+MAX_RESTARTS = 10  # unexpected worker deaths tolerated per RESTART_WINDOW before giving up
+RESTART_WINDOW = 60.0  # seconds
+
+
+def pick_port(host: str, port: int) -> int:
+    """The concrete port all workers bind (a free one when ``port`` is 0)."""
+    if port:
+        return port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def run_workers(count: int, worker: Callable[[int], int]) -> int:
+    """Fork ``count`` workers running ``worker(index)``; supervise until a signal stops them."""
+    children: dict[int, int] = {}  # pid -> index
+    stopping = False
+    deaths: list[float] = []
+
+    def spawn(index: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker: default signal handling, its own event loop
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 1
+            try:
+                code = worker(index)
+            except BaseException:  # noqa: BLE001 - report, then leave without running the parent's code
+                log.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        children[pid] = index
+        log.info("worker %d/%d started (pid %d)", index + 1, count, pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for index in range(count):
+        spawn(index)
+    status = 0
+    while children:
+        try:
+            pid, wstatus = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        index = children.pop(pid, None)
+        if index is None:
+            continue
+        code = os.waitstatus_to_exitcode(wstatus)
+        if stopping:
+            # A worker still starting has no handler yet: SIGTERM's default action is a clean stop too.
+            if code not in (0, -signal.SIGTERM):
+                log.warning("worker %d exited with %d", index + 1, code)
+                status = status or 1
+            continue
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < RESTART_WINDOW] + [now]
+        if len(deaths) > MAX_RESTARTS:
+            log.error("workers keep dying (%d in %.0f s): stopping", len(deaths), RESTART_WINDOW)
+            stop(signal.SIGTERM, None)
+            status = 1
+            continue
+        log.warning("worker %d (pid %d) died with %d: restarting it", index + 1, pid, code)
+        spawn(index)
+    return status
