@@ -264,6 +264,13 @@ class Engine:
 
     # --- metadata: learn once, revalidate once per object ---------------------------------
 
+    def fresh_meta(self, url: str) -> ObjectMeta | None:
+        """Metadata already in memory and fresh, or None (then ``object_meta``)."""
+        meta = self._meta.get(url)
+        if meta is not None and meta.is_fresh(time.time()):
+            return meta
+        return None
+
     async def object_meta(self, url: str, hint: list[Unit]) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
         meta = self._meta.get(url)
