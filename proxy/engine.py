@@ -637,7 +637,7 @@ class Engine:
         """Write one verified slice; the fill serves readers from memory until it is on disk."""
         try:
             if meta.storable and not fl.dead:
-                await self.store.put_slice(meta.url, meta.validator, idx, fill.data())
+                await self.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
         except OSError as exc:  # a full disk must not break the response
             log.error("cannot store slice %d of %s: %s", idx, meta.url, exc)
         finally:
@@ -653,8 +653,11 @@ class Engine:
         idx = run[0]
         fill = fills[idx]
         while True:
-            chunk = await content.readany()
+            # readchunk hands over each buffered chunk as is (readany joins them: a copy).
+            chunk, end_of_http_chunk = await content.readchunk()
             if not chunk:
+                if end_of_http_chunk:
+                    continue
                 break
             self.counters.upstream_bytes += len(chunk)
             if skip:

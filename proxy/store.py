@@ -39,6 +39,16 @@ def _meta_key(url: str) -> str:
     return f"m\x00{url}"
 
 
+class _Chunks:
+    """A file-like view of a list of chunks for ``Cache.set(..., read=True)`` (no join)."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._it = iter(chunks)
+
+    def read(self, _n: int = -1) -> bytes:
+        return next(self._it, b"")
+
+
 class SliceStore:
     """Slices and object metadata in one diskcache directory, LRU-evicted by size."""
 
@@ -78,12 +88,12 @@ class SliceStore:
     async def get_meta(self, url: str) -> ObjectMeta | None:
         return await self._run(self._get_meta, url)
 
-    def _set_counted(self, key: str, value: object, tag: str) -> None:
+    def _set_counted(self, key: str, value: object, tag: str, read: bool = False) -> None:
         """diskcache evicts (culls) inside set() with no hook: count entries around it."""
         with self._put_lock:
             before = len(self._cache)
             existed = key in self._cache
-            self._cache.set(key, value, tag=tag)
+            self._cache.set(key, value, tag=tag, read=read)
             culled = before + (0 if existed else 1) - len(self._cache)
         if culled > 0:
             self.evictions += culled
@@ -206,11 +216,16 @@ class SliceStore:
             known |= await self._run(self._present, url, validator, rest)
         return known
 
-    def _put(self, url: str, validator: str, index: Unit, data: bytes) -> int | None:
-        self._set_counted(_slice_key(url, validator, index), data, url)
-        return self._open(url, validator, index, len(data))
+    def _put(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> int | None:
+        if isinstance(data, list):  # the chunks as they came: written one by one, never joined
+            size = sum(len(c) for c in data)
+            self._set_counted(_slice_key(url, validator, index), _Chunks(data), url, read=True)
+        else:
+            size = len(data)
+            self._set_counted(_slice_key(url, validator, index), data, url)
+        return self._open(url, validator, index, size)
 
-    async def put_slice(self, url: str, validator: str, index: Unit, data: bytes) -> None:
+    async def put_slice(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> None:
         fd = await self._run(self._put, url, validator, index, data)
         if fd is not None:
             self._remember_fd((url, validator, index), fd)
