@@ -13,38 +13,32 @@ import asyncio
 import logging
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import AsyncIterator
 
-import aiohttp
-
+from proxy.assemble import Assembly, FilePiece, RequestTally, close_pieces
 from proxy.config import Settings
+from proxy.counters import Counters
 from proxy.crossfill import UnitClaims
 from proxy.errors import (
-    ProxyError,
     RangeNotSatisfiable,
     UpstreamError,
     UpstreamMismatch,
-    UpstreamStatus,
-    UpstreamTimeout,
     VersionChanged,
 )
-from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
+from proxy.fetching import CLAIM_POLL, Fetching
+from proxy.flights import ObjectFlights, SliceFill
 from proxy.ranges import Span, parse_content_range
-from proxy.representation import ObjectMeta, check_piece, freshness, meta_from_response, same_version
+from proxy.representation import (
+    ObjectMeta,
+    freshness,
+    meta_from_response,
+    same_version,
+)
 from proxy.slices import (
-    SlicePlan,
     Unit,
-    block_range,
-    block_units,
-    cuts,
-    needed_slices,
-    prefers_blocks,
     slice_count,
-    slice_span,
     unit_slice,
     unit_span,
 )
@@ -54,51 +48,10 @@ from proxy.upstream import Upstream
 __all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "close_pieces"]
 
 log = logging.getLogger("rangeproxy.engine")
-STORE_BEHIND = 4  # verified slices of one run that may wait for the disk at once
 INVALIDATION_POLL = 0.2  # seconds between looks at what other workers invalidated
-CLAIM_POLL = 0.002  # seconds between looks at a unit another worker is fetching
 TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fds
 META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
 
-
-@dataclass
-class Counters:
-    """Plain counters the metrics layer exports at scrape time (one per app: no globals)."""
-
-    slice_lookups: Counter[str] = field(default_factory=Counter)  # hit | miss | collapsed
-    upstream: Counter[tuple[str, str]] = field(default_factory=Counter)  # (status, ok|mismatch|error|timeout)
-    upstream_bytes: int = 0
-    upstream_seconds: float = 0.0
-    response_bytes: Counter[str] = field(default_factory=Counter)  # cache | origin
-    version_changes: int = 0
-    prefetches: int = 0  # read-ahead runs started for sequential readers
-
-
-@dataclass
-class RequestTally:
-    """What one response was made of: for X-Cache, the access log and per-request metrics."""
-
-    cache_bytes: int = 0
-    origin_bytes: int = 0
-    hits: int = 0
-    misses: int = 0
-    collapsed: int = 0
-    upstream_seconds: float = 0.0  # time this response waited on the origin (metadata, fills)
-
-
-@dataclass(frozen=True, slots=True)
-class FilePiece:
-    """``count`` bytes at ``offset`` of an open slice file (a dup owned by the sender)."""
-
-    fd: int
-    offset: int
-    count: int
-
-
-def close_pieces(pieces: list[bytes | FilePiece]) -> None:
-    for p in pieces:
-        if isinstance(p, FilePiece):
-            os.close(p.fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +62,10 @@ class MetaLease:
     held: tuple[Unit, ...] | None = None  # units the initiator's discovery run is fetching
 
 
-class Engine:
+class Engine(Fetching, Assembly):
+    """Objects' metadata (learn once, revalidate once), invalidation, and the shared state
+    the fetching and assembling halves work on."""
+
     def __init__(self, settings: Settings, store: SliceStore, upstream: Upstream) -> None:
         self.settings = settings
         self.store = store
@@ -142,29 +98,6 @@ class Engine:
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    @asynccontextmanager
-    async def _upstream(self, url: str, span: Span | None,
-                        headers: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
-        """An upstream request, counted by status and outcome (ok, mismatch, error, timeout)."""
-        status, outcome = "none", "ok"
-        t0 = time.monotonic()
-        try:
-            async with self.upstream.get(url, span, headers) as resp:
-                status = str(resp.status)
-                yield resp
-        except UpstreamTimeout:
-            outcome = "timeout"
-            raise
-        except (UpstreamMismatch, VersionChanged):
-            outcome = "mismatch"
-            raise
-        except BaseException:
-            outcome = "error"
-            raise
-        finally:
-            self.counters.upstream[(status, outcome)] += 1
-            self.counters.upstream_seconds += time.monotonic() - t0
 
     def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
         fl = self._flights.get(meta.url)
@@ -468,495 +401,3 @@ class Engine:
         await self._discover(url, hint, fut)
 
     # --- runs: one upstream Range request fills contiguous slices ---------------------------
-
-    def _register(self, fl: ObjectFlights, meta: ObjectMeta, run: list[Unit]) -> dict[Unit, SliceFill]:
-        S, B = self.slice_size, self.block_size
-        fills = {u: SliceFill(unit_slice(u), unit_span(u, S, B, meta.length).size) for u in run}
-        fl.fills.update(fills)
-        return fills
-
-    def _fetchable(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, cached: frozenset[int]) -> bool:
-        """Neither cached (at plan time, or stored since: its fd is held), nor in flight."""
-        i = unit_slice(u)
-        if i in fl.fills or self.store.cached_fd(meta.url, meta.validator, i) is not None:
-            return False
-        if isinstance(u, int):
-            return u not in cached
-        return u not in fl.fills and self.store.cached_fd(meta.url, meta.validator, u) is None
-
-    def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
-                  cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, list[Unit]]:
-        """Start fetching slice ``first`` and the contiguous wanted, uncached, idle slices after it."""
-        run_end = first + 1
-        limit = min(first + self.settings.max_run_slices, slice_count(meta.length, self.slice_size))
-        while run_end < limit and run_end in wanted and self._fetchable(meta, fl, run_end, cached):
-            run_end += 1
-        run: list[Unit] = list(range(first, run_end))
-        return self._launch(meta, fl, run, hold), run
-
-    def start_block_run(self, meta: ObjectMeta, fl: ObjectFlights, i: int, blocks: range) -> tuple[SliceFill, list[Unit]]:
-        """Start fetching block ``blocks.start`` of slice ``i`` and the idle missing blocks after it."""
-        run: list[Unit] = [(i, blocks.start)]
-        for k in blocks[1:]:
-            if not self._fetchable(meta, fl, (i, k), frozenset()):
-                break
-            run.append((i, k))
-        return self._launch(meta, fl, run, False), run
-
-    def _claim_key(self, url: str, u: Unit) -> str:
-        return f"{url}\x00{u}"
-
-    def _claim_prefix(self, url: str, run: list[Unit]) -> list[Unit]:
-        """The leading units of ``run`` this worker could claim (all, with one worker)."""
-        if self.claims is None:
-            return run
-        out: list[Unit] = []
-        for u in run:
-            if not self.claims.try_claim(self._claim_key(url, u)):
-                break
-            out.append(u)
-        return out
-
-    def _unclaim(self, url: str, units: list[Unit] | dict[Unit, SliceFill]) -> None:
-        if self.claims is not None:
-            for u in units:
-                self.claims.release(self._claim_key(url, u))
-
-    def _launch(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], hold: bool) -> SliceFill:
-        claimed = self._claim_prefix(meta.url, run)
-        if not claimed:
-            # Another worker is fetching it: wait for that, then read it from the shared store.
-            fill = self._register(fl, meta, run[:1])[run[0]]
-            if hold:
-                fl.want(run[:1])
-            self._spawn(self._await_other_worker(meta, fl, run[0], fill, hold))
-            return fill
-        run = claimed
-        log.debug("run %s units %s..%s", meta.url, run[0], run[-1])
-        fills = self._register(fl, meta, run)
-        if hold:  # a prefetch: nobody reads it yet, so the run holds its own interest
-            fl.want(run)
-        self._spawn(self._run(meta, fl, run, fills, hold))
-        return fills[run[0]]
-
-    async def _await_other_worker(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, fill: SliceFill,
-                                  hold: bool) -> None:
-        """Fill ``u`` from the store once the worker that claimed it is done (or fetch it)."""
-        assert self.claims is not None
-        key = self._claim_key(meta.url, u)
-        deadline = time.monotonic() + self.settings.upstream_read_timeout * 4 + 30
-        try:
-            while time.monotonic() < deadline:
-                while self.claims.held_elsewhere(key) and time.monotonic() < deadline:
-                    await asyncio.sleep(CLAIM_POLL)
-                data = await self._stored(meta, u, 0, fill.size) if meta.storable else None
-                if data is not None:
-                    fill.append(data)
-                    fill.finish()
-                    if fl.fills.get(u) is fill:
-                        del fl.fills[u]
-                    return
-                if self.claims.try_claim(key):  # it failed or gave up over there: fetch it here
-                    await self._run(meta, fl, [u], {u: fill}, False)
-                    return
-            raise UpstreamTimeout(f"{meta.url}: waited too long for another worker's fetch of {u}")
-        except Exception as exc:
-            self._abandon(fl, {u: fill}, exc)
-        finally:
-            if hold:
-                fl.release([u])
-
-    async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], fills: dict[Unit, SliceFill],
-                   hold: bool = False) -> None:
-        asked = self._units_span(run, meta.length)
-        try:
-            async with self._upstream(meta.url, asked) as resp:
-                if resp.status not in (200, 206):
-                    err = await self.upstream.error_status(resp)
-                    if resp.status in (404, 410):
-                        await self.invalidate(meta.url, f"origin answered {resp.status}")
-                    raise err
-                bad = check_piece(meta, asked, resp.status, resp.headers)
-                if bad is not None:
-                    if bad.version_changed:
-                        self.counters.version_changes += 1
-                        await self.invalidate(meta.url, bad.reason)
-                    raise UpstreamMismatch(f"{meta.url}: {bad.reason}")
-                await self._pump(resp, meta, fl, run, fills, asked.start if resp.status == 200 else 0)
-        except Exception as exc:
-            self._log_fault(meta.url, exc)
-            self._abandon(fl, fills, exc)
-        except BaseException as exc:
-            self._abandon(fl, fills, UpstreamError(repr(exc)))
-            raise
-        finally:
-            if hold:
-                fl.release(run)
-            self._forget_idle(meta.url, fl)
-
-    def _abandon(self, fl: ObjectFlights, fills: dict[Unit, SliceFill], exc: BaseException) -> None:
-        if not isinstance(exc, ProxyError):  # readers see typed errors with a status hint
-            exc = UpstreamError(f"origin fault: {exc.__class__.__name__}: {exc}")
-        for i, fill in fills.items():
-            if not fill.done:
-                fill.fail(exc)
-            if fill.error is not None:
-                self._unclaim(fl.url, [i])  # never stored: another worker may fetch it
-                if fl.fills.get(i) is fill:
-                    del fl.fills[i]
-
-    def _log_fault(self, url: str, exc: BaseException) -> None:
-        if isinstance(exc, VersionChanged):
-            log.info("%s", exc)
-        else:
-            log.warning("origin fault for %s: %s", url, exc)
-
-    async def _pump(self, resp: aiohttp.ClientResponse, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit],
-                    fills: dict[Unit, SliceFill], skip: int) -> None:
-        """Stream the upstream body into the run's fills; store each slice when complete.
-
-        A body shorter than announced, a reset, or a version change fails the
-        unfinished fills (their readers abort) and caches nothing partial.
-        """
-        content = resp.content
-        writes = asyncio.Semaphore(STORE_BEHIND)
-        pending: set[asyncio.Task[None]] = set()
-        try:
-            await self._pump_body(content, meta, fl, run, fills, skip, writes, pending)
-        finally:
-            await self._drain(pending)
-
-    @staticmethod
-    async def _drain(pending: set[asyncio.Task[None]]) -> None:
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
-            pending.clear()
-
-    async def _store_slice(self, meta: ObjectMeta, fl: ObjectFlights, idx: Unit, fill: SliceFill,
-                           writes: asyncio.Semaphore) -> None:
-        """Write one verified slice; the fill serves readers from memory until it is on disk."""
-        try:
-            if meta.storable and not fl.dead:
-                await self.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
-        except OSError as exc:  # a full disk must not break the response
-            log.error("cannot store slice %d of %s: %s", idx, meta.url, exc)
-        finally:
-            if fl.fills.get(idx) is fill:
-                del fl.fills[idx]
-            self._unclaim(meta.url, [idx])
-            writes.release()
-
-    async def _pump_body(self, content: aiohttp.StreamReader, meta: ObjectMeta, fl: ObjectFlights,
-                         run: list[Unit], fills: dict[Unit, SliceFill], skip: int,
-                         writes: asyncio.Semaphore, pending: set[asyncio.Task[None]]) -> None:
-        pos = 0
-        idx = run[0]
-        fill = fills[idx]
-        while True:
-            # readchunk hands over each buffered chunk as is (readany joins them: a copy).
-            chunk, end_of_http_chunk = await content.readchunk()
-            if not chunk:
-                if end_of_http_chunk:
-                    continue
-                break
-            self.counters.upstream_bytes += len(chunk)
-            if skip:
-                if len(chunk) <= skip:
-                    skip -= len(chunk)
-                    continue
-                chunk, skip = chunk[skip:], 0
-            while chunk:
-                take = fill.size - fill.filled
-                if len(chunk) <= take:
-                    fill.append(chunk)
-                    chunk = b""
-                else:
-                    fill.append(chunk[:take])
-                    chunk = chunk[take:]
-                if fill.filled < fill.size:
-                    continue
-                fill.finish()
-                # Store in the background so the network and the disk overlap; at most
-                # STORE_BEHIND slices of one run wait for the disk (bounded memory).
-                await writes.acquire()
-                task = asyncio.get_running_loop().create_task(self._store_slice(meta, fl, idx, fill, writes))
-                pending.add(task)
-                task.add_done_callback(pending.discard)
-                pos += 1
-                if pos >= len(run):
-                    await self._drain(pending)
-                    return
-                rest = run[pos:]
-                if not fl.wanted(rest):
-                    # Nobody waits on the rest of the run: stop (the current unit was completed).
-                    self._abandon(fl, {u: fills[u] for u in rest}, FillAbandoned("no reader left"))
-                    return
-                idx = run[pos]
-                fill = fills[idx]
-        raise UpstreamMismatch(f"{meta.url}: origin body ended at slice {idx}, "
-                            f"{fill.filled} of {fill.size} bytes (short body)")
-
-    # --- the response body, assembled slice by slice -------------------------------
-
-    def _held_pieces(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
-        """(fd, offset, count) pieces for bytes ``[lo, hi)`` of slice ``i`` from held files.
-
-        The whole slice if it is held open, else the blocks covering the cut; None
-        when something is not held or a file has the wrong length (then dropped).
-        """
-        store, S, B = self.store, self.slice_size, self.block_size
-        units: list[tuple[Unit, int, int]]
-        fd = store.cached_fd(meta.url, meta.validator, i)
-        if fd is not None:
-            units = [(i, lo, hi)]
-        elif B < S:
-            units = []
-            for k in block_range(lo, hi, B):
-                base = k * B
-                units.append(((i, k), max(lo, base) - base, min(hi, base + B) - base))
-        else:
-            return None
-        out = []
-        for u, a, b in units:
-            fd = store.cached_fd(meta.url, meta.validator, u)
-            if fd is None:
-                return None
-            if os.fstat(fd).st_size != unit_span(u, S, B, meta.length).size:
-                store.drop(meta.url, meta.validator, u, "length changed on disk")
-                return None
-            out.append((fd, a, b - a))
-        return out
-
-    def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
-                  tally: RequestTally) -> list[bytes | FilePiece] | None:
-        """The whole body as framing bytes and file pieces, if every slice is held open.
-
-        The fast path for hits (aiohttp's web_fileresponse shape): the caller sends
-        each FilePiece with sendfile. Each fd is a dup the caller closes, so the store
-        may close its own at any time. None when any slice is not held or has the
-        wrong length (the general path then refetches it).
-        """
-        if not meta.storable:
-            return None
-        out: list[bytes | FilePiece] = []
-        cuts_n = 0
-        try:
-            for piece in pieces:
-                if isinstance(piece, bytes):
-                    out.append(piece)
-                    continue
-                for cut in cuts((piece,), self.slice_size):
-                    held = self._held_pieces(meta, cut.index, cut.lo, cut.hi)
-                    if held is None:
-                        raise LookupError
-                    cuts_n += 1
-                    out.extend(FilePiece(os.dup(fd), off, n) for fd, off, n in held)
-        except (LookupError, OSError):
-            close_pieces(out)
-            return None
-        n = sum(p.count for p in out if isinstance(p, FilePiece))
-        self.counters.slice_lookups["hit"] += cuts_n
-        self.counters.response_bytes["cache"] += n
-        tally.hits += cuts_n
-        tally.cache_bytes += n
-        return out
-
-    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...],
-                   fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
-        """Needed slices and which are cached (whole, or by blocks covering what is needed).
-
-        ``fetched`` (this request's own discovery run) counts as fetched for this
-        response even if it already reached the store.
-        """
-        S, B = self.slice_size, self.block_size
-        needed = needed_slices(spans, S)
-        if not meta.storable or not needed:
-            return SlicePlan(needed, frozenset())
-        own = {unit_slice(u) for u in fetched or ()}
-        present = await self.store.present(meta.url, meta.validator, needed)
-        fl = self._flights.get(meta.url)
-        fills = fl.fills if fl is not None and fl.validator == meta.validator else {}
-
-        def done(u: Unit) -> bool:  # complete and verified, on its way to the store
-            f = fills.get(u)
-            return f is not None and f.done and f.error is None
-
-        present.update(i for i in needed if done(i))
-        if B < S:
-            want: dict[int, set[Unit]] = {}
-            for cut in cuts(spans, S):
-                if cut.index not in present:
-                    want.setdefault(cut.index, set()).update((cut.index, k) for k in block_range(cut.lo, cut.hi, B))
-            if want:
-                units = [u for us in want.values() for u in us]
-                have = await self.store.present_units(meta.url, meta.validator, units)
-                have.update(u for u in units if done(u))
-                present.update(i for i, us in want.items() if us <= have)
-        return SlicePlan(needed, frozenset(present.difference(own)))
-
-    async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
-                     tally: RequestTally | None = None,
-                     started: tuple[Unit, ...] | None = None) -> AsyncIterator[bytes]:
-        """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs."""
-        fl = self.flights_for(meta)
-        needed = plan.needed
-        fl.want(needed)
-        wanted = frozenset(needed)
-        mine: set[Unit] = set(started or ())  # units whose fetch this response started (misses)
-        tally = tally if tally is not None else RequestTally()
-        self.active_streams += 1
-        try:
-            for cut in cuts(spans, self.slice_size):
-                if fl.dead:
-                    raise VersionChanged(f"{meta.url}: version changed during the response")
-                ahead = True
-                start = cut.index * self.slice_size + cut.lo
-                streak = self._follow(meta.url, start, start + cut.hi - cut.lo)
-                small = prefers_blocks(cut.hi - cut.lo, self.slice_size, self.block_size, streak > 1)
-                async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
-                                                    tally, small):
-                    if ahead:  # once slice i is flowing, look after i+1 and beyond
-                        ahead = False
-                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, streak)
-                    yield chunk
-        finally:
-            self.active_streams -= 1
-            fl.release(needed)
-            self._forget_idle(meta.url, fl)
-
-    def _follow(self, url: str, start: int, end: int) -> int:
-        """How many cuts in a row of this object were read back to back (1: not sequential).
-
-        A player or a download reads on from where it stopped, in one request or in
-        the next; random readers jump. Only exact continuation counts.
-        """
-        prev_end, streak = self._reading.get(url, (-1, 0))
-        streak = streak + 1 if start == prev_end else 1
-        self._reading[url] = (end, streak)
-        self._reading.move_to_end(url)
-        while len(self._reading) > META_MEMORY:
-            self._reading.popitem(last=False)
-        return streak
-
-    def _look_ahead(self, meta: ObjectMeta, fl: ObjectFlights, i: int, wanted: frozenset[int],
-                    cached: frozenset[int], mine: set[Unit], streak: int) -> None:
-        """Pipelining and read-ahead while slice ``i`` is being read.
-
-        The next slice this response needs is put on its way now, so a run boundary
-        costs no round trip. A reader that has gone through two consecutive slices
-        (a player, a download) also gets up to ``readahead_slices`` beyond its own
-        range prefetched, so its next request finds them cached or in flight.
-        """
-        if fl.dead:
-            return
-        nxt = i + 1
-        if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
-            mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
-        depth = self.settings.readahead_slices
-        if depth <= 0 or not meta.storable or streak < 2:
-            return
-        last = min(i + depth, slice_count(meta.length, self.slice_size) - 1)
-        ahead = frozenset(range(i + 1, last + 1)) - wanted  # the response fetches what it wants itself
-        j = i + 1
-        while j <= last:
-            if j in ahead and self._fetchable(meta, fl, j, cached):
-                self.counters.prefetches += 1
-                run = self.start_run(meta, fl, j, ahead, cached, hold=True)[1]
-                j = unit_slice(run[-1]) + 1
-            else:
-                j += 1
-
-    def _forget_idle(self, url: str, fl: ObjectFlights) -> None:
-        if not fl.fills and not fl.interest and self._flights.get(url) is fl:
-            del self._flights[url]
-
-    def _lookup(self, tally: RequestTally, result: str) -> str:
-        """Count one unit lookup: hit (the store), miss (our fetch) or collapsed (another's)."""
-        self.counters.slice_lookups[result] += 1
-        if result == "hit":
-            tally.hits += 1
-        elif result == "miss":
-            tally.misses += 1
-        else:
-            tally.collapsed += 1
-        return "cache" if result == "hit" else "origin"
-
-    def _sent(self, tally: RequestTally, source: str, n: int) -> None:
-        """Count bytes as they go out (before the yield: a consumer may stop at any one)."""
-        self.counters.response_bytes[source] += n
-        if source == "cache":
-            tally.cache_bytes += n
-        else:
-            tally.origin_bytes += n
-
-    async def _stored(self, meta: ObjectMeta, u: Unit, lo: int, hi: int) -> bytes | None:
-        """Bytes ``[lo, hi)`` of a stored unit, or None (miss, or damaged and dropped)."""
-        store = self.store
-        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
-        fd = store.cached_fd(meta.url, meta.validator, u)
-        if fd is None:
-            fd = await store.open_slice(meta.url, meta.validator, u, size)
-        return None if fd is None else store.pread(meta.url, meta.validator, u, fd, size, lo, hi)
-
-    async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
-                         wanted: frozenset[int], cached: frozenset[int], mine: set[Unit],
-                         tally: RequestTally, small: bool) -> AsyncIterator[bytes]:
-        """Bytes ``[lo, hi)`` of slice ``i``: whole slice stored or in flight, else its blocks
-        (stored, in flight, or fetched) for a small cut, else a new slice run."""
-        fill = fl.fills.get(i)
-        if fill is None and meta.storable:
-            data = await self._stored(meta, i, lo, hi)
-            if data is not None:
-                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), len(data))
-                yield data
-                return
-            fill = fl.fills.get(i)
-        if fill is None and (small or self._blocks_held(meta, i, lo, hi)):
-            async for chunk in self._blocks_bytes(meta, fl, i, lo, hi, mine, tally):
-                yield chunk
-            return
-        if fill is None:
-            fill, run = self.start_run(meta, fl, i, wanted, cached)
-            mine.update(run)
-        async for chunk in self._fill_bytes(fill, i, lo, hi, mine, tally):
-            yield chunk
-
-    async def _fill_bytes(self, fill: SliceFill, u: Unit, lo: int, hi: int, mine: set[Unit],
-                          tally: RequestTally) -> AsyncIterator[bytes]:
-        """Read a fill; a complete one fetched by another response is as good as a hit."""
-        result = "miss" if u in mine else ("hit" if fill.done and fill.error is None else "collapsed")
-        source = self._lookup(tally, result)
-        t0 = time.monotonic()
-        async for chunk in fill.read(lo, hi):
-            if source == "origin":
-                tally.upstream_seconds += time.monotonic() - t0
-            self._sent(tally, source, len(chunk))
-            yield chunk
-            t0 = time.monotonic()
-
-    def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:
-        B = self.block_size
-        return B < self.slice_size and all(
-            self.store.cached_fd(meta.url, meta.validator, (i, k)) is not None for k in block_range(lo, hi, B))
-
-    async def _blocks_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
-                            mine: set[Unit], tally: RequestTally) -> AsyncIterator[bytes]:
-        """A small cut, block by block (each block is one lookup)."""
-        B = self.block_size
-        blocks = block_range(lo, hi, B)
-        for k in blocks:
-            u: Unit = (i, k)
-            a, b = max(lo, k * B) - k * B, min(hi, (k + 1) * B) - k * B
-            fill = fl.fills.get(u)
-            if fill is None and meta.storable:
-                data = await self._stored(meta, u, a, b)
-                if data is not None:
-                    self._sent(tally, self._lookup(tally, "miss" if u in mine else "hit"), len(data))
-                    yield data
-                    continue
-                fill = fl.fills.get(u)
-            if fill is None:
-                fill, run = self.start_block_run(meta, fl, i, blocks[blocks.index(k):])
-                mine.update(run)
-            async for chunk in self._fill_bytes(fill, u, a, b, mine, tally):
-                yield chunk

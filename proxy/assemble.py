@@ -1,0 +1,352 @@
+"""The client side of the engine: the bytes of a response, slice by slice.
+
+For each slice a response needs: a held slice file (hits, sent zero-copy by the
+handler when everything is held), a fill in flight (collapsed onto another
+response's fetch), the blocks of a small random read, or a new run. Read-ahead
+and pipelining keep a sequential reader ahead of the origin.
+"""
+
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from proxy.config import Settings
+from proxy.counters import Counters
+from proxy.crossfill import UnitClaims
+from proxy.errors import (
+    VersionChanged,
+)
+from proxy.flights import ObjectFlights, SliceFill
+from proxy.ranges import Span
+from proxy.representation import (
+    ObjectMeta,
+)
+from proxy.slices import (
+    SlicePlan,
+    Unit,
+    block_range,
+    cuts,
+    needed_slices,
+    prefers_blocks,
+    slice_count,
+    unit_slice,
+    unit_span,
+)
+from proxy.store import SliceStore
+from proxy.upstream import Upstream
+
+__all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces"]
+
+READERS_MEMORY = 10_000  # objects whose last read position is remembered (sequential detection)
+
+@dataclass
+class RequestTally:
+    """What one response was made of: for X-Cache, the access log and per-request metrics."""
+
+    cache_bytes: int = 0
+    origin_bytes: int = 0
+    hits: int = 0
+    misses: int = 0
+    collapsed: int = 0
+    upstream_seconds: float = 0.0  # time this response waited on the origin (metadata, fills)
+
+
+@dataclass(frozen=True, slots=True)
+class FilePiece:
+    """``count`` bytes at ``offset`` of an open slice file (a dup owned by the sender)."""
+
+    fd: int
+    offset: int
+    count: int
+
+
+def close_pieces(pieces: list[bytes | FilePiece]) -> None:
+    for p in pieces:
+        if isinstance(p, FilePiece):
+            os.close(p.fd)
+
+
+
+
+class Assembly:
+    """Mixin of :class:`proxy.engine.Engine`: plan, hit files, and the byte stream of a response."""
+
+    # Provided by Engine (proxy/engine.py).
+    settings: Settings
+    store: SliceStore
+    upstream: Upstream
+    slice_size: int
+    block_size: int
+    counters: Counters
+    claims: UnitClaims | None
+    _flights: dict[str, ObjectFlights]
+    _reading: OrderedDict[str, tuple[int, int]]
+    active_streams: int
+
+    def _held_pieces(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
+        """(fd, offset, count) pieces for bytes ``[lo, hi)`` of slice ``i`` from held files.
+
+        The whole slice if it is held open, else the blocks covering the cut; None
+        when something is not held or a file has the wrong length (then dropped).
+        """
+        store, S, B = self.store, self.slice_size, self.block_size
+        units: list[tuple[Unit, int, int]]
+        fd = store.cached_fd(meta.url, meta.validator, i)
+        if fd is not None:
+            units = [(i, lo, hi)]
+        elif B < S:
+            units = []
+            for k in block_range(lo, hi, B):
+                base = k * B
+                units.append(((i, k), max(lo, base) - base, min(hi, base + B) - base))
+        else:
+            return None
+        out = []
+        for u, a, b in units:
+            fd = store.cached_fd(meta.url, meta.validator, u)
+            if fd is None:
+                return None
+            if os.fstat(fd).st_size != unit_span(u, S, B, meta.length).size:
+                store.drop(meta.url, meta.validator, u, "length changed on disk")
+                return None
+            out.append((fd, a, b - a))
+        return out
+
+    def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
+                  tally: RequestTally) -> list[bytes | FilePiece] | None:
+        """The whole body as framing bytes and file pieces, if every slice is held open.
+
+        The fast path for hits (aiohttp's web_fileresponse shape): the caller sends
+        each FilePiece with sendfile. Each fd is a dup the caller closes, so the store
+        may close its own at any time. None when any slice is not held or has the
+        wrong length (the general path then refetches it).
+        """
+        if not meta.storable:
+            return None
+        out: list[bytes | FilePiece] = []
+        cuts_n = 0
+        try:
+            for piece in pieces:
+                if isinstance(piece, bytes):
+                    out.append(piece)
+                    continue
+                for cut in cuts((piece,), self.slice_size):
+                    held = self._held_pieces(meta, cut.index, cut.lo, cut.hi)
+                    if held is None:
+                        raise LookupError
+                    cuts_n += 1
+                    out.extend(FilePiece(os.dup(fd), off, n) for fd, off, n in held)
+        except (LookupError, OSError):
+            close_pieces(out)
+            return None
+        n = sum(p.count for p in out if isinstance(p, FilePiece))
+        self.counters.slice_lookups["hit"] += cuts_n
+        self.counters.response_bytes["cache"] += n
+        tally.hits += cuts_n
+        tally.cache_bytes += n
+        return out
+
+    async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...],
+                   fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
+        """Needed slices and which are cached (whole, or by blocks covering what is needed).
+
+        ``fetched`` (this request's own discovery run) counts as fetched for this
+        response even if it already reached the store.
+        """
+        S, B = self.slice_size, self.block_size
+        needed = needed_slices(spans, S)
+        if not meta.storable or not needed:
+            return SlicePlan(needed, frozenset())
+        own = {unit_slice(u) for u in fetched or ()}
+        present = await self.store.present(meta.url, meta.validator, needed)
+        fl = self._flights.get(meta.url)
+        fills = fl.fills if fl is not None and fl.validator == meta.validator else {}
+
+        def done(u: Unit) -> bool:  # complete and verified, on its way to the store
+            f = fills.get(u)
+            return f is not None and f.done and f.error is None
+
+        present.update(i for i in needed if done(i))
+        if B < S:
+            want: dict[int, set[Unit]] = {}
+            for cut in cuts(spans, S):
+                if cut.index not in present:
+                    want.setdefault(cut.index, set()).update((cut.index, k) for k in block_range(cut.lo, cut.hi, B))
+            if want:
+                units = [u for us in want.values() for u in us]
+                have = await self.store.present_units(meta.url, meta.validator, units)
+                have.update(u for u in units if done(u))
+                present.update(i for i, us in want.items() if us <= have)
+        return SlicePlan(needed, frozenset(present.difference(own)))
+
+    async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
+                     tally: RequestTally | None = None,
+                     started: tuple[Unit, ...] | None = None) -> AsyncIterator[bytes]:
+        """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs."""
+        fl = self.flights_for(meta)
+        needed = plan.needed
+        fl.want(needed)
+        wanted = frozenset(needed)
+        mine: set[Unit] = set(started or ())  # units whose fetch this response started (misses)
+        tally = tally if tally is not None else RequestTally()
+        self.active_streams += 1
+        try:
+            for cut in cuts(spans, self.slice_size):
+                if fl.dead:
+                    raise VersionChanged(f"{meta.url}: version changed during the response")
+                ahead = True
+                start = cut.index * self.slice_size + cut.lo
+                streak = self._follow(meta.url, start, start + cut.hi - cut.lo)
+                small = prefers_blocks(cut.hi - cut.lo, self.slice_size, self.block_size, streak > 1)
+                async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
+                                                    tally, small):
+                    if ahead:  # once slice i is flowing, look after i+1 and beyond
+                        ahead = False
+                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, streak)
+                    yield chunk
+        finally:
+            self.active_streams -= 1
+            fl.release(needed)
+            self._forget_idle(meta.url, fl)
+
+    def _follow(self, url: str, start: int, end: int) -> int:
+        """How many cuts in a row of this object were read back to back (1: not sequential).
+
+        A player or a download reads on from where it stopped, in one request or in
+        the next; random readers jump. Only exact continuation counts.
+        """
+        prev_end, streak = self._reading.get(url, (-1, 0))
+        streak = streak + 1 if start == prev_end else 1
+        self._reading[url] = (end, streak)
+        self._reading.move_to_end(url)
+        while len(self._reading) > READERS_MEMORY:
+            self._reading.popitem(last=False)
+        return streak
+
+    def _look_ahead(self, meta: ObjectMeta, fl: ObjectFlights, i: int, wanted: frozenset[int],
+                    cached: frozenset[int], mine: set[Unit], streak: int) -> None:
+        """Pipelining and read-ahead while slice ``i`` is being read.
+
+        The next slice this response needs is put on its way now, so a run boundary
+        costs no round trip. A reader that has gone through two consecutive slices
+        (a player, a download) also gets up to ``readahead_slices`` beyond its own
+        range prefetched, so its next request finds them cached or in flight.
+        """
+        if fl.dead:
+            return
+        nxt = i + 1
+        if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
+            mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
+        depth = self.settings.readahead_slices
+        if depth <= 0 or not meta.storable or streak < 2:
+            return
+        last = min(i + depth, slice_count(meta.length, self.slice_size) - 1)
+        ahead = frozenset(range(i + 1, last + 1)) - wanted  # the response fetches what it wants itself
+        j = i + 1
+        while j <= last:
+            if j in ahead and self._fetchable(meta, fl, j, cached):
+                self.counters.prefetches += 1
+                run = self.start_run(meta, fl, j, ahead, cached, hold=True)[1]
+                j = unit_slice(run[-1]) + 1
+            else:
+                j += 1
+
+    def _forget_idle(self, url: str, fl: ObjectFlights) -> None:
+        if not fl.fills and not fl.interest and self._flights.get(url) is fl:
+            del self._flights[url]
+
+    def _lookup(self, tally: RequestTally, result: str) -> str:
+        """Count one unit lookup: hit (the store), miss (our fetch) or collapsed (another's)."""
+        self.counters.slice_lookups[result] += 1
+        if result == "hit":
+            tally.hits += 1
+        elif result == "miss":
+            tally.misses += 1
+        else:
+            tally.collapsed += 1
+        return "cache" if result == "hit" else "origin"
+
+    def _sent(self, tally: RequestTally, source: str, n: int) -> None:
+        """Count bytes as they go out (before the yield: a consumer may stop at any one)."""
+        self.counters.response_bytes[source] += n
+        if source == "cache":
+            tally.cache_bytes += n
+        else:
+            tally.origin_bytes += n
+
+    async def _stored(self, meta: ObjectMeta, u: Unit, lo: int, hi: int) -> bytes | None:
+        """Bytes ``[lo, hi)`` of a stored unit, or None (miss, or damaged and dropped)."""
+        store = self.store
+        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
+        fd = store.cached_fd(meta.url, meta.validator, u)
+        if fd is None:
+            fd = await store.open_slice(meta.url, meta.validator, u, size)
+        return None if fd is None else store.pread(meta.url, meta.validator, u, fd, size, lo, hi)
+
+    async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
+                         wanted: frozenset[int], cached: frozenset[int], mine: set[Unit],
+                         tally: RequestTally, small: bool) -> AsyncIterator[bytes]:
+        """Bytes ``[lo, hi)`` of slice ``i``: whole slice stored or in flight, else its blocks
+        (stored, in flight, or fetched) for a small cut, else a new slice run."""
+        fill = fl.fills.get(i)
+        if fill is None and meta.storable:
+            data = await self._stored(meta, i, lo, hi)
+            if data is not None:
+                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), len(data))
+                yield data
+                return
+            fill = fl.fills.get(i)
+        if fill is None and (small or self._blocks_held(meta, i, lo, hi)):
+            async for chunk in self._blocks_bytes(meta, fl, i, lo, hi, mine, tally):
+                yield chunk
+            return
+        if fill is None:
+            fill, run = self.start_run(meta, fl, i, wanted, cached)
+            mine.update(run)
+        async for chunk in self._fill_bytes(fill, i, lo, hi, mine, tally):
+            yield chunk
+
+    async def _fill_bytes(self, fill: SliceFill, u: Unit, lo: int, hi: int, mine: set[Unit],
+                          tally: RequestTally) -> AsyncIterator[bytes]:
+        """Read a fill; a complete one fetched by another response is as good as a hit."""
+        result = "miss" if u in mine else ("hit" if fill.done and fill.error is None else "collapsed")
+        source = self._lookup(tally, result)
+        t0 = time.monotonic()
+        async for chunk in fill.read(lo, hi):
+            if source == "origin":
+                tally.upstream_seconds += time.monotonic() - t0
+            self._sent(tally, source, len(chunk))
+            yield chunk
+            t0 = time.monotonic()
+
+    def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:
+        B = self.block_size
+        return B < self.slice_size and all(
+            self.store.cached_fd(meta.url, meta.validator, (i, k)) is not None for k in block_range(lo, hi, B))
+
+    async def _blocks_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
+                            mine: set[Unit], tally: RequestTally) -> AsyncIterator[bytes]:
+        """A small cut, block by block (each block is one lookup)."""
+        B = self.block_size
+        blocks = block_range(lo, hi, B)
+        for k in blocks:
+            u: Unit = (i, k)
+            a, b = max(lo, k * B) - k * B, min(hi, (k + 1) * B) - k * B
+            fill = fl.fills.get(u)
+            if fill is None and meta.storable:
+                data = await self._stored(meta, u, a, b)
+                if data is not None:
+                    self._sent(tally, self._lookup(tally, "miss" if u in mine else "hit"), len(data))
+                    yield data
+                    continue
+                fill = fl.fills.get(u)
+            if fill is None:
+                fill, run = self.start_block_run(meta, fl, i, blocks[blocks.index(k):])
+                mine.update(run)
+            async for chunk in self._fill_bytes(fill, u, a, b, mine, tally):
+                yield chunk
