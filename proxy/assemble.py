@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from proxy.config import Settings
-from proxy.counters import Counters
-from proxy.crossfill import UnitClaims
+from proxy.engine_parts import EngineParts
 from proxy.errors import (
     VersionChanged,
 )
@@ -37,8 +34,6 @@ from proxy.slices import (
     unit_slice,
     unit_span,
 )
-from proxy.store import SliceStore
-from proxy.upstream import Upstream
 
 __all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces"]
 
@@ -73,20 +68,8 @@ def close_pieces(pieces: list[bytes | FilePiece]) -> None:
 
 
 
-class Assembly:
+class Assembly(EngineParts):
     """Mixin of :class:`proxy.engine.Engine`: plan, hit files, and the byte stream of a response."""
-
-    # Provided by Engine (proxy/engine.py).
-    settings: Settings
-    store: SliceStore
-    upstream: Upstream
-    slice_size: int
-    block_size: int
-    counters: Counters
-    claims: UnitClaims | None
-    _flights: dict[str, ObjectFlights]
-    _reading: OrderedDict[str, tuple[int, int]]
-    active_streams: int
 
     def _held_pieces(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
         """(fd, offset, count) pieces for bytes ``[lo, hi)`` of slice ``i`` from held files.

@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
 import aiohttp
 
-from proxy.config import Settings
-from proxy.counters import Counters
-from proxy.crossfill import UnitClaims
+from proxy.engine_parts import EngineParts
 from proxy.errors import (
     ProxyError,
     UpstreamError,
@@ -41,8 +38,6 @@ from proxy.slices import (
     unit_slice,
     unit_span,
 )
-from proxy.store import SliceStore
-from proxy.upstream import Upstream
 
 __all__ = ["Fetching", "STORE_BEHIND", "CLAIM_POLL"]
 
@@ -51,20 +46,8 @@ STORE_BEHIND = 4  # verified slices of one run that may wait for the disk at onc
 CLAIM_POLL = 0.002  # seconds between looks at a unit another worker is fetching
 
 
-class Fetching:
+class Fetching(EngineParts):
     """Mixin of :class:`proxy.engine.Engine`: runs from the origin into fills and the store."""
-
-    # Provided by Engine (proxy/engine.py).
-    settings: Settings
-    store: SliceStore
-    upstream: Upstream
-    slice_size: int
-    block_size: int
-    counters: Counters
-    claims: UnitClaims | None
-    _flights: dict[str, ObjectFlights]
-    _reading: OrderedDict[str, tuple[int, int]]
-    active_streams: int
 
     @asynccontextmanager
     async def _upstream(self, url: str, span: Span | None,

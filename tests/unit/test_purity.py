@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-PURE_MODULES = ["proxy.ranges", "proxy.httpdate", "proxy.config", "proxy.representation", "proxy.slices"]
+PURE_MODULES = ["proxy.ranges", "proxy.httpdate", "proxy.config", "proxy.representation", "proxy.slices", "proxy.counters"]
 FORBIDDEN = ["aiohttp", "diskcache", "asyncio", "uvloop", "socket"]
 
 
