@@ -106,6 +106,13 @@ class Engine(Fetching, Assembly):
             self._flights[meta.url] = fl
         return fl
 
+    def release_held(self, meta: ObjectMeta, units: tuple[Unit, ...]) -> None:
+        """Drop the interest a discovery run held for the response that started it."""
+        fl = self._flights.get(meta.url)
+        if fl is not None and fl.validator == meta.validator:
+            fl.release(units)
+            self._forget_idle(meta.url, fl)
+
     def in_flight(self) -> int:
         """Slices being filled from the origin right now."""
         return sum(len(f.fills) for f in self._flights.values())

@@ -209,7 +209,6 @@ class ProxyHandler:
                       header: str | Conflict | None, info: ResponseInfo) -> web.StreamResponse:
         meta = lease.meta
         engine = self.engine
-        fl = engine.flights_for(meta)
         try:
             base = {"Accept-Ranges": "bytes", "Via": VIA, "Age": str(meta.age(time.time())),
                     **self._validators(meta)}
@@ -254,9 +253,8 @@ class ProxyHandler:
                     return await self._send_files(request, status, base, length, files, info)
             return await self._send(request, status, base, length, pieces, meta, spans, plan, lease, info)
         finally:
-            if lease.held is not None:
-                fl.release(lease.held)
-                lease = MetaLease(meta)
+            if lease.held is not None:  # the discovery run's interest, held for this response
+                engine.release_held(meta, lease.held)
 
     async def _body(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], spans: tuple[Span, ...],
                     plan: SlicePlan, lease: MetaLease, tally: RequestTally) -> AsyncIterator[bytes]:
