@@ -20,7 +20,7 @@ from urllib.parse import unquote_plus
 from aiohttp import web
 
 from proxy.engine import Engine, FilePiece, MetaLease, RequestTally, close_pieces
-from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus
+from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus, VersionChanged
 from proxy.httpdate import parse_http_date
 from proxy.ranges import (
     Conflict,
@@ -84,9 +84,14 @@ class ResponseInfo:
     first_byte: float | None = None
     finished: float | None = None
     aborted: bool = False
+    restarted: bool = False  # answered again after the origin changed before the first byte
 
     def ttfb(self) -> float | None:
         return None if self.first_byte is None else self.first_byte - self.started
+
+
+class _Restart(Exception):
+    """Start the response over: the object changed before its first byte was sent."""
 
 
 Observer = Callable[[web.Request, web.StreamResponse | None, ResponseInfo], None]
@@ -131,7 +136,12 @@ class ProxyHandler:
         request[INFO_KEY] = info
         resp: web.StreamResponse | None = None
         try:
-            resp = await self._handle(request, info)
+            try:
+                resp = await self._handle(request, info)
+            except _Restart:
+                # The origin changed before a byte went out: answer from the new version instead.
+                info.tally = RequestTally()
+                resp = await self._handle(request, info)
             return resp
         finally:
             info.finished = time.monotonic()
@@ -290,6 +300,12 @@ class ProxyHandler:
                 except UpstreamStatus as exc:
                     info.cache_status = "ERROR"
                     return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
+                except VersionChanged as exc:
+                    if not info.restarted:
+                        info.restarted = True
+                        raise _Restart from exc
+                    info.cache_status = "ERROR"
+                    return self._error(exc)
                 except ProxyError as exc:
                     info.cache_status = "ERROR"
                     return self._error(exc)

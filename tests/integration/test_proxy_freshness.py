@@ -46,3 +46,18 @@ async def test_a_changed_object_on_revalidation_is_served_whole_from_the_new_ver
     assert out.status == 200 and out.body == v2 and out.header("ETag") == '"v2-g.bin"'
     out = await fetch(http, url, headers={"Range": f"bytes=10-{2 * S}"})
     assert out.body == v2[10:2 * S + 1]
+
+
+async def test_origin_change_found_before_the_first_byte_is_answered_from_the_new_version(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    v1, v2 = seeded_bytes(4 * S, 133), seeded_bytes(4 * S, 134)
+    fault_origin.set_object("h.bin", v1, cache_control="max-age=3600")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, block_size=S)
+    url = proxy.url_for("h.bin")
+    assert (await fetch(http, url, headers={"Range": f"bytes={3 * S}-{4 * S - 1}"})).body == v1[3 * S:]
+    fault_origin.set_object("h.bin", v2, cache_control="max-age=3600")
+    # Slice 0 is missing: fetching it reveals the change before any byte went out, so the
+    # response starts over from the new version instead of failing.
+    out = await fetch(http, url, headers={"Range": f"bytes=0-{4 * S - 1}"})
+    assert out.status == 206 and out.complete and out.body == v2
+    assert out.header("ETag") == '"v2-h.bin"'
