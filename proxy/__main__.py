@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from proxy.config import ConfigError, Settings, load
@@ -20,18 +22,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers > 1:
         from dataclasses import replace
 
-        from proxy.supervisor import pick_port, run_workers
+        from proxy.supervisor import open_sockets, run_workers
 
-        # Every worker binds the same concrete port with SO_REUSEPORT.
-        settings = replace(settings, port=pick_port(settings.host, settings.port))
+        try:
+            socks = open_sockets(settings.host, settings.port, settings.workers)
+        except OSError as exc:
+            print(f"rangeproxy: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+            return 1
+        settings = replace(settings, port=socks[0].getsockname()[1])
         logging.getLogger("rangeproxy").info("rangeproxy: %d workers on http://%s:%d", settings.workers,
                                              settings.host, settings.port)
         final = settings
-        return run_workers(settings.workers, lambda index: serve(final, index))
+        return run_workers(settings.workers, lambda index: serve(final, index, socks[index]))
     return serve(settings, 0)
 
 
-def serve(settings: Settings, index: int) -> int:
+def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> int:
     """One server process (the only one, or worker ``index`` of ``settings.workers``)."""
     import uvloop
     from aiohttp import web
@@ -39,18 +45,23 @@ def serve(settings: Settings, index: int) -> int:
     from proxy.accesslog import AccessLogger, access_logger_for
     from proxy.app import build_app
 
-    app = build_app(settings)
+    from proxy.workerinfo import WorkerInfo
+
+    # Several workers publish their counters under the cache directory, so that any of
+    # them can answer /metrics and /stats.json for the whole proxy.
+    app = build_app(settings, worker=WorkerInfo(index=index, count=settings.workers,
+                                                run_dir=Path(settings.cache_dir) / ".rangeproxy"))
     log = logging.getLogger("rangeproxy")
     log.info("rangeproxy%s on http://%s:%d -> %s (cache %s, slice %d bytes)",
              f" worker {index + 1}/{settings.workers}" if settings.workers > 1 else "",
              settings.host, settings.port, settings.upstream, settings.cache_dir, settings.slice_size)
     # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
     # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
-    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=settings.grace_period,
+    where = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
+    web.run_app(app, **where, shutdown_timeout=settings.grace_period,  # type: ignore[arg-type]
                 access_log=access_logger_for(settings), access_log_class=AccessLogger,
-                access_log_format=getattr(settings, "access_log_format", "combined"),
-                print=None, loop=uvloop.new_event_loop(), handle_signals=True,
-                reuse_port=settings.workers > 1)
+                access_log_format=settings.access_log_format,
+                print=None, loop=uvloop.new_event_loop(), handle_signals=True)
     return 0
 
 

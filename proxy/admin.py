@@ -9,6 +9,10 @@ page also takes ``?token=<token>`` (a browser cannot add a header to a page
 load) and its script then sends the header. Purge always needs the token and is
 refused (403) when no token is configured; the stats and metrics need it only
 with ``protect_stats = true``.
+
+With several worker processes, ``/metrics`` and ``/stats.json`` describe the whole proxy: the
+answering worker adds the other workers' published numbers to its own (``proxy.peers``) and
+names itself in an ``X-Rangeproxy-Worker`` header.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aiohttp import web
 
 from proxy.handlers import split_target
 from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
+from proxy.peers import Peers
 from proxy.stats import Stats, map_indices, to_ranges
 
 __all__ = ["Admin", "bearer_token"]
@@ -64,11 +69,13 @@ def _dashboard_page(config: dict[str, Any]) -> str:
 class Admin:
     """Handlers for the admin paths of one app."""
 
-    def __init__(self, settings: Any, stats: Stats, metrics: Metrics, get_engine: Callable[[], Any]) -> None:
+    def __init__(self, settings: Any, stats: Stats, metrics: Metrics, get_engine: Callable[[], Any],
+                 peers: Peers | None = None) -> None:
         self.settings = settings
         self.stats = stats
         self.metrics = metrics
         self._engine = get_engine
+        self.peers = peers  # the other workers' numbers (None: this process is the whole proxy)
         self.page = _dashboard_page({
             "statsJson": settings.stats_path + ".json",
             "purgePrefix": settings.purge_prefix,
@@ -159,8 +166,14 @@ class Admin:
             return self._unauthorized("the stats")
         engine = self._engine_or_503()
         volume = await self.metrics.volume.refresh(engine.store, max_age=1.0)
-        snap = await self.stats.snapshot(volume)
-        return web.json_response(snap, headers=NO_STORE, dumps=lambda o: json.dumps(o, separators=(",", ":")))
+        if self.peers is None:
+            snap = await self.stats.snapshot(volume)
+            headers = NO_STORE
+        else:
+            others = await self.peers.stats_exports()
+            snap = await self.stats.snapshot(volume, peers=others, worker=self.peers.worker)
+            headers = {**NO_STORE, "X-Rangeproxy-Worker": str(self.peers.worker.index)}
+        return web.json_response(snap, headers=headers, dumps=lambda o: json.dumps(o, separators=(",", ":")))
 
     async def metrics_text(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:
@@ -169,7 +182,12 @@ class Admin:
             return self._unauthorized("the metrics")
         engine = self._engine_or_503()
         await self.metrics.volume.refresh(engine.store)
-        resp = web.Response(body=self.metrics.render(), headers=NO_STORE)
+        body = self.metrics.render()
+        headers = NO_STORE
+        if self.peers is not None:
+            body = await self.peers.merged_metrics(body)  # this worker's live values first
+            headers = {**NO_STORE, "X-Rangeproxy-Worker": str(self.peers.worker.index)}
+        resp = web.Response(body=body, headers=headers)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 

@@ -3,6 +3,10 @@
 One catch-all route: a request for an admin path (health, stats, metrics, purge;
 see ``proxy.admin``) is answered by the proxy itself, anything else goes to the
 origin through the slice cache. Each app has its own metrics registry and stats.
+
+With several worker processes (``worker.count`` > 1) each app publishes its state once a
+second for the others and answers ``/metrics`` and ``/stats.json`` for the whole proxy
+(see ``proxy.peers``).
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ from proxy.config import Settings
 from proxy.engine import Engine
 from proxy.handlers import ProxyHandler, ResponseInfo
 from proxy.metrics import Metrics
+from proxy.peers import Peers
 from proxy.stats import Stats
 from proxy.store import SliceStore
 from proxy.upstream import Upstream
+from proxy.workerinfo import WorkerInfo
 
-__all__ = ["build_app", "ENGINE", "SETTINGS", "STATS", "METRICS", "HANDLER"]
+__all__ = ["build_app", "ENGINE", "SETTINGS", "STATS", "METRICS", "HANDLER", "WORKER", "PEERS"]
 
 log = logging.getLogger("rangeproxy")
 ENGINE = web.AppKey("engine", Engine)
@@ -31,20 +37,28 @@ SETTINGS = web.AppKey("settings", Settings)
 STATS = web.AppKey("stats", Stats)
 METRICS = web.AppKey("metrics", Metrics)
 HANDLER = web.AppKey("handler", ProxyHandler)
+WORKER = web.AppKey("worker", WorkerInfo)
+PEERS = web.AppKey("peers", Peers)
 
 
-async def _sample_every_second(stats: Stats) -> None:
-    """The per-second samples behind the charts and the last-minute rates."""
+async def _sample_every_second(stats: Stats, peers: Peers | None) -> None:
+    """The per-second samples behind the charts and the last-minute rates (then, with several
+    workers, this worker's state published for the others)."""
     loop = asyncio.get_running_loop()
     while True:
         now = loop.time()
         await asyncio.sleep(1.0 - (now % 1.0))
         stats.tick()
+        if peers is not None:
+            await peers.publish_or_log()
 
 
-def build_app(settings: Settings) -> web.Application:
+def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Application:
+    """The app of one worker process (``worker``; default: the only one, index 0 of 1)."""
+    worker = worker if worker is not None else WorkerInfo.single(settings)
     app = web.Application(client_max_size=0)
     app[SETTINGS] = settings
+    app[WORKER] = worker
 
     def engine_or_none() -> Engine | None:
         return app.get(ENGINE)
@@ -55,7 +69,10 @@ def build_app(settings: Settings) -> web.Application:
     })
     app[STATS] = stats
     app[METRICS] = metrics
-    admin = Admin(settings, stats, metrics, engine_or_none)
+    peers = Peers(worker, stats, metrics, engine_or_none) if worker.count > 1 else None
+    if peers is not None:
+        app[PEERS] = peers
+    admin = Admin(settings, stats, metrics, engine_or_none, peers=peers)
 
     def observe(request: web.Request, resp: web.StreamResponse | None, info: ResponseInfo) -> None:
         try:
@@ -78,10 +95,14 @@ def build_app(settings: Settings) -> web.Application:
         app[ENGINE] = engine
         app[HANDLER] = ProxyHandler(engine, observe)
         stats.bind(engine)
-        sampler = asyncio.get_running_loop().create_task(_sample_every_second(stats))
+        if peers is not None:
+            await peers.publish_or_log()
+        sampler = asyncio.get_running_loop().create_task(_sample_every_second(stats, peers))
         yield
         sampler.cancel()
         await asyncio.gather(sampler, return_exceptions=True)
+        if peers is not None:
+            peers.publish_or_log_now()  # the final state (the others count it until this process is gone)
         await engine.close()
         await upstream.close()
         store.close()

@@ -48,6 +48,7 @@ from proxy.upstream import Upstream
 __all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "close_pieces"]
 
 log = logging.getLogger("rangeproxy.engine")
+STORE_FLUSH_TIMEOUT = 10.0  # seconds a clean stop waits for slice writes under way
 INVALIDATION_POLL = 0.2  # seconds between looks at what other workers invalidated
 TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fds
 META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
@@ -90,6 +91,7 @@ class Engine(Fetching, Assembly):
             self._inval_seen = self._inval_log.stat().st_size
         self._tasks: set[asyncio.Task[None]] = set()
         self.active_streams = 0
+        self.storing: set[asyncio.Task[None]] = set()
         self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (end of last cut read, streak)
 
     # --- bookkeeping ---------------------------------------------------------------
@@ -181,6 +183,9 @@ class Engine(Fetching, Assembly):
                 log.warning("cache LRU update failed: %s", exc)
 
     async def close(self) -> None:
+        # Slices already verified are worth keeping: let their writes finish (bounded).
+        if self.storing:
+            await asyncio.wait(list(self.storing), timeout=STORE_FLUSH_TIMEOUT)
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -281,6 +286,14 @@ class Engine(Fetching, Assembly):
                 self._settle(url, fut, MetaLease(meta))
                 return
             claimed = self._claim_prefix(url, hint) or hint[:1]  # it failed over there: learn it here
+        elif self.claims is not None:
+            # Claimed just as another worker finished learning it? Then its metadata is stored.
+            meta = await self.store.get_meta(url)
+            if meta is not None and meta.is_fresh(time.time()):
+                self._unclaim(url, claimed)
+                self._cache_meta(meta)
+                self._settle(url, fut, MetaLease(meta))
+                return
         hint = claimed
         asked = self._units_span(hint, huge)
         fills: dict[Unit, SliceFill] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
@@ -27,3 +28,4 @@ class EngineParts:
     _flights: dict[str, ObjectFlights]
     _reading: OrderedDict[str, tuple[int, int]]
     active_streams: int
+    storing: set[asyncio.Task[None]]  # verified slices being written to the store

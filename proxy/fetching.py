@@ -169,10 +169,32 @@ class Fetching(EngineParts):
             if hold:
                 fl.release([u])
 
+    async def _skip_stored(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit],
+                           fills: dict[Unit, SliceFill]) -> list[Unit]:
+        """Fill the leading units of ``run`` that are in the store already; the rest to fetch."""
+        present = await self.store.present_units(meta.url, meta.validator, run)
+        while run and run[0] in present:
+            u, fill = run[0], fills[run[0]]
+            data = await self._stored(meta, u, 0, fill.size)  # type: ignore[attr-defined]
+            if data is None:
+                break
+            fill.append(data)
+            fill.finish()
+            if fl.fills.get(u) is fill:
+                del fl.fills[u]
+            self._unclaim(meta.url, [u])
+            run = run[1:]
+        return run
+
     async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], fills: dict[Unit, SliceFill],
                    hold: bool = False) -> None:
-        asked = self._units_span(run, meta.length)
         try:
+            if self.claims is not None and meta.storable:
+                # Claimed just as another worker finished and released it? Then it is stored now.
+                run = await self._skip_stored(meta, fl, run, fills)
+                if not run:
+                    return
+            asked = self._units_span(run, meta.length)
             async with self._upstream(meta.url, asked) as resp:
                 if resp.status not in (200, 206):
                     err = await self.upstream.error_status(resp)
@@ -285,6 +307,8 @@ class Fetching(EngineParts):
                 task = asyncio.get_running_loop().create_task(self._store_slice(meta, fl, idx, fill, writes))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+                self.storing.add(task)  # a clean stop waits for these (Engine.close)
+                task.add_done_callback(self.storing.discard)
                 pos += 1
                 if pos >= len(run):
                     await self._drain(pending)

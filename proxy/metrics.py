@@ -10,17 +10,23 @@ Two kinds of series:
 
 Labels have small fixed value sets (method, status class, cache status, source,
 result, outcome, the origin's status code); never a URL.
+
+With several worker processes (``workers`` > 1) each has its own registry;
+:func:`merge_expositions` adds up their text expositions into one for the whole proxy.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 __all__ = [
     "Metrics",
@@ -32,7 +38,11 @@ __all__ = [
     "method_label",
     "status_class",
     "cache_label",
+    "merge_expositions",
+    "SHARED_STORE_GAUGES",
 ]
+
+log = logging.getLogger("rangeproxy.metrics")
 
 NS = "rangeproxy"
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
@@ -230,3 +240,83 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# --- several workers: one exposition for the whole proxy --------------------------------------
+
+# Gauges that describe the cache directory all workers share (not a worker's own share): one
+# reading, never a sum. The first exposition's (the answering worker's, refreshed just before
+# the scrape) wins; the others only fill in when it lacks the series (they may be old: a worker
+# refreshes these only when it answers a scrape itself, so their max could predate a purge).
+SHARED_STORE_GAUGES = frozenset({f"{NS}_cache_size_bytes", f"{NS}_cache_limit_bytes", f"{NS}_cache_entries",
+                                 f"{NS}_cache_objects"})
+# Per-process values that do not add up: the earliest start, the largest limit.
+_MIN_SAMPLES = frozenset({"process_start_time_seconds"})
+_MAX_SAMPLES = frozenset({"process_max_fds"})
+
+
+def _combine(name: str, values: list[float]) -> float:
+    """The proxy-wide value of sample ``name`` from its per-worker ``values`` (the answering worker's first)."""
+    if name in SHARED_STORE_GAUGES:
+        return values[0]
+    if name.endswith("_created") or name in _MIN_SAMPLES:
+        return min(values)
+    if name in _MAX_SAMPLES:
+        return max(values)
+    return sum(values)
+
+
+def merge_expositions(texts: Sequence[str], *, shared_from_first: bool = True) -> bytes:
+    """Add up the text expositions of several workers into one (Prometheus text format 0.0.4).
+
+    Samples with the same name and labels are summed (counters, histogram buckets, sums and
+    counts, in-flight gauges, ``process_*`` memory/CPU/fds), except: the shared store's gauges
+    (:data:`SHARED_STORE_GAUGES`: the value of ``texts[0]``, the answering worker's live
+    registry, when it has the series; else the largest), ``*_created`` and the process start
+    time (the earliest), ``process_max_fds`` (the largest). With ``shared_from_first=False``
+    the shared gauges are the largest value everywhere. A text that does not parse is skipped.
+    Families and samples keep the order in which they first appear.
+    """
+    families: dict[str, Metric] = {}
+    values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], list[float]]] = {}
+    labels_of: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
+    firsts: dict[tuple[str, tuple[tuple[str, str], ...]], bool] = {}
+    for i, text in enumerate(texts):
+        try:
+            parsed = list(text_string_to_metric_families(text))
+        except Exception as exc:  # noqa: BLE001 - one damaged file must not take the scrape down
+            log.warning("skipping an exposition that does not parse: %s", exc)
+            continue
+        for fam in parsed:
+            if fam.name not in families:
+                families[fam.name] = Metric(fam.name, fam.documentation, fam.type)
+                values[fam.name] = {}
+            elif families[fam.name].type != fam.type:
+                continue
+            per = values[fam.name]
+            for smp in fam.samples:
+                key = (smp.name, tuple(sorted(smp.labels.items())))
+                if key not in per:
+                    per[key] = []
+                    labels_of[key] = dict(smp.labels)
+                    firsts[key] = i == 0
+                per[key].append(float(smp.value))
+    out: list[Metric] = []
+    for name, fam in families.items():
+        for key, vs in values[name].items():
+            sname = key[0]
+            if sname in SHARED_STORE_GAUGES and not (shared_from_first and firsts[key]):
+                v = max(vs)
+            else:
+                v = _combine(sname, vs)
+            fam.samples.append(Sample(sname, labels_of[key], v))
+        out.append(fam)
+    return generate_latest(_Families(out))
+
+
+class _Families(Collector):
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)

@@ -13,6 +13,11 @@ Everything is bounded, whatever the traffic:
 The engine's own counters (``Engine.counters``, the store's tallies) are read
 when a sample or a snapshot is taken; this module only adds what a response tells
 (through the handler's observer).
+
+With several worker processes, each one publishes :meth:`Stats.export` (its counts,
+per-second samples, reservoirs and its top objects) and the worker answering
+``/stats.json`` passes the others' exports to :meth:`Stats.snapshot`, which adds them up
+(see ``proxy.peers``).
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
-__all__ = ["Stats", "percentiles", "to_ranges", "map_indices", "cached_bytes", "HISTORY", "RATE_WINDOW"]
+__all__ = ["Stats", "percentiles", "to_ranges", "map_indices", "cached_bytes", "series_of", "rates_of",
+           "merge_series", "merge_rates", "HISTORY", "RATE_WINDOW"]
 
 log = logging.getLogger("rangeproxy.stats")
 HISTORY = 300  # seconds of per-second samples (the charts)
@@ -35,6 +41,9 @@ TOP = 10  # objects in the snapshot
 MAP_TTL = 2.0  # seconds a top object's slice map is reused by later snapshots (see _slice_map)
 QUANTILES = (("p50", 0.50), ("p95", 0.95), ("p99", 0.99))
 LATENCY_STATUSES = ("HIT", "MISS", "PARTIAL", "PASS")
+PUBLISHED_OBJECTS = 100  # objects (the most bytes served) a worker's export carries for the merged top list
+SOURCES = ("cache", "origin", "error")
+LOOKUPS = ("hit", "miss", "collapsed")
 
 
 def percentiles(values: Iterable[float]) -> dict[str, float | None]:
@@ -100,6 +109,120 @@ class Sample:
     bytes_cache: int
     bytes_origin: int
     bytes_upstream: int
+
+
+def _row(s: Sample) -> list[float]:
+    """A sample as a JSON list (``Sample(*row)`` makes it again)."""
+    return [s.wall, s.mono, s.req_cache, s.req_origin, s.req_error, s.bytes_cache, s.bytes_origin, s.bytes_upstream]
+
+
+SERIES_KEYS = ("t", "cache_requests", "origin_requests", "error_requests", "cache_bytes", "origin_bytes",
+               "upstream_bytes")
+
+
+def series_of(ring: Sequence[Sample], history: int) -> dict[str, Any]:
+    """The per-second chart series from a ring of cumulative samples."""
+    out: dict[str, list[float]] = {k: [] for k in SERIES_KEYS}
+    for a, b in zip(ring, ring[1:]):
+        dt = b.mono - a.mono
+        if dt <= 0:
+            continue
+        out["t"].append(round(b.wall, 3))
+        out["cache_requests"].append((b.req_cache - a.req_cache) / dt)
+        out["origin_requests"].append((b.req_origin - a.req_origin) / dt)
+        out["error_requests"].append((b.req_error - a.req_error) / dt)
+        out["cache_bytes"].append((b.bytes_cache - a.bytes_cache) / dt)
+        out["origin_bytes"].append((b.bytes_origin - a.bytes_origin) / dt)
+        out["upstream_bytes"].append((b.bytes_upstream - a.bytes_upstream) / dt)
+    return {"interval_seconds": 1, "history_seconds": history, **out}
+
+
+def merge_series(rings: Sequence[Sequence[Sample]], history: int) -> dict[str, Any]:
+    """The chart series of several workers' rings, added up second by second.
+
+    Every worker takes its sample at the same whole second of the (system-wide) monotonic
+    clock, so a point is keyed by that second; points after the last second every ring has
+    reached are left out (a worker's published ring may be a moment behind the live one).
+    """
+    per_second: dict[int, list[float]] = {}  # key -> [wall, 6 rates summed over workers]
+    cut: int | None = None
+    for ring in rings:
+        if not ring:
+            continue
+        last = round(ring[-1].mono)
+        cut = last if cut is None else min(cut, last)
+        acc: dict[int, list[float]] = {}  # this ring: key -> [wall, dt, 6 deltas]
+        for a, b in zip(ring, ring[1:]):
+            dt = b.mono - a.mono
+            if dt <= 0:
+                continue
+            row = acc.setdefault(round(b.mono), [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+            row[0] = max(row[0], b.wall)
+            row[1] += dt
+            for j, d in enumerate((b.req_cache - a.req_cache, b.req_origin - a.req_origin,
+                                   b.req_error - a.req_error, b.bytes_cache - a.bytes_cache,
+                                   b.bytes_origin - a.bytes_origin, b.bytes_upstream - a.bytes_upstream)):
+                row[2 + j] += d
+        for key, row in acc.items():
+            tot = per_second.setdefault(key, [0.0] * 7)
+            tot[0] = max(tot[0], row[0])
+            for j in range(6):
+                tot[1 + j] += row[2 + j] / row[1]
+    out: dict[str, list[float]] = {k: [] for k in SERIES_KEYS}
+    keys = sorted(k for k in per_second if cut is None or k <= cut)[-history:]
+    for key in keys:
+        tot = per_second[key]
+        out["t"].append(round(tot[0], 3))
+        for j, name in enumerate(SERIES_KEYS[1:]):
+            out[name].append(tot[1 + j])
+    return {"interval_seconds": 1, "history_seconds": history, **out}
+
+
+def rates_of(ring: Iterable[Sample], now: Sample) -> dict[str, Any]:
+    """Rates over the last ``RATE_WINDOW`` seconds: ``now`` against the oldest sample within it."""
+    base = None
+    for s in ring:  # the oldest sample within the window (the ring is in time order)
+        if now.mono - s.mono <= RATE_WINDOW + 0.5:
+            base = s
+            break
+    if base is None or now.mono - base.mono <= 0:
+        span = 0.0
+        base = now
+    else:
+        span = now.mono - base.mono
+    per = (lambda x: x / span) if span > 0 else (lambda x: 0.0)
+    cache_r, origin_r, error_r = (now.req_cache - base.req_cache, now.req_origin - base.req_origin,
+                                  now.req_error - base.req_error)
+    return {
+        "window_seconds": round(span, 3),
+        "requests_per_second": per(cache_r + origin_r + error_r),
+        "cache_requests_per_second": per(cache_r),
+        "origin_requests_per_second": per(origin_r),
+        "error_requests_per_second": per(error_r),
+        "cache_bytes_per_second": per(now.bytes_cache - base.bytes_cache),
+        "origin_bytes_per_second": per(now.bytes_origin - base.bytes_origin),
+        "upstream_bytes_per_second": per(now.bytes_upstream - base.bytes_upstream),
+    }
+
+
+def merge_rates(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several workers' rates: per-second rates summed, the window the longest of theirs."""
+    out: dict[str, Any] = {"window_seconds": max((p["window_seconds"] for p in parts), default=0.0)}
+    for key in ("requests_per_second", "cache_requests_per_second", "origin_requests_per_second",
+                "error_requests_per_second", "cache_bytes_per_second", "origin_bytes_per_second",
+                "upstream_bytes_per_second"):
+        out[key] = sum(p[key] for p in parts)
+    return out
+
+
+def latency_of(durations: Sequence[float], ttfbs: Sequence[float],
+               by_status: Mapping[str, tuple[Sequence[float], Sequence[float]]]) -> dict[str, Any]:
+    by = {}
+    for cs, (d, t) in by_status.items():
+        if d:
+            by[cs] = {"samples": len(d), "duration_seconds": percentiles(d), "ttfb_seconds": percentiles(t)}
+    return {"samples": len(durations), "duration_seconds": percentiles(durations),
+            "ttfb_seconds": percentiles(ttfbs), "by_cache_status": by}
 
 
 def request_class(status: int, cache_status: str) -> str:
@@ -209,54 +332,13 @@ class Stats:
     # --- reading -----------------------------------------------------------------------
 
     def _series(self) -> dict[str, Any]:
-        ring = list(self._ring)
-        out: dict[str, list[float]] = {k: [] for k in ("t", "cache_requests", "origin_requests", "error_requests",
-                                                        "cache_bytes", "origin_bytes", "upstream_bytes")}
-        for a, b in zip(ring, ring[1:]):
-            dt = b.mono - a.mono
-            if dt <= 0:
-                continue
-            out["t"].append(round(b.wall, 3))
-            out["cache_requests"].append((b.req_cache - a.req_cache) / dt)
-            out["origin_requests"].append((b.req_origin - a.req_origin) / dt)
-            out["error_requests"].append((b.req_error - a.req_error) / dt)
-            out["cache_bytes"].append((b.bytes_cache - a.bytes_cache) / dt)
-            out["origin_bytes"].append((b.bytes_origin - a.bytes_origin) / dt)
-            out["upstream_bytes"].append((b.bytes_upstream - a.bytes_upstream) / dt)
-        return {"interval_seconds": 1, "history_seconds": self.history, **out}
+        return series_of(list(self._ring), self.history)
 
     def _rates(self, now: Sample) -> dict[str, Any]:
-        base = None
-        for s in self._ring:  # the oldest sample within the window (the ring is in time order)
-            if now.mono - s.mono <= RATE_WINDOW + 0.5:
-                base = s
-                break
-        if base is None or now.mono - base.mono <= 0:
-            span = 0.0
-            base = now
-        else:
-            span = now.mono - base.mono
-        per = (lambda x: x / span) if span > 0 else (lambda x: 0.0)
-        cache_r, origin_r, error_r = (now.req_cache - base.req_cache, now.req_origin - base.req_origin,
-                                      now.req_error - base.req_error)
-        return {
-            "window_seconds": round(span, 3),
-            "requests_per_second": per(cache_r + origin_r + error_r),
-            "cache_requests_per_second": per(cache_r),
-            "origin_requests_per_second": per(origin_r),
-            "error_requests_per_second": per(error_r),
-            "cache_bytes_per_second": per(now.bytes_cache - base.bytes_cache),
-            "origin_bytes_per_second": per(now.bytes_origin - base.bytes_origin),
-            "upstream_bytes_per_second": per(now.bytes_upstream - base.bytes_upstream),
-        }
+        return rates_of(self._ring, now)
 
     def _latency(self) -> dict[str, Any]:
-        by = {}
-        for cs, (d, t) in self._by_status_lat.items():
-            if d:
-                by[cs] = {"samples": len(d), "duration_seconds": percentiles(d), "ttfb_seconds": percentiles(t)}
-        return {"samples": len(self._durations), "duration_seconds": percentiles(self._durations),
-                "ttfb_seconds": percentiles(self._ttfbs), "by_cache_status": by}
+        return latency_of(self._durations, self._ttfbs, self._by_status_lat)
 
     async def _slice_map(self, url: str) -> dict[str, Any] | None:
         # A map is reused for MAP_TTL seconds unless a response for the object came in meanwhile
@@ -274,8 +356,9 @@ class Stats:
             self._maps[url] = (now, sm)
         return sm
 
-    async def _top_objects(self) -> list[dict[str, Any]]:
-        ranked = sorted(((u, o) for u, o in self.objects.items() if o.bytes > 0),
+    async def _top_objects(self, objects: Mapping[str, ObjStat] | None = None) -> list[dict[str, Any]]:
+        objects = self.objects if objects is None else objects
+        ranked = sorted(((u, o) for u, o in objects.items() if o.bytes > 0),
                         key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)[: self.top]
         for url in [u for u in self._maps if u not in dict(ranked)]:
             del self._maps[url]
@@ -314,78 +397,187 @@ class Stats:
             out.append(entry)
         return out
 
-    async def snapshot(self, volume: Any) -> dict[str, Any]:
-        """The /stats.json document (see the README for every field)."""
+    def export(self, objects: int | None = PUBLISHED_OBJECTS) -> dict[str, Any]:
+        """This worker's raw material for a snapshot of the whole proxy (plain JSON types).
+
+        Counts, the gauges, the per-second ring and the current cumulative sample, the latency
+        reservoirs, and the ``objects`` objects with the most bytes served (all with None).
+        """
         engine = self.engine
         c = engine.counters if engine is not None else None
         store = engine.store if engine is not None else None
-        now = self._cumulative()
-        resp_cache = now.bytes_cache
-        resp_origin = now.bytes_origin
+        ev = getattr(store, "evictions", None) if store is not None else None
+        ranked: list[tuple[str, ObjStat]] = []
+        if objects is None or objects > 0:
+            ranked = sorted(((u, o) for u, o in self.objects.items() if o.bytes > 0),
+                            key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)[:objects]
+        return {
+            "started": self.started_wall,
+            "started_mono": self.started_mono,
+            "requests": self.requests,
+            "by_cache_status": dict(self.by_cache_status),
+            "by_status_class": dict(self.by_status_class),
+            "by_class": {k: self.by_class[k] for k in SOURCES},
+            "aborted": self.aborted,
+            "purges": self.purges,
+            "slice_lookups": {k: (c.slice_lookups.get(k, 0) if c else 0) for k in LOOKUPS},
+            "upstream": [[str(status), str(outcome), n] for (status, outcome), n in c.upstream.items()] if c else [],
+            "upstream_seconds": c.upstream_seconds if c else 0.0,
+            "version_changes": c.version_changes if c else 0,
+            "read_ahead_runs": getattr(c, "prefetches", 0) if c else 0,
+            "corrupt_dropped": getattr(store, "corrupt_dropped", 0) if store is not None else 0,
+            "evictions": ev if isinstance(ev, int) and not isinstance(ev, bool) else None,
+            "in_flight": engine.in_flight() if engine is not None else 0,
+            "waiting": engine.waiting() if engine is not None else 0,
+            "now": _row(self._cumulative()),
+            "ring": [_row(x) for x in self._ring],
+            "durations": list(self._durations),
+            "ttfbs": list(self._ttfbs),
+            "latency_by_cache_status": {cs: [list(d), list(t)] for cs, (d, t) in self._by_status_lat.items()},
+            "objects": [[u, o.bytes, o.cache_bytes, o.origin_bytes, o.requests, o.length, o.last_seen]
+                        for u, o in ranked],
+        }
+
+    async def snapshot(self, volume: Any, peers: Sequence[Mapping[str, Any]] | None = None,
+                       worker: Any = None) -> dict[str, Any]:
+        """The /stats.json document (see the README for every field).
+
+        ``peers``: the other workers' :meth:`export` (each with ``"index"``, ``"pid"`` and
+        ``"age"``: seconds since it was published); counts are then those of the whole proxy,
+        and ``worker`` (this one's ``WorkerInfo``) adds the ``workers`` field. Without
+        ``peers`` the document is this process's alone.
+        """
+        local = self.export(objects=0)
+        exports = [local, *(peers or ())]
+        multi = peers is not None
+        now = Sample(*local["now"])
+        if not multi:
+            resp_cache, resp_origin, bytes_upstream = now.bytes_cache, now.bytes_origin, now.bytes_upstream
+        else:
+            nows = [Sample(*e["now"]) for e in exports]
+            resp_cache = sum(n.bytes_cache for n in nows)
+            resp_origin = sum(n.bytes_origin for n in nows)
+            bytes_upstream = sum(n.bytes_upstream for n in nows)
         served = resp_cache + resp_origin
+        requests = sum(e["requests"] for e in exports)
+        by_cache_status: Counter[str] = Counter()
+        by_status_class: Counter[str] = Counter()
+        by_class: Counter[str] = Counter()
         upstream_by_outcome: Counter[str] = Counter()
         upstream_by_status: Counter[str] = Counter()
-        if c is not None:
-            for (status, outcome), n in c.upstream.items():
+        lookups = {k: 0 for k in LOOKUPS}
+        for e in exports:
+            by_cache_status.update(e["by_cache_status"])
+            by_status_class.update(e["by_status_class"])
+            by_class.update(e["by_class"])
+            for status, outcome, n in e["upstream"]:
                 upstream_by_outcome[outcome] += n
-                upstream_by_status[str(status)] += n
+                upstream_by_status[status] += n
+            for k in LOOKUPS:
+                lookups[k] += e["slice_lookups"].get(k, 0)
         upstream_requests = sum(upstream_by_outcome.values())
-        lookups = {k: (c.slice_lookups.get(k, 0) if c else 0) for k in ("hit", "miss", "collapsed")}
-        hit_req = self.by_cache_status["HIT"]
-        cacheable = hit_req + self.by_cache_status["MISS"] + self.by_cache_status["PARTIAL"]
-        return {
+        hit_req = by_cache_status["HIT"]
+        cacheable = hit_req + by_cache_status["MISS"] + by_cache_status["PARTIAL"]
+        if not multi:
+            started, uptime = self.started_wall, now.mono - self.started_mono
+            rates, latency, series = self._rates(now), self._latency(), self._series()
+            evictions = volume.evictions
+            top = await self._top_objects()
+        else:
+            started = min(e["started"] for e in exports)
+            uptime = now.mono - min(e["started_mono"] for e in exports)
+            rates = merge_rates([rates_of([Sample(*r) for r in e["ring"]], Sample(*e["now"])) for e in exports])
+            by_status = {cs: ([x for e in exports for x in e["latency_by_cache_status"].get(cs, ((), ()))[0]],
+                              [x for e in exports for x in e["latency_by_cache_status"].get(cs, ((), ()))[1]])
+                         for cs in LATENCY_STATUSES}
+            latency = latency_of([x for e in exports for x in e["durations"]],
+                                 [x for e in exports for x in e["ttfbs"]], by_status)
+            series = merge_series([list(self._ring)] + [[Sample(*r) for r in e["ring"]] for e in exports[1:]],
+                                  self.history)
+            evs = [e["evictions"] for e in exports if e["evictions"] is not None]
+            evictions = sum(evs) if evs else volume.evictions
+            top = await self._top_objects(self._merged_objects(exports[1:]))
+        doc: dict[str, Any] = {
             "version": 1,
             "now": round(now.wall, 3),
-            "started": round(self.started_wall, 3),
-            "uptime_seconds": round(now.mono - self.started_mono, 3),
+            "started": round(started, 3),
+            "uptime_seconds": round(uptime, 3),
             "upstream": self.settings.upstream,
             "slice_size": self.settings.slice_size,
             "totals": {
-                "requests": self.requests,
-                "requests_by_cache_status": dict(self.by_cache_status),
-                "requests_by_status_class": dict(self.by_status_class),
-                "requests_by_source": {k: self.by_class[k] for k in ("cache", "origin", "error")},
-                "responses_aborted": self.aborted,
+                "requests": requests,
+                "requests_by_cache_status": dict(by_cache_status),
+                "requests_by_status_class": dict(by_status_class),
+                "requests_by_source": {k: by_class[k] for k in SOURCES},
+                "responses_aborted": sum(e["aborted"] for e in exports),
                 "response_bytes": {"cache": resp_cache, "origin": resp_origin, "total": served},
                 "slice_lookups": lookups,
                 "upstream_requests": upstream_requests,
                 "upstream_requests_by_outcome": {k: upstream_by_outcome.get(k, 0)
                                                  for k in ("ok", "mismatch", "error", "timeout")},
                 "upstream_requests_by_status": dict(upstream_by_status),
-                "upstream_bytes": now.bytes_upstream,
-                "upstream_seconds": round(c.upstream_seconds, 6) if c else 0.0,
-                "origin_version_changes": c.version_changes if c else 0,
-                "read_ahead_runs": getattr(c, "prefetches", 0) if c else 0,
-                "purges": self.purges,
+                "upstream_bytes": bytes_upstream,
+                "upstream_seconds": round(sum(e["upstream_seconds"] for e in exports), 6),
+                "origin_version_changes": sum(e["version_changes"] for e in exports),
+                "read_ahead_runs": sum(e["read_ahead_runs"] for e in exports),
+                "purges": sum(e["purges"] for e in exports),
             },
-            "rates": self._rates(now),
+            "rates": rates,
             "ratios": {
                 "hit_ratio_bytes": _ratio(resp_cache, served),
                 "hit_ratio_requests": _ratio(hit_req, cacheable),
                 "slice_hit_ratio": _ratio(lookups["hit"], sum(lookups.values())),
             },
             "offload": {
-                "bytes": None if served <= 0 else 1.0 - now.bytes_upstream / served,
-                "requests": None if self.requests <= 0 else 1.0 - upstream_requests / self.requests,
+                "bytes": None if served <= 0 else 1.0 - bytes_upstream / served,
+                "requests": None if requests <= 0 else 1.0 - upstream_requests / requests,
             },
-            "latency": self._latency(),
+            "latency": latency,
             "gauges": {
-                "slice_fetches_in_flight": engine.in_flight() if engine is not None else 0,
-                "responses_waiting": engine.waiting() if engine is not None else 0,
+                "slice_fetches_in_flight": sum(e["in_flight"] for e in exports),
+                "responses_waiting": sum(e["waiting"] for e in exports),
             },
-            "cache": {
+            "cache": {  # bytes, entries, objects: the one store all workers share, as this worker reads it
                 "bytes": volume.bytes,
                 "limit_bytes": self.settings.cache_size,
                 "entries": volume.entries,
                 "objects": volume.objects,
-                "evictions": volume.evictions,
-                "corrupt_dropped": getattr(store, "corrupt_dropped", 0) if store is not None else 0,
+                "evictions": evictions,
+                "corrupt_dropped": sum(e["corrupt_dropped"] for e in exports),
             },
-            "series": self._series(),
-            "top_objects": await self._top_objects(),
+            "series": series,
+            "top_objects": top,
             "admin": {
                 "purge_prefix": self.settings.purge_prefix,
                 "purge_enabled": bool(self.settings.admin_token),
                 "stats_protected": bool(self.settings.protect_stats),
             },
         }
+        if worker is not None:
+            doc["workers"] = {
+                "count": worker.count,
+                "reporting": len(exports),
+                "answered_by": worker.index,
+                "per_worker": sorted(({"index": e.get("index", worker.index), "pid": e.get("pid", worker.pid),
+                                       "requests": e["requests"], "age_seconds": round(e.get("age", 0.0), 3)}
+                                      for e in exports), key=lambda w: w["index"]),
+            }
+        return doc
+
+    def _merged_objects(self, peers: Sequence[Mapping[str, Any]]) -> dict[str, ObjStat]:
+        """Bytes served per object, this worker's added to what the others published."""
+        merged = {u: ObjStat(o.bytes, o.cache_bytes, o.origin_bytes, o.requests, o.length, o.last_seen)
+                  for u, o in self.objects.items()}
+        for e in peers:
+            for url, nbytes, cache_b, origin_b, reqs, length, last_seen in e["objects"]:
+                o = merged.get(url)
+                if o is None:
+                    o = merged[url] = ObjStat()
+                o.bytes += nbytes
+                o.cache_bytes += cache_b
+                o.origin_bytes += origin_b
+                o.requests += reqs
+                if length is not None and (o.length is None or last_seen >= o.last_seen):
+                    o.length = length
+                o.last_seen = max(o.last_seen, last_seen)
+        return merged

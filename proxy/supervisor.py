@@ -1,9 +1,9 @@
 """``--workers N``: N worker processes on one port (SO_REUSEPORT), one cache directory.
 
-The supervisor forks the workers, forwards SIGTERM/SIGINT to them, restarts one
-that dies unexpectedly (bounded), and exits 0 when all have stopped after a
-signal. Each worker is the ordinary single-process server, bound with
-``reuse_port`` so the kernel spreads connections across them.
+The supervisor opens one SO_REUSEPORT listening socket per worker (the kernel
+spreads connections across them), forks the workers, forwards SIGTERM/SIGINT to
+them, restarts one that dies unexpectedly (bounded) on the same socket, and exits
+0 when all have stopped after a signal.
 """
 
 from __future__ import annotations
@@ -15,21 +15,35 @@ import socket
 import time
 from typing import Callable
 
-__all__ = ["run_workers", "pick_port"]
+__all__ = ["run_workers", "open_sockets"]
 
 log = logging.getLogger("rangeproxy.supervisor")
 MAX_RESTARTS = 10  # unexpected worker deaths tolerated per RESTART_WINDOW before giving up
 RESTART_WINDOW = 60.0  # seconds
 
 
-def pick_port(host: str, port: int) -> int:
-    """The concrete port all workers bind (a free one when ``port`` is 0)."""
-    if port:
-        return port
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+def open_sockets(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.socket]:
+    """``count`` listening sockets on one port, bound with SO_REUSEPORT, one per worker.
+
+    The port is first bound once *without* SO_REUSEPORT: if another program (or another
+    rangeproxy) holds it, start-up fails with "address in use" instead of silently sharing
+    its connections. The supervisor keeps the sockets, so a restarted worker takes over its
+    socket and the connections queued on it.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, port))  # raises OSError (EADDRINUSE) when the port is taken
+        port = int(probe.getsockname()[1])
+    socks = []
+    for _ in range(count):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+        s.bind((host, port))
+        s.listen(backlog)
+        s.set_inheritable(True)
+        socks.append(s)
+    return socks
 
 
 def run_workers(count: int, worker: Callable[[int], int]) -> int:

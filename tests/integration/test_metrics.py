@@ -9,6 +9,7 @@ move by exactly what the test did: a cold 3-slice range is 3 slice misses and
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from typing import Any, Callable
@@ -291,6 +292,10 @@ async def test_stats_json_snapshot(appserver, proxy_factory, http) -> None:
     assert top["slices"] == 8 and top["cached_slices"] == 3 and top["cached"] == [[0, 3]]
     assert top["in_flight"] == [] and top["cached_fraction"] == 3 / 8
 
+    # One process: no "workers" field, and nothing published for other workers.
+    assert "workers" not in s
+    assert not (proxy.cache_dir / ".rangeproxy" / "workers").exists()
+
 
 async def test_top_objects_ranked_by_bytes_with_cached_fraction(appserver, proxy_factory, http) -> None:
     proxy = proxy_factory(appserver.url, slice_size=S, readahead_slices=0, block_size=S)  # whole slices
@@ -318,6 +323,101 @@ async def test_slice_map_shows_partly_cached_slices(appserver, proxy_factory, ht
     assert big["cached_fraction"] == 0.0 and big["in_flight"] == []
     out = await fetch(http, proxy.url + "/_cache/big.bin")
     assert out.status == 200 and b'"partial": [[1, 2]]' in out.body
+
+
+# --- several workers: whichever answers reports the whole proxy --------------------------------
+
+
+async def on_fresh_connection(url: str) -> tuple[int, Any, bytes]:
+    """One request on a connection of its own (the kernel picks a worker per connection)."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                     auto_decompress=False) as s:
+        async with s.get(url) as r:
+            return r.status, r.headers, await r.read()
+
+
+async def test_two_workers_metrics_and_stats_count_every_request_once(appserver, proxy_factory) -> None:
+    proxy = proxy_factory(appserver.url, slice_size=S, readahead_slices=0, workers=2)
+    data = appserver.path("big.bin").read_bytes()
+
+    async def ranged(i: int) -> int:
+        a = (i * 211 * 1024) % (8 * MiB - 100 * 1024)
+        b = a + 1024 * (1 + i % 50) - 1
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            async with s.get(proxy.url_for("big.bin"), headers={"Range": f"bytes={a}-{b}"}) as r:
+                body = await r.read()
+                assert r.status == 206 and body == data[a: b + 1]
+                return len(body)
+
+    async def stats() -> tuple[Any, str]:
+        status, headers, body = await on_fresh_connection(proxy.url + "/stats.json")
+        assert status == 200, body[:300]
+        return json.loads(body), headers["X-Rangeproxy-Worker"]
+
+    async def metrics() -> tuple[Samples, str]:
+        status, headers, body = await on_fresh_connection(proxy.url + "/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain"), body[:300]
+        samples: Samples = {}
+        for fam in text_string_to_metric_families(body.decode()):
+            for smp in fam.samples:
+                key = (smp.name, frozenset(smp.labels.items()))
+                assert key not in samples, f"series {key} twice"
+                samples[key] = smp.value
+        return samples, headers["X-Rangeproxy-Worker"]
+
+    async def settle(made: int) -> Any:
+        deadline = time.monotonic() + 10
+        while True:
+            s, _ = await stats()
+            if s["totals"]["requests"] == made or time.monotonic() > deadline:
+                return s
+            await asyncio.sleep(0.1)
+
+    # Traffic on fresh connections until both workers have served some (bounded).
+    made, sent = 0, 0
+    for _round in range(6):
+        sizes = await asyncio.gather(*(ranged(made + i) for i in range(24)))
+        made += len(sizes)
+        sent += sum(sizes)
+        s = await settle(made)
+        per = {w["index"]: w["requests"] for w in s["workers"]["per_worker"]}
+        if len(per) == 2 and min(per.values()) > 0:
+            break
+    assert s["workers"]["count"] == 2 and s["workers"]["reporting"] == 2
+    assert sorted(per) == [0, 1] and min(per.values()) > 0, f"one worker served everything: {per}"
+    assert sum(per.values()) == made
+    await asyncio.sleep(1.5)  # every worker has published once more since the last request
+
+    # Asked again and again, on fresh connections (either worker answers): the same, exact totals.
+    answered_stats: set[str] = set()
+    answered_metrics: set[str] = set()
+    for i in range(40):
+        if i >= 8 and len(answered_stats) == 2 and len(answered_metrics) == 2:
+            break
+        s, who = await stats()
+        answered_stats.add(who)
+        assert s["workers"]["answered_by"] == int(who)
+        t = s["totals"]
+        assert t["requests"] == made and t["requests_by_status_class"] == {"2xx": made}
+        assert t["response_bytes"]["total"] == sent
+        assert sum(w["requests"] for w in s["workers"]["per_worker"]) == made
+        assert s["latency"]["samples"] == made
+        assert sum(o["requests"] for o in s["top_objects"]) == made and len(s["top_objects"]) == 1
+        assert s["gauges"] == {"slice_fetches_in_flight": 0, "responses_waiting": 0}
+        assert s["cache"]["objects"] == 1
+        m, who = await metrics()
+        answered_metrics.add(who)
+        assert total(m, "rangeproxy_requests_total") == made
+        assert val(m, "rangeproxy_requests_total", method="GET", status_class="2xx") == made
+        assert total(m, "rangeproxy_request_duration_seconds_count") == made
+        assert val(m, "rangeproxy_response_bytes_total", source="cache") + \
+            val(m, "rangeproxy_response_bytes_total", source="origin") == sent
+        assert val(m, "rangeproxy_upstream_bytes_total") == t["upstream_bytes"]
+        assert total(m, "rangeproxy_upstream_requests_total") == t["upstream_requests"]
+        assert val(m, "rangeproxy_cache_objects") == 1
+        assert val(m, "rangeproxy_cache_entries") == s["cache"]["entries"]
+        assert val(m, "rangeproxy_slice_fetches_in_flight") == 0
+    assert answered_stats == {"0", "1"} and answered_metrics == {"0", "1"}, (answered_stats, answered_metrics)
 
 
 # --- access log ---------------------------------------------------------------------------------

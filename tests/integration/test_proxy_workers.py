@@ -15,6 +15,30 @@ from proxyproc import DEFAULT_SLICE, fetch, seeded_bytes
 S = DEFAULT_SLICE
 
 
+def listening_sockets(port: int) -> int:
+    """LISTEN sockets on ``port`` (one per worker bound with SO_REUSEPORT)."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                rows = f.read().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                n += 1
+    return n
+
+
+async def all_workers_listening(proxy, n: int = 2, timeout: float = 15.0) -> None:
+    port = int(proxy.url.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout
+    while listening_sockets(port) < n and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert listening_sockets(port) >= n, f"only {listening_sockets(port)} of {n} workers listen"
+
+
 def children_of(pid: int) -> list[int]:
     with open(f"/proc/{pid}/task/{pid}/children") as f:
         return [int(x) for x in f.read().split()]
@@ -35,6 +59,7 @@ async def test_two_workers_collapse_cold_requests_onto_one_fetch_per_slice(
     data = seeded_bytes(size, 120)
     fault_origin.set_object("w.bin", data, chunk_size=16384, chunk_delay=0.005)
     proxy = proxy_factory(fault_origin.url, workers=2, readahead_slices=0, block_size=S)
+    await all_workers_listening(proxy)
     workers = children_of(proxy.pid)
     assert len(workers) == 2, workers
 
@@ -47,6 +72,7 @@ async def test_purge_in_one_worker_reaches_the_others(fault_origin: FaultOrigin,
     v1, v2 = seeded_bytes(3 * S, 121), seeded_bytes(3 * S, 122)
     fault_origin.set_object("p.bin", v1, cache_control="max-age=3600")
     proxy = proxy_factory(fault_origin.url, workers=2, admin_token="t0ken", default_ttl=3600)
+    await all_workers_listening(proxy)
     url = proxy.url_for("p.bin")
     outs = await on_new_connections(url, 20, [{}])
     assert all(b == v1 for _, b in outs)
@@ -62,6 +88,7 @@ async def test_a_killed_worker_is_replaced_and_sigterm_stops_all(fault_origin: F
     data = seeded_bytes(2 * S, 123)
     fault_origin.set_object("k.bin", data)
     proxy = proxy_factory(fault_origin.url, workers=2)
+    await all_workers_listening(proxy)
     first = children_of(proxy.pid)
     os.kill(first[0], signal.SIGKILL)
     deadline = time.monotonic() + 10
@@ -71,6 +98,22 @@ async def test_a_killed_worker_is_replaced_and_sigterm_stops_all(fault_origin: F
             break
         await asyncio.sleep(0.1)
     assert len(children_of(proxy.pid)) == 2 and first[0] not in children_of(proxy.pid)
+    await all_workers_listening(proxy)
     outs = await on_new_connections(proxy.url_for("k.bin"), 10, [{}])
     assert all(b == data for _, b in outs)
     proxy.stop()  # SIGTERM to the supervisor: exit 0 (checked by stop())
+
+
+async def test_workers_refuse_a_port_another_program_holds(fault_origin: FaultOrigin, tmp_path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "proxy", "--upstream", fault_origin.url, "--port", str(port),
+                              "--cache-dir", str(tmp_path / "c"), "--set", "workers=2"],
+                             capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "cannot listen" in out.stderr, out.stderr

@@ -1,0 +1,109 @@
+"""Smoke test of the cache benchmarks: a tiny run of the ``proxy`` and ``figures`` workloads.
+
+``python -m benchmarks --only proxy --only figures`` on 4 MiB objects, one round
+of one second, a one-second RSS run: checks that every table is printed, that
+the harness verified the bytes (multipart from rangeproxy, cold GETs, ranges,
+collapsed and sequential readers) and that the cold full GET cost exactly the
+object's size at the origin. A benchmark run, not a timed test: no speed is
+asserted. Needs wrk, nginx and taskset (skipped when missing, failed under
+CI=true, via ``require_tool``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
+
+
+def _maybe_install_wrk() -> None:
+    # As in test_benchmarks_smoke.py: under CI (root, apt-get) the harness installs wrk.
+    if shutil.which("wrk") or os.environ.get("CI") != "true":
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        return
+    sys.path.insert(0, str(REPO))
+    try:
+        from benchmarks.harness import BenchError, ensure_tool
+
+        try:
+            ensure_tool("wrk", "wrk")
+        except BenchError:
+            pass
+    finally:
+        sys.path.remove(str(REPO))
+
+
+def _section(text: str, title_start: str) -> list[str]:
+    """Table rows of the section whose '### ' title starts with ``title_start``."""
+    lines = text.splitlines()
+    for i, ln in enumerate(lines):
+        if ln.startswith("### " + title_start):
+            body = []
+            for nxt in lines[i + 1:]:
+                if nxt.startswith("### "):
+                    break
+                body.append(nxt)
+            # Table rows, without header rows (those followed by the |---| line).
+            return [ln for j, ln in enumerate(body) if ln.startswith("| ")
+                    and not (j + 1 < len(body) and body[j + 1].startswith("|---"))]
+    raise AssertionError(f"no section '{title_start}'")
+
+
+def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
+    _maybe_install_wrk()
+    for tool in ("wrk", "nginx", "taskset"):
+        require_tool(tool)
+    out_file = tmp_path / "results.md"
+    cmd = [
+        sys.executable, "-m", "benchmarks", "--quick", "--only", "proxy", "--only", "figures",
+        "--runs", "1", "--duration", "1", "--warmup", "0", "--max-rounds", "1",
+        "--object-size", "4M", "--huge-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
+        "--reader-pause-ms", "20", "--out", str(out_file),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=110, check=False)
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    out = proc.stdout
+    assert "WRONG" not in proc.stderr, report
+
+    # w1..w4: a numeric ratio per target, rangeproxy's multipart verified.
+    for title in ("w1:", "w2:", "w3:", "w4:"):
+        rows = _section(out, title)
+        labels = [r.split("|")[1].strip() for r in rows]
+        assert "rangeproxy" in labels and "nginx slice cache" in labels, (title, rows)
+        for r in rows:
+            assert re.search(r"\| \d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\) \|", r), (title, r)
+    assert "rangeproxy: yes: 206 multipart/byteranges, 3 parts verified" in out, report
+    assert "nginx slice cache: no: 200 with the whole object" in out, report
+
+    # Cold runs, collapsing and read-ahead: every answer's bytes checked.
+    for title in ("w5:", "w5b:", "collapsing:", "read-ahead:"):
+        rows = _section(out, title)
+        assert rows, title
+        for r in rows:
+            assert r.rstrip().endswith("| yes |"), (title, r)
+    w5 = {r.split("|")[1].strip(): r for r in _section(out, "w5:")}
+    assert "| 1.0000 (1.0000–1.0000) |" in w5["rangeproxy"], w5
+
+    rss = _section(out, "RSS:")
+    assert len(rss) == 2 and all(r.rstrip().endswith("| yes |") for r in rss), rss
+    targets = _section(out, "issue 6 targets")
+    assert len(targets) >= 8, targets
+
+    figures = _section(out, "figures for issue 3")
+    assert any("1.0000x the object" in r for r in figures), figures
+    assert sum("RSS growth" in r for r in figures) == 5, figures
+
+    written = out_file.read_text()
+    assert written.startswith("## ") and "### issue 6 targets" in written and "### figures for issue 3" in written
