@@ -83,6 +83,7 @@ demo: proxy (rangeproxy, slice cache in data/cache) at $PROXY_URL/
   headers:     curl -s -D - -o /dev/null -r 20-345 $PROXY_URL/big.bin
   multi-range: curl -s -D - -r 0-4,-6 $PROXY_URL/hello.txt           # multipart/byteranges
   video:       $PROXY_URL/sample.mp4   (open in a browser or: ffprobe $PROXY_URL/sample.mp4)
+  dashboard:   $PROXY_URL/stats   (JSON: $PROXY_URL/stats.json, Prometheus: $PROXY_URL/metrics)
   health:      $PROXY_URL/healthz
 
 demo: origin (appserver) serving $MEDIA_DIR at $ORIGIN_URL/
