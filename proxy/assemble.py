@@ -146,9 +146,11 @@ class Assembly(EngineParts):
         if not meta.storable or not needed:
             return SlicePlan(needed, frozenset())
         own = {unit_slice(u) for u in fetched or ()}
-        present = await self.store.present(meta.url, meta.validator, needed)
         fl = self._flights.get(meta.url)
         fills = fl.fills if fl is not None and fl.validator == meta.validator else {}
+        # Slices being filled are not in the store: no need to ask it (collapsed waiters
+        # of a cold object then start reading without a thread hop).
+        present = await self.store.present(meta.url, meta.validator, [i for i in needed if i not in fills])
 
         def done(u: Unit) -> bool:  # complete and verified, on its way to the store
             f = fills.get(u)
@@ -184,13 +186,17 @@ class Assembly(EngineParts):
                     raise VersionChanged(f"{meta.url}: version changed during the response")
                 ahead = True
                 start = cut.index * self.slice_size + cut.lo
-                streak = self._follow(meta.url, start, start + cut.hi - cut.lo)
-                small = prefers_blocks(cut.hi - cut.lo, self.slice_size, self.block_size, streak > 1)
+                size = cut.hi - cut.lo
+                run = self._follow(meta.url, start, start + size)
+                # Sequential once a quarter slice was read back to back before this cut:
+                # then whole slices; a small range that merely straddles a slice boundary is not.
+                small = prefers_blocks(size, self.slice_size, self.block_size,
+                                       run - size >= self.slice_size // 4)
                 async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
                                                     tally, small):
                     if ahead:  # once slice i is flowing, look after i+1 and beyond
                         ahead = False
-                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, streak)
+                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, run)
                     yield chunk
         finally:
             self.active_streams -= 1
@@ -198,21 +204,21 @@ class Assembly(EngineParts):
             self._forget_idle(meta.url, fl)
 
     def _follow(self, url: str, start: int, end: int) -> int:
-        """How many cuts in a row of this object were read back to back (1: not sequential).
+        """Bytes of this object read back to back up to ``end`` (just this cut: a jump).
 
         A player or a download reads on from where it stopped, in one request or in
         the next; random readers jump. Only exact continuation counts.
         """
-        prev_end, streak = self._reading.get(url, (-1, 0))
-        streak = streak + 1 if start == prev_end else 1
-        self._reading[url] = (end, streak)
+        prev_end, run = self._reading.get(url, (-1, 0))
+        run = run + (end - start) if start == prev_end else end - start
+        self._reading[url] = (end, run)
         self._reading.move_to_end(url)
         while len(self._reading) > READERS_MEMORY:
             self._reading.popitem(last=False)
-        return streak
+        return run
 
     def _look_ahead(self, meta: ObjectMeta, fl: ObjectFlights, i: int, wanted: frozenset[int],
-                    cached: frozenset[int], mine: set[Unit], streak: int) -> None:
+                    cached: frozenset[int], mine: set[Unit], run: int) -> None:
         """Pipelining and read-ahead while slice ``i`` is being read.
 
         The next slice this response needs is put on its way now, so a run boundary
@@ -226,7 +232,8 @@ class Assembly(EngineParts):
         if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
             mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
         depth = self.settings.readahead_slices
-        if depth <= 0 or not meta.storable or streak < 2:
+        # "After two consecutive slices": two slices' worth read back to back.
+        if depth <= 0 or not meta.storable or run < 2 * self.slice_size:
             return
         last = min(i + depth, slice_count(meta.length, self.slice_size) - 1)
         ahead = frozenset(range(i + 1, last + 1)) - wanted  # the response fetches what it wants itself
@@ -234,8 +241,8 @@ class Assembly(EngineParts):
         while j <= last:
             if j in ahead and self._fetchable(meta, fl, j, cached):
                 self.counters.prefetches += 1
-                run = self.start_run(meta, fl, j, ahead, cached, hold=True)[1]
-                j = unit_slice(run[-1]) + 1
+                started = self.start_run(meta, fl, j, ahead, cached, hold=True)[1]
+                j = unit_slice(started[-1]) + 1
             else:
                 j += 1
 

@@ -92,7 +92,7 @@ class Engine(Fetching, Assembly):
         self._tasks: set[asyncio.Task[None]] = set()
         self.active_streams = 0
         self.storing: set[asyncio.Task[None]] = set()
-        self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (end of last cut read, streak)
+        self._reading: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (end of last cut, bytes in a row)
 
     # --- bookkeeping ---------------------------------------------------------------
 
@@ -330,12 +330,14 @@ class Engine(Fetching, Assembly):
                     cl = resp.headers.get("Content-Length")
                     if cl is not None and not (cl.isascii() and cl.isdigit() and int(cl) == expect.size):
                         raise UpstreamMismatch(f"{url}: Content-Length {cl} != {expect.size}")
-                await self._remember(meta)
+                self._cache_meta(meta)
                 fl = self.flights_for(meta)
                 run = self._takeable(fl, [u for u in hint if unit_span(u, S, self.block_size, huge).start < meta.length])
                 fills.update(self._register(fl, meta, run))
                 fl.want(run)  # held for the initiator until it registers its own interest
-                self._settle(url, fut, MetaLease(meta, tuple(run)))
+                self._settle(url, fut, MetaLease(meta, tuple(run)))  # waiters go on at once
+                if meta.storable:
+                    await self.store.put_meta(meta)
                 skip = asked.start if resp.status == 200 else 0
                 try:
                     await self._pump(resp, meta, fl, run, fills, skip)
