@@ -231,20 +231,40 @@ class Assembly(EngineParts):
         nxt = i + 1
         if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
             mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
+        if run >= 2 * self.slice_size:  # "after two consecutive slices": two slices' worth in a row
+            self._read_ahead(meta, i, wanted)
+
+    def _read_ahead(self, meta: ObjectMeta, i: int, wanted: frozenset[int] = frozenset()) -> None:
+        """Prefetch up to ``readahead_slices`` after slice ``i`` that are neither wanted by the
+        response itself, cached (asked of the store), nor in flight."""
         depth = self.settings.readahead_slices
-        # "After two consecutive slices": two slices' worth read back to back.
-        if depth <= 0 or not meta.storable or run < 2 * self.slice_size:
+        if depth <= 0 or not meta.storable:
             return
         last = min(i + depth, slice_count(meta.length, self.slice_size) - 1)
-        ahead = frozenset(range(i + 1, last + 1)) - wanted  # the response fetches what it wants itself
-        j = i + 1
-        while j <= last:
-            if j in ahead and self._fetchable(meta, fl, j, cached):
+        fl = self.flights_for(meta)  # type: ignore[attr-defined]
+        ahead = [j for j in range(i + 1, last + 1) if j not in wanted and self._fetchable(meta, fl, j, frozenset())]
+        if ahead:
+            self._spawn(self._prefetch(meta, ahead))  # type: ignore[attr-defined]
+
+    async def _prefetch(self, meta: ObjectMeta, ahead: list[int]) -> None:
+        cached = frozenset(await self.store.present(meta.url, meta.validator, ahead))
+        fl = self.flights_for(meta)  # type: ignore[attr-defined]
+        todo = frozenset(ahead) - cached
+        for j in sorted(todo):
+            if not fl.dead and self._fetchable(meta, fl, j, cached):
                 self.counters.prefetches += 1
-                started = self.start_run(meta, fl, j, ahead, cached, hold=True)[1]
-                j = unit_slice(started[-1]) + 1
-            else:
-                j += 1
+                self.start_run(meta, fl, j, todo, cached, hold=True)  # type: ignore[attr-defined]
+
+    def note_hits(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> None:
+        """A response sent whole from held files still counts as reading: keep the
+        sequential detection going and read ahead of a player that only hits."""
+        last, run = -1, 0
+        for cut in cuts(spans, self.slice_size):
+            start = cut.index * self.slice_size + cut.lo
+            run = self._follow(meta.url, start, start + cut.hi - cut.lo)
+            last = cut.index
+        if last >= 0 and run >= 2 * self.slice_size:
+            self._read_ahead(meta, last)
 
     def _forget_idle(self, url: str, fl: ObjectFlights) -> None:
         if not fl.fills and not fl.interest and self._flights.get(url) is fl:

@@ -219,14 +219,16 @@ class Engine(Fetching, Assembly):
     async def object_meta(self, url: str, hint: list[Unit]) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
         meta = self._meta.get(url)
-        if meta is None:
+        if meta is None and url not in self._meta_futs:
             evicting = self._evicting.get(url)
             if evicting is not None:
                 await asyncio.shield(evicting)
-            meta = await self.store.get_meta(url)
+            stored = await self.store.get_meta(url)
+            # A discovery here may have learnt it (and not written it yet) during the await.
+            meta = self._meta.get(url) or stored
             if meta is not None:
                 self._cache_meta(meta)
-        else:
+        elif meta is not None:
             self._meta.move_to_end(url)
         now = time.time()
         if meta is not None and meta.is_fresh(now):

@@ -260,6 +260,7 @@ class ProxyHandler:
             if plan.status == "HIT":
                 files = engine.hit_files(meta, pieces, info.tally)
                 if files is not None:
+                    engine.note_hits(meta, spans)
                     return await self._send_files(request, status, base, length, files, info)
             return await self._send(request, status, base, length, pieces, meta, spans, plan, lease, info)
         finally:

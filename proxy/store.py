@@ -39,6 +39,26 @@ def _meta_key(url: str) -> str:
     return f"m\x00{url}"
 
 
+def held_fd_budget() -> int:
+    """How many slice files to hold open: raise the soft fd limit to the hard one, use half.
+
+    Every held file is a hit served with sendfile and no index lookup; the other half of
+    the limit is for connections.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError):
+            pass
+    limit = 65536 if soft == resource.RLIM_INFINITY else soft
+    return max(256, min(limit // 2, 32768))
+
+
 class _Chunks:
     """A file-like view of a list of chunks for ``Cache.set(..., read=True)`` (no join)."""
 
@@ -52,7 +72,7 @@ class _Chunks:
 class SliceStore:
     """Slices and object metadata in one diskcache directory, LRU-evicted by size."""
 
-    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int = 512) -> None:
+    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int | None = None) -> None:
         self._cache = diskcache.Cache(
             directory,
             size_limit=size_limit,
@@ -67,7 +87,7 @@ class SliceStore:
         self.evictions = 0  # entries diskcache culled to stay under size_limit (LRU)
         self._put_lock = threading.Lock()
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
-        self._max_fds = max_fds
+        self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self._touched: set[SliceId] = set()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
