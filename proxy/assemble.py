@@ -9,6 +9,8 @@ and pipelining keep a sequential reader ahead of the origin.
 
 from __future__ import annotations
 
+import logging
+
 import os
 import time
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from proxy.slices import (
 
 __all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces"]
 
+log = logging.getLogger("rangeproxy.engine")
 READERS_MEMORY = 10_000  # objects whose last read position is remembered (sequential detection)
 
 @dataclass

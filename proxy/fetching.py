@@ -263,8 +263,8 @@ class Fetching(EngineParts):
         try:
             if meta.storable and not fl.dead:
                 await self.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
-        except OSError as exc:  # a full disk must not break the response
-            log.error("cannot store slice %d of %s: %s", idx, meta.url, exc)
+        except Exception as exc:  # noqa: BLE001 - a full disk must not break the response
+            log.error("cannot store slice %s of %s: %r", idx, meta.url, exc)
         finally:
             if fl.fills.get(idx) is fill:
                 del fl.fills[idx]
