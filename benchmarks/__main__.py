@@ -1,9 +1,14 @@
-"""python -m benchmarks [--quick] [--only origin] [--runs N] [--duration S] [--out FILE]
+"""python -m benchmarks [--quick] [--only WORKLOAD] [--runs N] [--duration S] [--out FILE]
 
 Needs wrk (Debian package 'wrk'; installed with apt-get when missing and run
 as root), nginx (Debian 'nginx-light') and taskset (util-linux). Prints a
 markdown table per workload; with --out FILE also appends a dated section
 with the machine and software versions to FILE.
+
+Workloads: origin (appserver vs nginx serving files), proxy (rangeproxy vs
+nginx as a slice cache: w1..w5b, collapsing, read-ahead, RSS), figures (the
+numbers for issue 3) and slice-sweep (rangeproxy at five slice sizes; only
+with --only slice-sweep).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import origin
+from . import figures, origin, proxy, rig, slicesweep
 from .harness import (
     MIB,
     BenchError,
@@ -33,7 +38,9 @@ from .harness import (
     tool_version,
 )
 
-WORKLOADS = {origin.NAME: origin.run}
+WORKLOADS = {origin.NAME: origin.run, proxy.NAME: proxy.run, figures.NAME: figures.run,
+             slicesweep.NAME: slicesweep.run}
+DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME]  # slice-sweep: on request
 
 
 def parse_size(text: str) -> int:
@@ -61,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="small and short: 8 MiB file, 3 rounds of 1 s, no warm-up")
     p.add_argument("--only", action="append", choices=sorted(WORKLOADS), metavar="WORKLOAD",
                    help="run only this workload (repeatable; one of: "
-                        f"{', '.join(sorted(WORKLOADS))})")
+                        f"{', '.join(sorted(WORKLOADS))}; default: {' '.join(DEFAULT_WORKLOADS)})")
     p.add_argument("--runs", type=positive_int, help="alternating rounds (default 5; quick 3)")
     p.add_argument("--duration", type=positive_int,
                    help="seconds per timed run (default 4; quick 1)")
@@ -89,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--details", action="store_true",
                    help="also print every run and the environment")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
+    rig.add_arguments(p, parse_size)
     return p
 
 
@@ -105,6 +113,7 @@ def resolve(opts: argparse.Namespace) -> argparse.Namespace:
         raise SystemExit("error: --range-size is larger than --file-size")
     if opts.no_pin:
         opts.server_cpu = opts.wrk_cpu = None
+    rig.resolve(opts)
     return opts
 
 
@@ -159,6 +168,9 @@ def environment(tools: Tools) -> list[tuple[str, str]]:
 def render(reports: list[WorkloadReport], env: list[tuple[str, str]], *, details: bool) -> str:
     parts = []
     for rep in reports:
+        if hasattr(rep, "markdown"):  # a report with its own tables (benchmarks/rig.py)
+            parts.append(rep.markdown(details))
+            continue
         parts.append(f"### {rep.title}\n\n{rep.params}\n\n{summary_table(rep.summaries)}\n")
         parts.extend(f"{n}\n" for n in rep.notes)
         if details:
@@ -175,6 +187,9 @@ def append_out(path: Path, reports: list[WorkloadReport], env: list[tuple[str, s
     lines += [f"- {k}: {v}" for k, v in env if k != "date"]
     lines.append("")
     for rep in reports:
+        if hasattr(rep, "markdown"):
+            lines += [rep.markdown(True)]
+            continue
         lines += [f"### {rep.title}", "", rep.params, "", summary_table(rep.summaries), ""]
         if rep.notes:
             lines += [*rep.notes, ""]
@@ -201,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
-    names = opts.only or sorted(WORKLOADS)
+    names = opts.only or DEFAULT_WORKLOADS
     idle_busy = machine_busy_pct(1.0)
     if idle_busy > 10:
         print(f"bench: warning: the machine is already {idle_busy:.0f}% busy before starting; "
@@ -211,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             (tmp / name).mkdir()
-            reports.append(WORKLOADS[name](opts, tools, tmp / name))
+            got = WORKLOADS[name](opts, tools, tmp / name)
+            reports.extend(got if isinstance(got, list) else [got])
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 1

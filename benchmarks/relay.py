@@ -13,7 +13,8 @@ every request for that long before it goes to the origin: a slow origin for the
 read-ahead measurement.
 
 Control port (plain HTTP): ``/healthz``; ``/counts`` (JSON: requests, responses,
-body_bytes, header_bytes, connections, by_status); ``/set?delay_ms=N``.
+body_bytes, header_bytes, connections, by_status); ``/log?since=N`` (the requests
+from the N-th on: time, method, target, Range header); ``/set?delay_ms=N``.
 
 Blocking sockets, two threads per connection; every socket has kernel send and
 receive time-outs, so a stuck peer cannot keep a thread forever.
@@ -37,6 +38,7 @@ F_SETPIPE_SZ = 1031
 CHUNK = 1 << 20
 IO_TIMEOUT = 300.0
 NO_BODY = {204, 304}
+LOG_MAX = 200_000
 
 
 class Counters:
@@ -50,6 +52,8 @@ class Counters:
         self.unframed = 0  # responses without Content-Length (counted to EOF)
         self.by_status: dict[str, int] = {}
         self.delay = 0.0
+        self.log: list[list] = []  # [monotonic time, method, target, Range header or ""]
+        self.log_base = 0  # index of log[0] since the start (older entries are dropped)
 
     def add(self, **kw: int) -> None:
         with self.lock:
@@ -98,10 +102,27 @@ def _upstream_side(client: socket.socket, origin: socket.socket, methods: list[b
             while b"\r\n\r\n" in pending:
                 head, pending = pending.split(b"\r\n\r\n", 1)
                 methods.append(head.split(b" ", 1)[0])  # before the origin can answer it
-                C.add(requests=1)
+                _log_request(head)
             origin.sendall(data)
     except OSError:
         return
+
+
+def _log_request(head: bytes) -> None:
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    rng = ""
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        if k.strip().lower() == "range":
+            rng = v.strip()
+    with C.lock:
+        C.requests += 1
+        C.log.append([time.monotonic(), parts[0], parts[1] if len(parts) > 1 else "", rng])
+        if len(C.log) > LOG_MAX:
+            drop = len(C.log) - LOG_MAX // 2
+            del C.log[:drop]
+            C.log_base += drop
 
 
 def _splice_body(origin: socket.socket, client: socket.socket, n: int, pipe: tuple[int, int] | None) -> int:
@@ -225,6 +246,12 @@ class _Control(http.server.BaseHTTPRequestHandler):
             body = b"ok\n"
         elif u.path == "/counts":
             body = json.dumps(C.snapshot()).encode()
+        elif u.path == "/log":  # requests since index ?since=N (as counted from the start)
+            since = int(urllib.parse.parse_qs(u.query).get("since", ["0"])[0])
+            with C.lock:
+                first = max(since, C.log_base)
+                body = json.dumps({"first": first, "next": C.log_base + len(C.log),
+                                   "entries": C.log[first - C.log_base:]}).encode()
         elif u.path == "/set":
             q = urllib.parse.parse_qs(u.query)
             if "delay_ms" in q:
