@@ -199,7 +199,7 @@ class Assembly(EngineParts):
                                                     tally, small):
                     if ahead:  # once slice i is flowing, look after i+1 and beyond
                         ahead = False
-                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, run)
+                        self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, run, small)
                     yield chunk
         finally:
             self.active_streams -= 1
@@ -221,7 +221,7 @@ class Assembly(EngineParts):
         return run
 
     def _look_ahead(self, meta: ObjectMeta, fl: ObjectFlights, i: int, wanted: frozenset[int],
-                    cached: frozenset[int], mine: set[Unit], run: int) -> None:
+                    cached: frozenset[int], mine: set[Unit], run: int, small: bool = False) -> None:
         """Pipelining and read-ahead while slice ``i`` is being read.
 
         The next slice this response needs is put on its way now, so a run boundary
@@ -232,7 +232,8 @@ class Assembly(EngineParts):
         if fl.dead:
             return
         nxt = i + 1
-        if nxt in wanted and self._fetchable(meta, fl, nxt, cached):
+        # A small read (blocks) pipelines nothing: the rest of it is small too, or it would not be.
+        if not small and nxt in wanted and self._fetchable(meta, fl, nxt, cached):
             mine.update(self.start_run(meta, fl, nxt, wanted, cached)[1])
         if run >= 2 * self.slice_size:  # "after two consecutive slices": two slices' worth in a row
             self._read_ahead(meta, i, wanted)
