@@ -54,24 +54,9 @@ def _load_root_conftest() -> Any:
 
 
 _root = _load_root_conftest()
-if _root is not None and hasattr(_root, "require_tool"):
-    require_tool = _root.require_tool
-else:  # pragma: no cover - fallback with the same contract
-    import shutil
-
-    import pytest
-
-    def require_tool(name: str) -> str:
-        path = shutil.which(name)
-        if path is None:
-            for d in ("/usr/sbin", "/sbin"):
-                if os.access(os.path.join(d, name), os.X_OK):
-                    return os.path.join(d, name)
-            reason = f"{name!r} is not installed (run `make system-deps`)"
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{reason}; under CI=true missing tools are failures", pytrace=False)
-            pytest.skip(reason)
-        return path
+if _root is None or not hasattr(_root, "require_tool"):
+    raise ImportError("tests/conftest.py must define require_tool (skip, or fail under CI=true)")
+require_tool = _root.require_tool
 
 
 # --- processes -------------------------------------------------------------------
