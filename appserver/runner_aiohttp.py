@@ -43,10 +43,9 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import stat
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
@@ -63,8 +62,6 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict]], Callable[[dic
 
 PATHSEND = "http.response.pathsend"
 SENDFILE_MODES = ("os", "loop", "copy")
-_MAX_SENDFILE = 0x7FFFF000  # Linux caps one sendfile() at this many bytes
-_YIELD_EVERY = 4 * 1024 * 1024  # give other connections a turn on a fast socket
 _COPY_CHUNK = 256 * 1024
 
 

@@ -368,7 +368,7 @@ def targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, op
     ratio_row("w1 random 64 KiB", w1, 0.35)
     ratio_row("w2 random 1 MiB", w2, 1.0)
     ratio_row("w3 full GET 4 MiB", w3, 1.0)
-    p, st, n = summ(w4, "proxy"), summ(w4, "nginx-static"), summ(w4, "nginx")
+    p, st = summ(w4, "proxy"), summ(w4, "nginx-static")
     if p and st:
         ok = correct["proxy"][0]
         rows.append(["w4 3 x 4 KiB multi-range", f"cache: {correct['nginx'][1]}; origin nginx {st.rps:,.0f} req/s",

@@ -9,7 +9,6 @@ and pipelining keep a sequential reader ahead of the origin.
 
 from __future__ import annotations
 
-import logging
 
 import os
 import time
@@ -39,7 +38,6 @@ from proxy.slices import (
 
 __all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces"]
 
-log = logging.getLogger("rangeproxy.engine")
 READERS_MEMORY = 10_000  # objects whose last read position is remembered (sequential detection)
 
 @dataclass
@@ -81,26 +79,19 @@ class Assembly(EngineParts):
         when something is not held or a file has the wrong length (then dropped).
         """
         store, S, B = self.store, self.slice_size, self.block_size
-        units: list[tuple[Unit, int, int]]
-        fd = store.cached_fd(meta.url, meta.validator, i)
+        fd = store.checked_fd(meta.url, meta.validator, i, unit_span(i, S, B, meta.length).size)
         if fd is not None:
-            units = [(i, lo, hi)]
-        elif B < S:
-            units = []
-            for k in block_range(lo, hi, B):
-                base = k * B
-                units.append(((i, k), max(lo, base) - base, min(hi, base + B) - base))
-        else:
+            return [(fd, lo, hi - lo)]
+        if B >= S:
             return None
         out = []
-        for u, a, b in units:
-            fd = store.cached_fd(meta.url, meta.validator, u)
+        for k in block_range(lo, hi, B):
+            u: Unit = (i, k)
+            fd = store.checked_fd(meta.url, meta.validator, u, unit_span(u, S, B, meta.length).size)
             if fd is None:
                 return None
-            if os.fstat(fd).st_size != unit_span(u, S, B, meta.length).size:
-                store.drop(meta.url, meta.validator, u, "length changed on disk")
-                return None
-            out.append((fd, a, b - a))
+            base = k * B
+            out.append((fd, max(lo, base) - base, min(hi, base + B) - max(lo, base)))
         return out
 
     def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
@@ -341,7 +332,7 @@ class Assembly(EngineParts):
     def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:
         B = self.block_size
         return B < self.slice_size and all(
-            self.store.cached_fd(meta.url, meta.validator, (i, k)) is not None for k in block_range(lo, hi, B))
+            self.store.holds(meta.url, meta.validator, (i, k)) for k in block_range(lo, hi, B))
 
     async def _blocks_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
                             mine: set[Unit], tally: RequestTally) -> AsyncIterator[bytes]:

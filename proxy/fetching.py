@@ -81,11 +81,11 @@ class Fetching(EngineParts):
     def _fetchable(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, cached: frozenset[int]) -> bool:
         """Neither cached (at plan time, or stored since: its fd is held), nor in flight."""
         i = unit_slice(u)
-        if i in fl.fills or self.store.cached_fd(meta.url, meta.validator, i) is not None:
+        if i in fl.fills or self.store.holds(meta.url, meta.validator, i):
             return False
         if isinstance(u, int):
             return u not in cached
-        return u not in fl.fills and self.store.cached_fd(meta.url, meta.validator, u) is None
+        return u not in fl.fills and not self.store.holds(meta.url, meta.validator, u)
 
     def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
                   cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, list[Unit]]:

@@ -138,6 +138,10 @@ class SliceStore:
     # diskcache evicts and unlinks its file. Hits are reported to diskcache's LRU in
     # batches so eviction order still follows use.
 
+    def holds(self, url: str, validator: str, index: Unit) -> bool:
+        """Is this unit's file held open? (a probe: no LRU touch)"""
+        return (url, validator, index) in self._fds
+
     def cached_fd(self, url: str, validator: str, index: Unit) -> int | None:
         key = (url, validator, index)
         fd = self._fds.get(key)
@@ -194,6 +198,20 @@ class SliceStore:
             return None
         self._remember_fd((url, validator, index), fd)
         return fd
+
+    def checked_fd(self, url: str, validator: str, index: Unit, size: int) -> int | None:
+        """A held slice fd whose file still has ``size`` bytes; a damaged one is dropped."""
+        fd = self.cached_fd(url, validator, index)
+        if fd is None:
+            return None
+        try:
+            actual = os.fstat(fd).st_size
+        except OSError:
+            actual = -1
+        if actual == size:
+            return fd
+        self.drop(url, validator, index, f"length {actual} != {size}")
+        return None
 
     def pread(self, url: str, validator: str, index: Unit, fd: int, size: int, lo: int, hi: int) -> bytes | None:
         """Bytes ``[lo, hi)`` of a slice of ``size`` bytes; a file of another length is damaged."""

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
-import json
 import re
 import socket
 import struct
