@@ -371,6 +371,7 @@ class ASGIServer:
                 for fut in events.values():
                     if not fut.done():
                         fut.set_exception(_NoLifespan())
+                        fut.exception()  # nobody may await it (no shutdown without startup)
 
         self._lifespan_task = asyncio.create_task(run())
         await queue.put({"type": "lifespan.startup"})

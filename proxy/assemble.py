@@ -141,12 +141,15 @@ class Assembly(EngineParts):
             return SlicePlan(needed, frozenset())
         own = {unit_slice(u) for u in fetched or ()}
         fl = self._flights.get(meta.url)
-        fills = fl.fills if fl is not None and fl.validator == meta.validator else {}
+        live = fl.fills if fl is not None and fl.validator == meta.validator else {}
+        # A snapshot of the fill objects, taken before any await: a fill that finishes
+        # storing during the store query leaves ``live`` and must still count as present.
+        fills = dict(live)
         # Slices being filled are not in the store: no need to ask it (collapsed waiters
         # of a cold object then start reading without a thread hop).
         present = await self.store.present(meta.url, meta.validator, [i for i in needed if i not in fills])
 
-        def done(u: Unit) -> bool:  # complete and verified, on its way to the store
+        def done(u: Unit) -> bool:  # complete and verified: stored, or on its way to the store
             f = fills.get(u)
             return f is not None and f.done and f.error is None
 

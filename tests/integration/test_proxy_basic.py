@@ -101,17 +101,23 @@ async def test_x_cache_miss_hit_partial(fault_origin: FaultOrigin, proxy_factory
         return [(r.range, r.status) for r in fault_origin.gets_for(name)]
 
     out = await fetch(http, url, headers=one)
-    assert (out.status, out.header("X-Cache"), out.body) == (206, "MISS", data[S:2 * S]), upstream("xc.bin")
+    assert (out.status, out.header("X-Cache")) == (206, "MISS"), upstream("xc.bin")
+    assert out.body == data[S:2 * S]
     out = await fetch(http, url, headers=one)
-    assert (out.status, out.header("X-Cache"), out.body) == (206, "HIT", data[S:2 * S]), upstream("xc.bin")
+    assert (out.status, out.header("X-Cache")) == (206, "HIT"), upstream("xc.bin")
+    assert out.body == data[S:2 * S]
     out = await fetch(http, url, headers=three)
-    assert (out.status, out.header("X-Cache"), out.body) == (206, "PARTIAL", data[:3 * S]), upstream("xc.bin")
+    assert (out.status, out.header("X-Cache")) == (206, "PARTIAL"), upstream("xc.bin")
+    assert out.body == data[:3 * S]
     out = await fetch(http, url, headers=three)
-    assert (out.status, out.header("X-Cache"), out.body) == (206, "HIT", data[:3 * S]), upstream("xc.bin")
+    assert (out.status, out.header("X-Cache")) == (206, "HIT"), upstream("xc.bin")
+    assert out.body == data[:3 * S]
     out = await fetch(http, url)
-    assert (out.status, out.header("X-Cache"), out.body) == (200, "PARTIAL", data), upstream("xc.bin")
+    assert (out.status, out.header("X-Cache")) == (200, "PARTIAL"), upstream("xc.bin")
+    assert out.body == data
     out = await fetch(http, url)
-    assert (out.status, out.header("X-Cache"), out.body) == (200, "HIT", data), upstream("xc.bin")
+    assert (out.status, out.header("X-Cache")) == (200, "HIT"), upstream("xc.bin")
+    assert out.body == data
     assert fault_origin.count_slice_fetches("xc.bin", S) == {0: 1, 1: 1, 2: 1, 3: 1, 4: 1}
 
 
