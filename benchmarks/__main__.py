@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import figures, origin, proxy, rig, slicesweep
+from . import figures, focused, origin, proxy, rig, slicesweep
 from .harness import (
     MIB,
     BenchError,
@@ -39,7 +39,8 @@ from .harness import (
 )
 
 WORKLOADS = {origin.NAME: origin.run, proxy.NAME: proxy.run, figures.NAME: figures.run,
-             slicesweep.NAME: slicesweep.run}
+             slicesweep.NAME: slicesweep.run, focused.RSS: focused.run_rss,
+             focused.COLLAPSING: focused.run_collapsing, focused.COLD: focused.run_cold}
 DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME]  # slice-sweep: on request
 
 

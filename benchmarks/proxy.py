@@ -274,6 +274,11 @@ def cold_reports(w5, w5b, col, labels, size, pin_txt, opts) -> list[TableReport]
     r5b = TableReport("w5b", "w5b: 32 cold random 64 KiB ranges (fixed seed), one after the other",
                       f"served: 32 x 64 KiB = 2 MiB per round; {opts.runs} rounds, fresh object each", t5b,
                       details=shots_table(w5b, labels))
+    rc = collapse_report(col, labels, keys, opts)
+    return [r5, r5b, rc]
+
+
+def collapse_report(col, labels, keys, opts) -> TableReport:
     rows = []
     for k in keys:
         mine = _by(col, k)
@@ -296,7 +301,7 @@ def cold_reports(w5, w5b, col, labels, size, pin_txt, opts) -> list[TableReport]
                      "50 connections opened first, then the same request sent on all of them; waiters' "
                      "first body byte measured from the leader's (first) first byte; median (min–max) "
                      f"over {opts.runs} rounds", tc, details=shots_table(col, labels))
-    return [r5, r5b, rc]
+    return rc
 
 
 def readahead_report(greedy, paced, labels, opts, nslices, pin_txt) -> TableReport:

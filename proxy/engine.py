@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.assemble import Assembly, FilePiece, RequestTally, close_pieces
+from proxy.budget import ByteBudget
 from proxy.config import Settings
 from proxy.counters import Counters
 from proxy.crossfill import UnitClaims
@@ -74,8 +75,10 @@ class Engine(Fetching, Assembly):
         self.slice_size = settings.slice_size
         self.block_size = min(settings.block_size, settings.slice_size)
         self.counters = Counters()
+        self.fill_budget = ByteBudget(settings.fill_memory)
         self._meta: OrderedDict[str, ObjectMeta] = OrderedDict()  # hot metadata, LRU-bounded
         self._meta_futs: dict[str, asyncio.Future[MetaLease]] = {}
+        self._meta_reads: dict[str, asyncio.Task[ObjectMeta | None]] = {}
         self._flights: dict[str, ObjectFlights] = {}
         self._evicting: dict[str, asyncio.Future[None]] = {}
         # Several worker processes share the cache directory: claims keep one origin fetch
@@ -223,7 +226,7 @@ class Engine(Fetching, Assembly):
             evicting = self._evicting.get(url)
             if evicting is not None:
                 await asyncio.shield(evicting)
-            stored = await self.store.get_meta(url)
+            stored = await self._read_meta(url)
             # A discovery here may have learnt it (and not written it yet) during the await.
             meta = self._meta.get(url) or stored
             if meta is not None:
@@ -261,6 +264,31 @@ class Engine(Fetching, Assembly):
             fut.exception()  # mark retrieved: waiters may all have gone
         else:
             fut.set_result(result)
+
+    def _persist_meta(self, meta: ObjectMeta) -> None:
+        """Write metadata in the background (a clean stop waits for it, like slices)."""
+        async def write() -> None:
+            try:
+                await self.store.put_meta(meta)
+            except Exception as exc:  # noqa: BLE001 - memory still has it; the next discovery rewrites it
+                log.error("cannot store the metadata of %s: %r", meta.url, exc)
+
+        task = asyncio.get_running_loop().create_task(write())
+        self.storing.add(task)
+        task.add_done_callback(self.storing.discard)
+
+    async def _read_meta(self, url: str) -> ObjectMeta | None:
+        """Stored metadata; concurrent first requests for one URL share one index read."""
+        task = self._meta_reads.get(url)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self.store.get_meta(url))
+            self._meta_reads[url] = task
+
+            def done(t: asyncio.Task[ObjectMeta | None], url: str = url) -> None:
+                if self._meta_reads.get(url) is t:
+                    del self._meta_reads[url]
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
 
     async def _remember(self, meta: ObjectMeta) -> None:
         self._cache_meta(meta)
@@ -339,7 +367,11 @@ class Engine(Fetching, Assembly):
                 fl.want(run)  # held for the initiator until it registers its own interest
                 self._settle(url, fut, MetaLease(meta, tuple(run)))  # waiters go on at once
                 if meta.storable:
-                    await self.store.put_meta(meta)
+                    if self.claims is None:
+                        self._persist_meta(meta)  # written beside the body, not before its first byte
+                    else:
+                        # Other workers read it from the store once our first unit is released.
+                        await self.store.put_meta(meta)
                 skip = asked.start if resp.status == 200 else 0
                 try:
                     await self._pump(resp, meta, fl, run, fills, skip)

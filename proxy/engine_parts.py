@@ -7,6 +7,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from proxy.budget import ByteBudget
     from proxy.config import Settings
     from proxy.counters import Counters
     from proxy.crossfill import UnitClaims
@@ -29,3 +30,4 @@ class EngineParts:
     _reading: OrderedDict[str, tuple[int, int]]
     active_streams: int
     storing: set[asyncio.Task[None]]  # verified slices being written to the store
+    fill_budget: ByteBudget  # bytes of fills in memory, bounded across all runs

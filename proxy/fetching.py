@@ -219,6 +219,18 @@ class Fetching(EngineParts):
                 fl.release(run)
             self._forget_idle(meta.url, fl)
 
+    async def _room_for(self, fill: SliceFill) -> None:
+        """Wait until the fill budget has room for this unit (then it holds that room)."""
+        if fill.budget == 0:
+            await self.fill_budget.acquire(fill.size)
+            fill.budget = fill.size
+
+    def _give_back(self, fill: SliceFill) -> None:
+        """Return a fill's room to the budget (once: it is stored, or failed and dropped)."""
+        if fill.budget:
+            self.fill_budget.release(fill.budget)
+            fill.budget = 0
+
     def _abandon(self, fl: ObjectFlights, fills: dict[Unit, SliceFill], exc: BaseException) -> None:
         if not isinstance(exc, ProxyError):  # readers see typed errors with a status hint
             exc = UpstreamError(f"origin fault: {exc.__class__.__name__}: {exc}")
@@ -226,6 +238,7 @@ class Fetching(EngineParts):
             if not fill.done:
                 fill.fail(exc)
             if fill.error is not None:
+                self._give_back(fill)
                 self._unclaim(fl.url, [i])  # never stored: another worker may fetch it
                 if fl.fills.get(i) is fill:
                     del fl.fills[i]
@@ -269,6 +282,7 @@ class Fetching(EngineParts):
             if fl.fills.get(idx) is fill:
                 del fl.fills[idx]
             self._unclaim(meta.url, [idx])
+            self._give_back(fill)
             writes.release()
 
     async def _pump_body(self, content: aiohttp.StreamReader, meta: ObjectMeta, fl: ObjectFlights,
@@ -277,6 +291,7 @@ class Fetching(EngineParts):
         pos = 0
         idx = run[0]
         fill = fills[idx]
+        await self._room_for(fill)
         while True:
             # readchunk hands over each buffered chunk as is (readany joins them: a copy).
             chunk, end_of_http_chunk = await content.readchunk()
@@ -320,6 +335,7 @@ class Fetching(EngineParts):
                     return
                 idx = run[pos]
                 fill = fills[idx]
+                await self._room_for(fill)
         raise UpstreamMismatch(f"{meta.url}: origin body ended at slice {idx}, "
                             f"{fill.filled} of {fill.size} bytes (short body)")
 

@@ -24,7 +24,7 @@ class FillAbandoned(UpstreamError):
 class SliceFill:
     """One slice being filled; ``read(lo, hi)`` yields its bytes as they arrive."""
 
-    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "_waiters")
+    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "budget", "_waiters")
 
     def __init__(self, index: int, size: int) -> None:
         self.index = index
@@ -33,6 +33,7 @@ class SliceFill:
         self.filled = 0
         self.done = False
         self.error: BaseException | None = None
+        self.budget = 0  # bytes of the engine's fill budget this fill holds (see proxy.budget)
         self._waiters: list[asyncio.Future[None]] = []
 
     def _wake(self) -> None:

@@ -177,6 +177,11 @@ class EngineCollector(Collector):
                                 value=engine.in_flight())
         yield GaugeMetricFamily(f"{NS}_responses_waiting", "Responses currently reading slices (from the store "
                                 "or waiting on fills).", value=engine.waiting())
+        budget = engine.fill_budget
+        yield GaugeMetricFamily(f"{NS}_fill_memory_bytes", "Bytes of slices held in memory while filled from the "
+                                "origin or waiting for the disk (bounded by fill_memory).", value=budget.held)
+        yield CounterMetricFamily(f"{NS}_fill_memory_waits", "Times an upstream request waited for room in "
+                                  "fill_memory before reading its next slice.", value=budget.waits)
 
         vol = self._volume
         yield GaugeMetricFamily(f"{NS}_cache_size_bytes", "Bytes the cache occupies on disk.", value=vol.bytes)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy.budget import ByteBudget
 from proxy.engine import Counters, RequestTally
 from proxy.handlers import ResponseInfo
 from proxy.metrics import Metrics, merge_expositions
@@ -67,6 +68,7 @@ class FakeEngine:
         self._in_flight = in_flight
         self._waiting = waiting
         self.maps: dict[str, dict[str, Any]] = {}
+        self.fill_budget = ByteBudget(32 * 2**20)
 
     def in_flight(self) -> int:
         return self._in_flight
