@@ -44,6 +44,9 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> 
 
     from proxy.accesslog import AccessLogger, access_logger_for
     from proxy.app import build_app
+    from proxy.malloc import tune_malloc
+
+    tune_malloc()
 
     from proxy.workerinfo import WorkerInfo
 

@@ -19,7 +19,7 @@ from proxy.engine_parts import EngineParts
 from proxy.errors import (
     VersionChanged,
 )
-from proxy.flights import ObjectFlights, SliceFill
+from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
 from proxy.ranges import Span
 from proxy.representation import (
     ObjectMeta,
@@ -38,6 +38,7 @@ from proxy.slices import (
 
 __all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces"]
 
+SWITCH_TO_FILE = 64 * 1024  # bytes left in a stored fill worth a file piece instead of its memory
 READERS_MEMORY = 10_000  # objects whose last read position is remembered (sequential detection)
 
 @dataclass
@@ -179,8 +180,14 @@ class Assembly(EngineParts):
 
     async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
                      tally: RequestTally | None = None,
-                     started: tuple[Unit, ...] | None = None) -> AsyncIterator[bytes]:
-        """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs."""
+                     started: tuple[Unit, ...] | None = None,
+                     files: bool = False) -> AsyncIterator[bytes | FilePiece]:
+        """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs.
+
+        With ``files``, a stored slice comes as a :class:`FilePiece` (the caller sends it
+        with sendfile and closes its fd), and a reader of a fill switches to the file
+        once the fill is stored: nothing pins a megabyte per response in memory.
+        """
         fl = self.flights_for(meta)
         needed = plan.needed
         fl.want(needed)
@@ -201,7 +208,7 @@ class Assembly(EngineParts):
                 small = prefers_blocks(size, self.slice_size, self.block_size,
                                        run - size >= self.slice_size // 4)
                 async for chunk in self._cut_bytes(meta, fl, cut.index, cut.lo, cut.hi, wanted, plan.cached, mine,
-                                                    tally, small):
+                                                    tally, small, files):
                     if ahead:  # once slice i is flowing, look after i+1 and beyond
                         ahead = False
                         self._look_ahead(meta, fl, cut.index, wanted, plan.cached, mine, run, small)
@@ -307,17 +314,29 @@ class Assembly(EngineParts):
             fd = await store.open_slice(meta.url, meta.validator, u, size)
         return None if fd is None else store.pread(meta.url, meta.validator, u, fd, size, lo, hi)
 
+    async def _stored_file(self, meta: ObjectMeta, u: Unit, lo: int, hi: int) -> FilePiece | None:
+        """Bytes ``[lo, hi)`` of a stored unit as a file piece, or None (miss, or damaged and dropped)."""
+        store = self.store
+        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
+        fd = store.checked_fd(meta.url, meta.validator, u, size)
+        if fd is None:
+            fd = await store.open_slice(meta.url, meta.validator, u, size)
+            if fd is None:
+                return None
+        return FilePiece(os.dup(fd), lo, hi - lo)
+
     async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
                          wanted: frozenset[int], cached: frozenset[int], mine: set[Unit],
-                         tally: RequestTally, small: bool) -> AsyncIterator[bytes]:
+                         tally: RequestTally, small: bool, files: bool) -> AsyncIterator[bytes | FilePiece]:
         """Bytes ``[lo, hi)`` of slice ``i``: whole slice stored or in flight, else its blocks
         (stored, in flight, or fetched) for a small cut, else a new slice run."""
         fill = fl.fills.get(i)
         if fill is None and meta.storable:
-            data = await self._stored(meta, i, lo, hi)
-            if data is not None:
-                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), len(data))
-                yield data
+            got = await (self._stored_file(meta, i, lo, hi) if files else self._stored(meta, i, lo, hi))
+            if got is not None:
+                n = got.count if isinstance(got, FilePiece) else len(got)
+                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), n)
+                yield got
                 return
             fill = fl.fills.get(i)
         if fill is None and (small or self._blocks_held(meta, i, lo, hi)):
@@ -327,21 +346,39 @@ class Assembly(EngineParts):
         if fill is None:
             fill, run = self.start_run(meta, fl, i, wanted, cached)
             mine.update(run)
-        async for chunk in self._fill_bytes(fill, i, lo, hi, mine, tally):
+        async for chunk in self._fill_bytes(meta, fill, i, lo, hi, mine, tally, files):
             yield chunk
 
-    async def _fill_bytes(self, fill: SliceFill, u: Unit, lo: int, hi: int, mine: set[Unit],
-                          tally: RequestTally) -> AsyncIterator[bytes]:
-        """Read a fill; a complete one fetched by another response is as good as a hit."""
+    async def _fill_bytes(self, meta: ObjectMeta, fill: SliceFill, u: Unit, lo: int, hi: int, mine: set[Unit],
+                          tally: RequestTally, files: bool = False) -> AsyncIterator[bytes | FilePiece]:
+        """Read a fill; a complete one fetched by another response is as good as a hit.
+
+        With ``files``, once the fill is on disk the rest comes from its file: a slow
+        client then holds a file descriptor, not the fill's memory.
+        """
         result = "miss" if u in mine else ("hit" if fill.done and fill.error is None else "collapsed")
         source = self._lookup(tally, result)
         t0 = time.monotonic()
-        async for chunk in fill.read(lo, hi):
-            if source == "origin":
-                tally.upstream_seconds += time.monotonic() - t0
-            self._sent(tally, source, len(chunk))
-            yield chunk
-            t0 = time.monotonic()
+        pos = lo
+        reader = fill.read(lo, hi)
+        try:
+            async for chunk in reader:
+                if source == "origin":
+                    tally.upstream_seconds += time.monotonic() - t0
+                self._sent(tally, source, len(chunk))
+                yield chunk
+                pos += len(chunk)
+                if files and fill.stored and hi - pos >= SWITCH_TO_FILE:
+                    break
+                t0 = time.monotonic()
+        finally:
+            await reader.aclose()
+        if pos < hi:  # the fill went to disk (and left memory) before we were through it
+            rest = await (self._stored_file(meta, u, pos, hi) if files else self._stored(meta, u, pos, hi))
+            if rest is None:
+                raise FillAbandoned(f"{meta.url}: slice {u} left memory and its file is gone")
+            self._sent(tally, source, rest.count if isinstance(rest, FilePiece) else len(rest))
+            yield rest
 
     def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:
         B = self.block_size
@@ -367,5 +404,5 @@ class Assembly(EngineParts):
             if fill is None:
                 fill, run = self.start_block_run(meta, fl, i, blocks[blocks.index(k):])
                 mine.update(run)
-            async for chunk in self._fill_bytes(fill, u, a, b, mine, tally):
+            async for chunk in self._fill_bytes(meta, fill, u, a, b, mine, tally):
                 yield chunk

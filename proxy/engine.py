@@ -79,6 +79,7 @@ class Engine(Fetching, Assembly):
         self._meta: OrderedDict[str, ObjectMeta] = OrderedDict()  # hot metadata, LRU-bounded
         self._meta_futs: dict[str, asyncio.Future[MetaLease]] = {}
         self._meta_reads: dict[str, asyncio.Task[ObjectMeta | None]] = {}
+        self._meta_writes: dict[str, asyncio.Task[None]] = {}  # background metadata writes
         self._flights: dict[str, ObjectFlights] = {}
         self._evicting: dict[str, asyncio.Future[None]] = {}
         # Several worker processes share the cache directory: claims keep one origin fetch
@@ -204,6 +205,9 @@ class Engine(Fetching, Assembly):
         done = asyncio.get_running_loop().create_future()
         self._evicting[url] = done
         try:
+            pending = self._meta_writes.get(url)
+            if pending is not None:  # a write landing after the eviction would bring it back
+                await asyncio.wait([pending])
             await self.store.evict_object(url)
         finally:
             done.set_result(None)
@@ -276,6 +280,12 @@ class Engine(Fetching, Assembly):
         task = asyncio.get_running_loop().create_task(write())
         self.storing.add(task)
         task.add_done_callback(self.storing.discard)
+        self._meta_writes[meta.url] = task
+
+        def done(t: asyncio.Task[None], url: str = meta.url) -> None:
+            if self._meta_writes.get(url) is t:
+                del self._meta_writes[url]
+        task.add_done_callback(done)
 
     async def _read_meta(self, url: str) -> ObjectMeta | None:
         """Stored metadata; concurrent first requests for one URL share one index read."""

@@ -43,6 +43,7 @@ __all__ = ["Fetching", "STORE_BEHIND", "CLAIM_POLL"]
 
 log = logging.getLogger("rangeproxy.engine")
 STORE_BEHIND = 4  # verified slices of one run that may wait for the disk at once
+FILL_PIECE = 60 * 1024  # largest object in a fill: what one slow reader can pin (see _pump_body)
 CLAIM_POLL = 0.002  # seconds between looks at a unit another worker is fetching
 
 
@@ -194,6 +195,9 @@ class Fetching(EngineParts):
                 run = await self._skip_stored(meta, fl, run, fills)
                 if not run:
                     return
+            # Room for the first unit before asking: a run that must wait for room then
+            # holds no upstream response with bytes piling up in its buffers.
+            await self._room_for(fills[run[0]])
             asked = self._units_span(run, meta.length)
             async with self._upstream(meta.url, asked) as resp:
                 if resp.status not in (200, 206):
@@ -276,6 +280,8 @@ class Fetching(EngineParts):
         try:
             if meta.storable and not fl.dead:
                 await self.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
+                if isinstance(idx, int):
+                    fill.release()  # whole slices: readers go on from the file (blocks are small)
         except Exception as exc:  # noqa: BLE001 - a full disk must not break the response
             log.error("cannot store slice %s of %s: %r", idx, meta.url, exc)
         finally:
@@ -305,14 +311,14 @@ class Fetching(EngineParts):
                     skip -= len(chunk)
                     continue
                 chunk, skip = chunk[skip:], 0
-            while chunk:
-                take = fill.size - fill.filled
-                if len(chunk) <= take:
-                    fill.append(chunk)
-                    chunk = b""
-                else:
-                    fill.append(chunk[:take])
-                    chunk = chunk[take:]
+            # Pieces of at most FILL_PIECE: a slow reader holds on to the piece it is
+            # sending, and a piece cut from a 256 KiB read would keep all of it alive.
+            view = memoryview(chunk)
+            at = 0
+            while at < len(chunk):
+                take = min(fill.size - fill.filled, FILL_PIECE, len(chunk) - at)
+                fill.append(chunk if take == len(chunk) else bytes(view[at:at + take]))
+                at += take
                 if fill.filled < fill.size:
                     continue
                 fill.finish()

@@ -24,7 +24,7 @@ class FillAbandoned(UpstreamError):
 class SliceFill:
     """One slice being filled; ``read(lo, hi)`` yields its bytes as they arrive."""
 
-    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "budget", "_waiters")
+    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "budget", "stored", "_waiters")
 
     def __init__(self, index: int, size: int) -> None:
         self.index = index
@@ -34,6 +34,7 @@ class SliceFill:
         self.done = False
         self.error: BaseException | None = None
         self.budget = 0  # bytes of the engine's fill budget this fill holds (see proxy.budget)
+        self.stored = False  # on disk: readers may go on from the file
         self._waiters: list[asyncio.Future[None]] = []
 
     def _wake(self) -> None:
@@ -62,6 +63,12 @@ class SliceFill:
     def data(self) -> bytes:
         return b"".join(self.chunks)
 
+    def release(self) -> None:
+        """The slice is on disk: drop its bytes. A reader part way through it stops
+        reading here and goes on from the file, so slow clients pin no fill memory."""
+        self.stored = True
+        self.chunks = []
+
     async def read(self, lo: int, hi: int) -> AsyncIterator[bytes]:
         """Yield bytes ``[lo, hi)`` of the slice, as soon as each piece exists."""
         pos = lo
@@ -79,7 +86,7 @@ class SliceFill:
                 if pos >= cend:
                     ci += 1
                     cstart = cend
-            if pos >= hi:
+            if pos >= hi or self.stored:  # done, or released to disk: the caller goes on from the file
                 return
             if self.error is not None:
                 raise self.error

@@ -272,8 +272,9 @@ class ProxyHandler:
                 engine.release_held(meta, lease.held)
 
     async def _body(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], spans: tuple[Span, ...],
-                    plan: SlicePlan, lease: MetaLease, tally: RequestTally) -> AsyncIterator[bytes]:
-        stream = self.engine.stream(meta, spans, plan, tally, lease.held)
+                    plan: SlicePlan, lease: MetaLease, tally: RequestTally,
+                    files: bool) -> AsyncIterator[bytes | FilePiece]:
+        stream = self.engine.stream(meta, spans, plan, tally, lease.held, files)
         try:
             for piece in pieces:
                 if isinstance(piece, bytes):
@@ -282,20 +283,49 @@ class ProxyHandler:
                 want = piece.size
                 while want:
                     chunk = await stream.__anext__()
-                    want -= len(chunk)
+                    want -= chunk.count if isinstance(chunk, FilePiece) else len(chunk)
                     yield chunk
         finally:
             await stream.aclose()
 
+    @staticmethod
+    async def _write_piece(request: web.Request, resp: web.StreamResponse, piece: bytes | FilePiece) -> int:
+        """Write bytes, or send a file piece zero-copy and close its fd; returns the byte count."""
+        if isinstance(piece, bytes):
+            transport = request.transport
+            if transport is not None and transport.get_write_buffer_size():
+                # The transport still holds the tail of an earlier piece (and with it that
+                # whole buffer): let it reach the kernel first. A slow client then pins
+                # at most one piece in our memory, not a piece plus a tail.
+                await wait_flushed(transport, request._payload_writer)  # type: ignore[arg-type]
+            await resp.write(piece)
+            return len(piece)
+        try:
+            transport = request.transport
+            sock = socket_of(transport)
+            writer = request._payload_writer
+            if sock is None or transport is None or writer is None:
+                data = os.pread(piece.fd, piece.count, piece.offset)
+                if len(data) != piece.count:
+                    raise EOFError("slice file ended before the promised count was read")
+                await resp.write(data)
+            else:
+                await wait_flushed(transport, writer)  # type: ignore[arg-type]
+                await sendfile_on(transport, sock, piece.fd, piece.offset, piece.count)  # type: ignore[arg-type]
+                writer.output_size += piece.count
+            return piece.count
+        finally:
+            os.close(piece.fd)
+
     async def _send(self, request: web.Request, status: int, headers: dict[str, str], length: int,
                     pieces: tuple[bytes | Span, ...], meta: ObjectMeta, spans: tuple[Span, ...],
                     plan: SlicePlan, lease: MetaLease, info: ResponseInfo) -> web.StreamResponse:
-        body = self._body(meta, pieces, spans, plan, lease, info.tally)
+        body = self._body(meta, pieces, spans, plan, lease, info.tally, socket_of(request.transport) is not None)
         resp = web.StreamResponse(status=status, headers=headers)
         resp.content_length = length
         sent = 0
+        first: bytes | FilePiece = b""
         try:
-            first = b""
             if length:
                 # Headers wait for the first byte: a fault before it is still a clean error status.
                 try:
@@ -317,18 +347,17 @@ class ProxyHandler:
             try:
                 await resp.prepare(request)
                 if first:
-                    await resp.write(first)
-                    sent += len(first)
+                    piece, first = first, b""
+                    sent += await self._write_piece(request, resp, piece)
                 info.first_byte = time.monotonic()
                 # Responses woken by the same bytes (collapsed onto one fill) each send
                 # their first bytes before any of them goes on: then turns of FAIR_TURN.
                 await asyncio.sleep(0)
                 turn = 0
                 while sent < length:
-                    chunk = await body.__anext__()
-                    await resp.write(chunk)
-                    sent += len(chunk)
-                    turn += len(chunk)
+                    n = await self._write_piece(request, resp, await body.__anext__())
+                    sent += n
+                    turn += n
                     if turn >= FAIR_TURN:
                         turn = 0
                         await asyncio.sleep(0)
@@ -347,6 +376,8 @@ class ProxyHandler:
             await resp.write_eof()
             return resp
         finally:
+            if isinstance(first, FilePiece):  # fetched, never sent (prepare failed)
+                os.close(first.fd)
             await body.aclose()
 
     async def _send_files(self, request: web.Request, status: int, headers: dict[str, str], length: int,
@@ -357,18 +388,8 @@ class ProxyHandler:
         try:
             await resp.prepare(request)
             info.first_byte = time.monotonic()
-            transport = request.transport
-            sock = socket_of(transport)
-            writer = request._payload_writer
-            for item in items:
-                if isinstance(item, bytes):
-                    await resp.write(item)
-                elif sock is not None and transport is not None:
-                    await wait_flushed(transport, writer)  # type: ignore[arg-type]
-                    await sendfile_on(transport, sock, item.fd, item.offset, item.count)  # type: ignore[arg-type]
-                    writer.output_size += item.count
-                else:
-                    await resp.write(os.pread(item.fd, item.count, item.offset))
+            while items:
+                await self._write_piece(request, resp, items.pop(0))  # it closes a piece's fd
             await resp.write_eof()
         except (ConnectionError, asyncio.TimeoutError):
             info.aborted = True

@@ -177,6 +177,8 @@ class EngineCollector(Collector):
                                 value=engine.in_flight())
         yield GaugeMetricFamily(f"{NS}_responses_waiting", "Responses currently reading slices (from the store "
                                 "or waiting on fills).", value=engine.waiting())
+        yield GaugeMetricFamily(f"{NS}_store_writes_pending", "Slices and metadata verified and waiting to be "
+                                "written to the cache directory.", value=len(engine.storing))
         budget = engine.fill_budget
         yield GaugeMetricFamily(f"{NS}_fill_memory_bytes", "Bytes of slices held in memory while filled from the "
                                 "origin or waiting for the disk (bounded by fill_memory).", value=budget.held)

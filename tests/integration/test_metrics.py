@@ -60,7 +60,7 @@ async def settled(http: aiohttp.ClientSession, base: str, requests: int, timeout
     while True:
         m = await scrape(http, base, headers)
         got = total(m, "rangeproxy_requests_total")
-        idle = val(m, "rangeproxy_slice_fetches_in_flight") == 0
+        idle = val(m, "rangeproxy_slice_fetches_in_flight") == 0 == val(m, "rangeproxy_store_writes_pending")
         if (got >= requests and idle) or time.monotonic() > deadline:
             assert got == requests, f"{got} requests counted, expected {requests}"
             return m

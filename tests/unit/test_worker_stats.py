@@ -69,6 +69,7 @@ class FakeEngine:
         self._waiting = waiting
         self.maps: dict[str, dict[str, Any]] = {}
         self.fill_budget = ByteBudget(32 * 2**20)
+        self.storing: set[object] = set()
 
     def in_flight(self) -> int:
         return self._in_flight

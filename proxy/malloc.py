@@ -1,0 +1,42 @@
+"""glibc malloc tuning for a process that moves megabytes through short-lived buffers.
+
+Bytes from the origin arrive as objects of 16 KiB to 256 KiB that live only until
+their slice is on disk and sent. glibc's dynamic mmap threshold soon serves such
+sizes from the heap, and freed heap memory stays resident: measured under 1,000
+cold readers, 133 MiB of a 150 MiB heap was free yet counted in RSS. A fixed
+threshold maps these buffers separately, so they go back to the system when freed.
+Elsewhere (musl, macOS) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+__all__ = ["tune_malloc", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+
+M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 64 * 1024  # buffers this large get their own mapping, unmapped on free
+TRIM_THRESHOLD = 1024 * 1024  # free heap top beyond this goes back to the system
+
+log = logging.getLogger("rangeproxy")
+
+
+def tune_malloc() -> bool:
+    """Fix glibc's mmap and trim thresholds; False where that is not glibc."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    if not ok:
+        log.debug("mallopt refused the thresholds")
+    return ok
