@@ -2,12 +2,15 @@
 
 A slice being filled lives in memory until it is on disk. With many cold
 readers, 64 upstream connections each filling a slice while up to four more
-wait for the disk would hold hundreds of MiB; instead a run takes room for a
-slice before reading it from the origin, and the room comes back when the slice
-is stored or dropped. A run waiting for room just stops reading its upstream
-socket (TCP backpressure), and room always comes back: stores do not wait on
-anything but the disk, and a run only ever holds room for the one slice it is
-filling.
+wait for the disk would hold hundreds of MiB; instead a run waits for room for
+its first slice before it sends its upstream request, and the room comes back
+when the slice is stored or dropped.
+
+A run that already has its upstream response never waits: it takes room for its
+next slices even past the limit (``take``). Waiting there would deadlock: runs
+holding every pooled connection would wait for room held by runs waiting for a
+connection. So new runs wait, running ones finish, and memory stays within the
+limit plus what the runs already started bring in.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class ByteBudget:
     def _take(self, n: int) -> None:
         self.held += n
         self.peak = max(self.peak, self.held)
+
+    def take(self, n: int) -> None:
+        """Take ``n`` bytes now, past the limit if need be (a run already under way)."""
+        self._take(n)
 
     async def acquire(self, n: int) -> None:
         if not self._queue and self._fits(n):

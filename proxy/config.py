@@ -241,7 +241,7 @@ class Settings:
     grace_period: float = _f(10.0, "duration",
                              "time to finish in-flight responses on SIGTERM", 0.0, 3600.0)
     store_threads: int = _f(4, "int", "threads doing cache I/O off the event loop", 1, 64)
-    fill_memory: int = _f(32 * MiB, "size",
+    fill_memory: int = _f(16 * MiB, "size",
                           "bytes of slices being filled or waiting for the disk, held in memory at once "
                           "(per worker; runs wait for room)", 64 * KiB, 64 * GiB)
     log_level: str = _f("info", "level", "log level: " + ", ".join(LOG_LEVELS))

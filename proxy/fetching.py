@@ -224,9 +224,15 @@ class Fetching(EngineParts):
             self._forget_idle(meta.url, fl)
 
     async def _room_for(self, fill: SliceFill) -> None:
-        """Wait until the fill budget has room for this unit (then it holds that room)."""
+        """Wait until the fill budget has room for this unit (before an upstream request)."""
         if fill.budget == 0:
             await self.fill_budget.acquire(fill.size)
+            fill.budget = fill.size
+
+    def _take_room(self, fill: SliceFill) -> None:
+        """Room for a unit of a response already flowing: never waits (see proxy.budget)."""
+        if fill.budget == 0:
+            self.fill_budget.take(fill.size)
             fill.budget = fill.size
 
     def _give_back(self, fill: SliceFill) -> None:
@@ -297,7 +303,7 @@ class Fetching(EngineParts):
         pos = 0
         idx = run[0]
         fill = fills[idx]
-        await self._room_for(fill)
+        self._take_room(fill)
         while True:
             # readchunk hands over each buffered chunk as is (readany joins them: a copy).
             chunk, end_of_http_chunk = await content.readchunk()
@@ -341,7 +347,7 @@ class Fetching(EngineParts):
                     return
                 idx = run[pos]
                 fill = fills[idx]
-                await self._room_for(fill)
+                self._take_room(fill)
         raise UpstreamMismatch(f"{meta.url}: origin body ended at slice {idx}, "
                             f"{fill.filled} of {fill.size} bytes (short body)")
 

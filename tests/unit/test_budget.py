@@ -64,6 +64,23 @@ async def test_a_cancelled_waiter_gives_way_and_leaks_nothing() -> None:
     assert b.held == 10 and b.waiting == 0
 
 
+async def test_take_never_waits_and_goes_past_the_limit_while_new_requests_wait() -> None:
+    """A run already receiving its response takes room for its next slice at once
+    (waiting there could deadlock on the connection pool); new runs wait."""
+    b = ByteBudget(100)
+    await b.acquire(100)
+    b.take(50)
+    assert b.held == 150 and b.peak == 150
+    t = asyncio.create_task(b.acquire(10))
+    await asyncio.sleep(0)
+    b.release(50)  # still at the limit
+    await asyncio.sleep(0)
+    assert not t.done()
+    b.release(100)
+    await asyncio.wait_for(t, 1)
+    assert b.held == 10
+
+
 async def test_release_of_more_than_held_is_a_bug() -> None:
     b = ByteBudget(10)
     with pytest.raises(AssertionError):

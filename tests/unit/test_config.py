@@ -62,7 +62,7 @@ DEFAULTS = {
     "upstream_connections": 64,
     "grace_period": 10.0,
     "store_threads": 4,
-    "fill_memory": 32 * MiB,
+    "fill_memory": 16 * MiB,
     "log_level": "info",
     "access_log_format": "combined",
     "access_log": True,
