@@ -107,3 +107,26 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
 
     written = out_file.read_text()
     assert written.startswith("## ") and "### issue 6 targets" in written and "### figures for issue 3" in written
+
+
+def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
+    """``--only rss --only collapsing --only cold``: each prints its table, bytes verified."""
+    _maybe_install_wrk()
+    for tool in ("wrk", "nginx", "taskset"):
+        require_tool(tool)
+    cmd = [
+        sys.executable, "-m", "benchmarks", "--quick", "--only", "rss", "--only", "collapsing", "--only", "cold",
+        "--runs", "1", "--object-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=110, check=False)
+    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    assert proc.returncode == 0, report
+    assert "WRONG" not in proc.stderr, report
+    out = proc.stdout
+    rss = _section(out, "RSS:")
+    assert [r.split("|")[1].strip() for r in rss] == ["rangeproxy", "nginx slice cache"], rss
+    assert all(r.rstrip().endswith("| yes |") for r in rss), rss
+    for title in ("collapsing:", "w5:", "w5b:"):
+        rows = _section(out, title)
+        assert len(rows) == 2, (title, rows)
+        assert all(r.rstrip().endswith("| yes |") for r in rows), (title, rows)
