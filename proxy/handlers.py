@@ -55,6 +55,10 @@ UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
 # room never yield, so without this the first of 50 responses woken by the same
 # origin bytes would copy megabytes before the last one sent its first byte.
 FAIR_TURN = 256 * 1024
+# A hit up to this size is read from its files and sent with its headers in one write:
+# cheaper than a header write, a dup, a sendfile and a close per piece (w4: +29%). Above
+# it the extra copy costs more than those calls (64 KiB ranges: -15%).
+SMALL_HIT = 32 * 1024
 
 
 def split_target(raw_path: str) -> tuple[str, str | None]:
@@ -265,6 +269,10 @@ class ProxyHandler:
                 files = engine.hit_files(meta, pieces, info.tally)
                 if files is not None:
                     engine.note_hits(meta, spans)
+                    body = self._read_small(files) if length <= SMALL_HIT else None
+                    if body is not None:
+                        info.first_byte = time.monotonic()
+                        return web.Response(status=status, headers=base, body=body)
                     return await self._send_files(request, status, base, length, files, info)
             return await self._send(request, status, base, length, pieces, meta, spans, plan, lease, info)
         finally:
@@ -287,6 +295,25 @@ class ProxyHandler:
                     yield chunk
         finally:
             await stream.aclose()
+
+    @staticmethod
+    def _read_small(items: list[bytes | FilePiece]) -> bytes | None:
+        """A small hit's whole body read from its files, their fds then closed; None if a
+        file came up short (the pieces are left to the sendfile path, which cuts the response)."""
+        out: list[bytes] = []
+        try:
+            for item in items:
+                if isinstance(item, bytes):
+                    out.append(item)
+                    continue
+                data = os.pread(item.fd, item.count, item.offset)
+                if len(data) != item.count:
+                    return None
+                out.append(data)
+        except OSError:
+            return None
+        close_pieces(items)
+        return b"".join(out)
 
     @staticmethod
     async def _write_piece(request: web.Request, resp: web.StreamResponse, piece: bytes | FilePiece) -> int:
