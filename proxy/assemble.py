@@ -36,7 +36,7 @@ from proxy.slices import (
     unit_span,
 )
 
-__all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces"]
+__all__ = ["Assembly", "RequestTally", "FilePiece", "close_pieces", "part_size"]
 
 SWITCH_TO_FILE = 64 * 1024  # bytes left in a stored fill worth a file piece instead of its memory
 READERS_MEMORY = 10_000  # objects whose last read position is remembered (sequential detection)
@@ -60,6 +60,11 @@ class FilePiece:
     fd: int
     offset: int
     count: int
+
+
+def part_size(part: bytes | FilePiece) -> int:
+    """Bytes a part of a body stands for (in memory, or in a file)."""
+    return part.count if isinstance(part, FilePiece) else len(part)
 
 
 def close_pieces(pieces: list[bytes | FilePiece]) -> None:
@@ -95,6 +100,32 @@ class Assembly(EngineParts):
             out.append((fd, max(lo, base) - base, min(hi, base + B) - max(lo, base)))
         return out
 
+    def _hit_parts(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...]
+                   ) -> tuple[list[bytes | tuple[int, int, int]], int] | None:
+        """The body as framing bytes and (held fd, offset, count) parts, and its cut count;
+        None when any slice is not held or has the wrong length (then the general path)."""
+        if not meta.storable:
+            return None
+        out: list[bytes | tuple[int, int, int]] = []
+        cuts_n = 0
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                out.append(piece)
+                continue
+            for cut in cuts((piece,), self.slice_size):
+                held = self._held_pieces(meta, cut.index, cut.lo, cut.hi)
+                if held is None:
+                    return None
+                cuts_n += 1
+                out.extend(held)
+        return out, cuts_n
+
+    def _count_hit(self, tally: RequestTally, cuts_n: int, n: int) -> None:
+        self.counters.slice_lookups["hit"] += cuts_n
+        self.counters.response_bytes["cache"] += n
+        tally.hits += cuts_n
+        tally.cache_bytes += n
+
     def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
                   tally: RequestTally) -> list[bytes | FilePiece] | None:
         """The whole body as framing bytes and file pieces, if every slice is held open.
@@ -104,30 +135,45 @@ class Assembly(EngineParts):
         may close its own at any time. None when any slice is not held or has the
         wrong length (the general path then refetches it).
         """
-        if not meta.storable:
+        found = self._hit_parts(meta, pieces)
+        if found is None:
             return None
+        parts, cuts_n = found
         out: list[bytes | FilePiece] = []
-        cuts_n = 0
         try:
-            for piece in pieces:
-                if isinstance(piece, bytes):
-                    out.append(piece)
-                    continue
-                for cut in cuts((piece,), self.slice_size):
-                    held = self._held_pieces(meta, cut.index, cut.lo, cut.hi)
-                    if held is None:
-                        raise LookupError
-                    cuts_n += 1
-                    out.extend(FilePiece(os.dup(fd), off, n) for fd, off, n in held)
-        except (LookupError, OSError):
+            for part in parts:
+                out.append(part if isinstance(part, bytes) else FilePiece(os.dup(part[0]), part[1], part[2]))
+        except OSError:
             close_pieces(out)
             return None
-        n = sum(p.count for p in out if isinstance(p, FilePiece))
-        self.counters.slice_lookups["hit"] += cuts_n
-        self.counters.response_bytes["cache"] += n
-        tally.hits += cuts_n
-        tally.cache_bytes += n
+        self._count_hit(tally, cuts_n, sum(p.count for p in out if isinstance(p, FilePiece)))
         return out
+
+    def hit_bytes(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> bytes | None:
+        """The whole body of a small hit, read from the held files at once (no fd dup: nothing
+        awaits between the lookup and the read). None as :meth:`hit_files`, or on a short
+        read (the file shrank: the general path finds and drops it)."""
+        found = self._hit_parts(meta, pieces)
+        if found is None:
+            return None
+        parts, cuts_n = found
+        out: list[bytes] = []
+        n = 0
+        try:
+            for part in parts:
+                if isinstance(part, bytes):
+                    out.append(part)
+                    continue
+                fd, off, count = part
+                data = os.pread(fd, count, off)
+                if len(data) != count:
+                    return None
+                out.append(data)
+                n += count
+        except OSError:
+            return None
+        self._count_hit(tally, cuts_n, n)
+        return b"".join(out)
 
     async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...],
                    fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
@@ -305,25 +351,29 @@ class Assembly(EngineParts):
         else:
             tally.origin_bytes += n
 
+    async def _stored_fd(self, meta: ObjectMeta, u: Unit) -> int | None:
+        """The fd of a stored unit, held or opened now, its length checked once; None for
+        a miss, or a damaged file (then dropped)."""
+        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
+        fd = self.store.checked_fd(meta.url, meta.validator, u, size)
+        if fd is None:
+            fd = await self.store.open_slice(meta.url, meta.validator, u, size)
+        return fd
+
     async def _stored(self, meta: ObjectMeta, u: Unit, lo: int, hi: int) -> bytes | None:
         """Bytes ``[lo, hi)`` of a stored unit, or None (miss, or damaged and dropped)."""
-        store = self.store
-        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
-        fd = store.cached_fd(meta.url, meta.validator, u)
-        if fd is None:
-            fd = await store.open_slice(meta.url, meta.validator, u, size)
-        return None if fd is None else store.pread(meta.url, meta.validator, u, fd, size, lo, hi)
+        fd = await self._stored_fd(meta, u)
+        return None if fd is None else self.store.pread(meta.url, meta.validator, u, fd, lo, hi)
 
     async def _stored_file(self, meta: ObjectMeta, u: Unit, lo: int, hi: int) -> FilePiece | None:
         """Bytes ``[lo, hi)`` of a stored unit as a file piece, or None (miss, or damaged and dropped)."""
-        store = self.store
-        size = unit_span(u, self.slice_size, self.block_size, meta.length).size
-        fd = store.checked_fd(meta.url, meta.validator, u, size)
-        if fd is None:
-            fd = await store.open_slice(meta.url, meta.validator, u, size)
-            if fd is None:
-                return None
-        return FilePiece(os.dup(fd), lo, hi - lo)
+        fd = await self._stored_fd(meta, u)
+        return None if fd is None else FilePiece(os.dup(fd), lo, hi - lo)
+
+    async def _stored_part(self, meta: ObjectMeta, u: Unit, lo: int, hi: int,
+                           files: bool) -> bytes | FilePiece | None:
+        """Bytes ``[lo, hi)`` of a stored unit: a file piece when the caller can sendfile."""
+        return await (self._stored_file(meta, u, lo, hi) if files else self._stored(meta, u, lo, hi))
 
     async def _cut_bytes(self, meta: ObjectMeta, fl: ObjectFlights, i: int, lo: int, hi: int,
                          wanted: frozenset[int], cached: frozenset[int], mine: set[Unit],
@@ -332,10 +382,9 @@ class Assembly(EngineParts):
         (stored, in flight, or fetched) for a small cut, else a new slice run."""
         fill = fl.fills.get(i)
         if fill is None and meta.storable:
-            got = await (self._stored_file(meta, i, lo, hi) if files else self._stored(meta, i, lo, hi))
+            got = await self._stored_part(meta, i, lo, hi, files)
             if got is not None:
-                n = got.count if isinstance(got, FilePiece) else len(got)
-                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), n)
+                self._sent(tally, self._lookup(tally, "miss" if i in mine else "hit"), part_size(got))
                 yield got
                 return
             fill = fl.fills.get(i)
@@ -374,10 +423,10 @@ class Assembly(EngineParts):
         finally:
             await reader.aclose()
         if pos < hi:  # the fill went to disk (and left memory) before we were through it
-            rest = await (self._stored_file(meta, u, pos, hi) if files else self._stored(meta, u, pos, hi))
+            rest = await self._stored_part(meta, u, pos, hi, files)
             if rest is None:
                 raise FillAbandoned(f"{meta.url}: slice {u} left memory and its file is gone")
-            self._sent(tally, source, rest.count if isinstance(rest, FilePiece) else len(rest))
+            self._sent(tally, source, part_size(rest))
             yield rest
 
     def _blocks_held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> bool:

@@ -16,6 +16,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from proxy.assemble import Assembly, FilePiece, RequestTally, close_pieces
 from proxy.budget import ByteBudget
@@ -53,7 +54,7 @@ STORE_FLUSH_TIMEOUT = 10.0  # seconds a clean stop waits for slice writes under 
 INVALIDATION_POLL = 0.2  # seconds between looks at what other workers invalidated
 TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fds
 META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
-
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +64,15 @@ class MetaLease:
     meta: ObjectMeta
     held: tuple[Unit, ...] | None = None  # units the initiator's discovery run is fetching
 
+
+def _register_until_done(tasks: dict[str, asyncio.Task[T]], url: str, task: asyncio.Task[T]) -> None:
+    """Keep ``task`` in ``tasks`` under ``url`` until it is done (unless replaced meanwhile)."""
+    tasks[url] = task
+
+    def done(t: asyncio.Task[T]) -> None:
+        if tasks.get(url) is t:
+            del tasks[url]
+    task.add_done_callback(done)
 
 class Engine(Fetching, Assembly):
     """Objects' metadata (learn once, revalidate once), invalidation, and the shared state
@@ -277,27 +287,14 @@ class Engine(Fetching, Assembly):
             except Exception as exc:  # noqa: BLE001 - memory still has it; the next discovery rewrites it
                 log.error("cannot store the metadata of %s: %r", meta.url, exc)
 
-        task = asyncio.get_running_loop().create_task(write())
-        self.storing.add(task)
-        task.add_done_callback(self.storing.discard)
-        self._meta_writes[meta.url] = task
-
-        def done(t: asyncio.Task[None], url: str = meta.url) -> None:
-            if self._meta_writes.get(url) is t:
-                del self._meta_writes[url]
-        task.add_done_callback(done)
+        _register_until_done(self._meta_writes, meta.url, self._store_task(write()))
 
     async def _read_meta(self, url: str) -> ObjectMeta | None:
         """Stored metadata; concurrent first requests for one URL share one index read."""
         task = self._meta_reads.get(url)
         if task is None:
             task = asyncio.get_running_loop().create_task(self.store.get_meta(url))
-            self._meta_reads[url] = task
-
-            def done(t: asyncio.Task[ObjectMeta | None], url: str = url) -> None:
-                if self._meta_reads.get(url) is t:
-                    del self._meta_reads[url]
-            task.add_done_callback(done)
+            _register_until_done(self._meta_reads, url, task)
         return await asyncio.shield(task)
 
     async def _remember(self, meta: ObjectMeta) -> None:

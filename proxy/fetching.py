@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Coroutine
 
 import aiohttp
 
@@ -153,12 +153,7 @@ class Fetching(EngineParts):
             while time.monotonic() < deadline:
                 while self.claims.held_elsewhere(key) and time.monotonic() < deadline:
                     await asyncio.sleep(CLAIM_POLL)
-                data = await self._stored(meta, u, 0, fill.size) if meta.storable else None
-                if data is not None:
-                    fill.append(data)
-                    fill.finish()
-                    if fl.fills.get(u) is fill:
-                        del fl.fills[u]
+                if meta.storable and await self._fill_from_store(meta, fl, u, fill):
                     return
                 if self.claims.try_claim(key):  # it failed or gave up over there: fetch it here
                     await self._run(meta, fl, [u], {u: fill}, False)
@@ -174,18 +169,19 @@ class Fetching(EngineParts):
                            fills: dict[Unit, SliceFill]) -> list[Unit]:
         """Fill the leading units of ``run`` that are in the store already; the rest to fetch."""
         present = await self.store.present_units(meta.url, meta.validator, run)
-        while run and run[0] in present:
-            u, fill = run[0], fills[run[0]]
-            data = await self._stored(meta, u, 0, fill.size)  # type: ignore[attr-defined]
-            if data is None:
-                break
-            fill.append(data)
-            fill.finish()
-            if fl.fills.get(u) is fill:
-                del fl.fills[u]
-            self._unclaim(meta.url, [u])
+        while run and run[0] in present and await self._fill_from_store(meta, fl, run[0], fills[run[0]]):
+            self._unclaim(meta.url, run[:1])
             run = run[1:]
         return run
+
+    async def _fill_from_store(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, fill: SliceFill) -> bool:
+        """Complete ``fill`` from the store if ``u`` is there (its readers go to the file)."""
+        if await self._stored_fd(meta, u) is None:  # type: ignore[attr-defined]
+            return False
+        fill.found_stored()
+        if fl.fills.get(u) is fill:
+            del fl.fills[u]
+        return True
 
     async def _run(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], fills: dict[Unit, SliceFill],
                    hold: bool = False) -> None:
@@ -280,6 +276,13 @@ class Fetching(EngineParts):
             await asyncio.gather(*pending, return_exceptions=True)
             pending.clear()
 
+    def _store_task(self, write: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run a write to the store in the background; a clean stop waits for it (Engine.close)."""
+        task = asyncio.get_running_loop().create_task(write)
+        self.storing.add(task)
+        task.add_done_callback(self.storing.discard)
+        return task
+
     async def _store_slice(self, meta: ObjectMeta, fl: ObjectFlights, idx: Unit, fill: SliceFill,
                            writes: asyncio.Semaphore) -> None:
         """Write one verified slice; the fill serves readers from memory until it is on disk."""
@@ -331,11 +334,9 @@ class Fetching(EngineParts):
                 # Store in the background so the network and the disk overlap; at most
                 # STORE_BEHIND slices of one run wait for the disk (bounded memory).
                 await writes.acquire()
-                task = asyncio.get_running_loop().create_task(self._store_slice(meta, fl, idx, fill, writes))
+                task = self._store_task(self._store_slice(meta, fl, idx, fill, writes))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
-                self.storing.add(task)  # a clean stop waits for these (Engine.close)
-                task.add_done_callback(self.storing.discard)
                 pos += 1
                 if pos >= len(run):
                     await self._drain(pending)

@@ -69,6 +69,14 @@ class SliceFill:
         self.stored = True
         self.chunks = []
 
+    def found_stored(self) -> None:
+        """Complete without bytes in memory: the unit turned out to be in the store
+        (another worker fetched it). Readers read it from the file."""
+        self.filled = self.size
+        self.done = True
+        self.release()
+        self._wake()
+
     async def read(self, lo: int, hi: int) -> AsyncIterator[bytes]:
         """Yield bytes ``[lo, hi)`` of the slice, as soon as each piece exists."""
         pos = lo

@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 
 from aiohttp import web
 
+from proxy.assemble import part_size
 from proxy.engine import Engine, FilePiece, MetaLease, RequestTally, close_pieces
 from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus, VersionChanged
 from proxy.httpdate import parse_http_date
@@ -60,6 +61,14 @@ FAIR_TURN = 256 * 1024
 # it the extra copy costs more than those calls (64 KiB ranges: -15%).
 SMALL_HIT = 32 * 1024
 
+
+
+def _pread_piece(piece: FilePiece) -> bytes:
+    """A file piece's bytes, copied; a short read means the file shrank (EOFError)."""
+    data = os.pread(piece.fd, piece.count, piece.offset)
+    if len(data) != piece.count:
+        raise EOFError("slice file ended before the promised count was read")
+    return data
 
 def split_target(raw_path: str) -> tuple[str, str | None]:
     """(upstream path?query without ``range=``, the ``range=`` value if any).
@@ -265,14 +274,16 @@ class ProxyHandler:
                 await head.prepare(request)
                 await head.write_eof()
                 return head
-            if plan.status == "HIT":
+            if plan.status == "HIT" and length <= SMALL_HIT:
+                body = engine.hit_bytes(meta, pieces, info.tally)
+                if body is not None:
+                    engine.note_hits(meta, spans)
+                    info.first_byte = time.monotonic()
+                    return web.Response(status=status, headers=base, body=body)
+            elif plan.status == "HIT":
                 files = engine.hit_files(meta, pieces, info.tally)
                 if files is not None:
                     engine.note_hits(meta, spans)
-                    body = self._read_small(files) if length <= SMALL_HIT else None
-                    if body is not None:
-                        info.first_byte = time.monotonic()
-                        return web.Response(status=status, headers=base, body=body)
                     return await self._send_files(request, status, base, length, files, info)
             return await self._send(request, status, base, length, pieces, meta, spans, plan, lease, info)
         finally:
@@ -291,29 +302,10 @@ class ProxyHandler:
                 want = piece.size
                 while want:
                     chunk = await stream.__anext__()
-                    want -= chunk.count if isinstance(chunk, FilePiece) else len(chunk)
+                    want -= part_size(chunk)
                     yield chunk
         finally:
             await stream.aclose()
-
-    @staticmethod
-    def _read_small(items: list[bytes | FilePiece]) -> bytes | None:
-        """A small hit's whole body read from its files, their fds then closed; None if a
-        file came up short (the pieces are left to the sendfile path, which cuts the response)."""
-        out: list[bytes] = []
-        try:
-            for item in items:
-                if isinstance(item, bytes):
-                    out.append(item)
-                    continue
-                data = os.pread(item.fd, item.count, item.offset)
-                if len(data) != item.count:
-                    return None
-                out.append(data)
-        except OSError:
-            return None
-        close_pieces(items)
-        return b"".join(out)
 
     @staticmethod
     async def _write_piece(request: web.Request, resp: web.StreamResponse, piece: bytes | FilePiece) -> int:
@@ -332,10 +324,7 @@ class ProxyHandler:
             sock = socket_of(transport)
             writer = request._payload_writer
             if sock is None or transport is None or writer is None:
-                data = os.pread(piece.fd, piece.count, piece.offset)
-                if len(data) != piece.count:
-                    raise EOFError("slice file ended before the promised count was read")
-                await resp.write(data)
+                await resp.write(_pread_piece(piece))
             else:
                 await wait_flushed(transport, writer)  # type: ignore[arg-type]
                 await sendfile_on(transport, sock, piece.fd, piece.offset, piece.count)  # type: ignore[arg-type]
