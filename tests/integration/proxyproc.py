@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SLICE = 64 * 1024
@@ -485,3 +486,30 @@ async def raw_request(port: int, request: bytes, timeout: float = 10.0) -> bytes
         writer.close()
         with contextlib.suppress(Exception):
             await writer.wait_closed()
+
+
+# --- /metrics ----------------------------------------------------------------------
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(http: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None) -> Samples:
+    out = await fetch(http, base + "/metrics", headers=headers)
+    assert out.status == 200, out.body[:300]
+    assert out.header("Content-Type").startswith("text/plain"), out.header("Content-Type")
+    samples: Samples = {}
+    for fam in text_string_to_metric_families(out.body.decode()):
+        for s in fam.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples
+
+
+def val(samples: Samples, name: str, **labels: str) -> float:
+    """One series' value; 0 when it does not exist (yet)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum over the series of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)

@@ -18,36 +18,13 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxyproc import fetch, seeded_bytes, unused_url, write_seeded_file
+from proxyproc import Samples, fetch, scrape, seeded_bytes, total, unused_url, val, write_seeded_file
 
 pytestmark = pytest.mark.integration
 
 MiB = 2**20
 S = MiB  # slice size of every proxy here
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-async def scrape(http: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None) -> Samples:
-    out = await fetch(http, base + "/metrics", headers=headers)
-    assert out.status == 200, out.body[:300]
-    assert out.header("Content-Type").startswith("text/plain"), out.header("Content-Type")
-    samples: Samples = {}
-    for fam in text_string_to_metric_families(out.body.decode()):
-        for s in fam.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def val(samples: Samples, name: str, **labels: str) -> float:
-    """One series' value; 0 when it does not exist (yet)."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """Sum over the series of ``name`` whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
 
 
 async def settled(http: aiohttp.ClientSession, base: str, requests: int, timeout: float = 5.0,
