@@ -45,15 +45,13 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> 
     from proxy.accesslog import AccessLogger, access_logger_for
     from proxy.app import build_app
     from proxy.malloc import tune_malloc
+    from proxy.workerinfo import RUN_DIR_NAME, WorkerInfo
 
     tune_malloc()
-
-    from proxy.workerinfo import WorkerInfo
-
     # Several workers publish their counters under the cache directory, so that any of
     # them can answer /metrics and /stats.json for the whole proxy.
     app = build_app(settings, worker=WorkerInfo(index=index, count=settings.workers,
-                                                run_dir=Path(settings.cache_dir) / ".rangeproxy"))
+                                                run_dir=Path(settings.cache_dir) / RUN_DIR_NAME))
     log = logging.getLogger("rangeproxy")
     log.info("rangeproxy%s on http://%s:%d -> %s (cache %s, slice %d bytes)",
              f" worker {index + 1}/{settings.workers}" if settings.workers > 1 else "",

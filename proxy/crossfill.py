@@ -2,7 +2,7 @@
 
 A worker about to fetch a unit (a slice or a block) first claims it with a
 non-blocking ``flock`` on a small lock file named after the unit. A worker that
-cannot claim it waits (in a thread) until the claimant lets go, then reads the
+cannot claim it polls the lock every few milliseconds until the claimant lets go, then reads the
 unit from the shared store; if it is not there (the claimant failed or gave
 up), it claims and fetches it itself. Locks die with their process, so a
 crashed worker never blocks the others.

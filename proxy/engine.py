@@ -46,6 +46,7 @@ from proxy.slices import (
 )
 from proxy.store import SliceStore
 from proxy.upstream import Upstream
+from proxy.workerinfo import RUN_DIR_NAME
 
 __all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "close_pieces"]
 
@@ -98,7 +99,7 @@ class Engine(Fetching, Assembly):
         self._inval_log: Path | None = None
         self._inval_seen = 0
         if settings.workers > 1:
-            run_dir = Path(settings.cache_dir) / ".rangeproxy"
+            run_dir = Path(settings.cache_dir) / RUN_DIR_NAME
             self.claims = UnitClaims(run_dir)
             self._inval_log = run_dir / "invalidations"
             self._inval_log.touch()
