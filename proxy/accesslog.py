@@ -37,10 +37,9 @@ from aiohttp.web_response import StreamResponse
 
 from proxy.handlers import INFO_KEY
 
-__all__ = ["AccessLogger", "access_logger_for", "FORMATS", "LOGGER_NAME"]
+__all__ = ["AccessLogger", "access_logger_for", "LOGGER_NAME"]
 
 LOGGER_NAME = "rangeproxy.access"
-FORMATS = ("combined", "json")
 _UNSAFE = re.compile(r'[\x00-\x1f\x7f-\xff"\\]')
 _TOKEN = re.compile(r"(?<=[?&])token=[^&]*")
 
@@ -83,21 +82,21 @@ class AccessLogger(AbstractAccessLogger):
     def fields(self, request: BaseRequest, response: StreamResponse, time: float) -> dict[str, Any]:
         info = request.get(INFO_KEY)
         proxied = info is not None
-        if info is not None and info.finished is not None:
+        if info is not None:  # the handler set info.finished before the response went out
             time = max(0.0, info.finished - info.started)  # monotonic, finer than the loop clock
         start = datetime.datetime.now().astimezone() - datetime.timedelta(seconds=time)
+        body = _body_bytes(request, response, info)
         cache = "-"
         upstream: float | None = None
         origin_bytes = 0
         if info is not None:
             cache = info.cache_status or "-"
-            origin_bytes = info.tally.origin_bytes
-            upstream = getattr(info.tally, "upstream_seconds", None)
             if cache == "PASS":
                 upstream = time  # passed straight through: all of it was the origin's
-                origin_bytes = _body_bytes(request, response, info)
-            elif upstream is None and cache == "HIT" and not origin_bytes:
-                upstream = 0.0
+                origin_bytes = body
+            else:
+                upstream = info.tally.upstream_seconds
+                origin_bytes = info.tally.origin_bytes
         return {
             "remote": request.remote or "-",
             "time": start,
@@ -105,7 +104,7 @@ class AccessLogger(AbstractAccessLogger):
             "path": _target(request, proxied),
             "protocol": f"HTTP/{request.version.major}.{request.version.minor}",
             "status": response.status,
-            "bytes": _body_bytes(request, response, info),
+            "bytes": body,
             "referer": request.headers.get("Referer", "-"),
             "user_agent": request.headers.get("User-Agent", "-"),
             "cache": cache,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -22,23 +21,20 @@ from proxy.admin import Admin
 from proxy.config import Settings
 from proxy.engine import Engine
 from proxy.handlers import ProxyHandler, ResponseInfo
-from proxy.metrics import Metrics
+from proxy.metrics import Metrics, status_class
 from proxy.peers import Peers
-from proxy.stats import Stats
+from proxy.stats import Stats, timings
 from proxy.store import SliceStore
 from proxy.upstream import Upstream
 from proxy.workerinfo import WorkerInfo
 
-__all__ = ["build_app", "ENGINE", "SETTINGS", "STATS", "METRICS", "HANDLER", "WORKER", "PEERS"]
+__all__ = ["build_app", "ENGINE", "SETTINGS", "METRICS", "HANDLER"]
 
 log = logging.getLogger("rangeproxy")
 ENGINE = web.AppKey("engine", Engine)
 SETTINGS = web.AppKey("settings", Settings)
-STATS = web.AppKey("stats", Stats)
 METRICS = web.AppKey("metrics", Metrics)
 HANDLER = web.AppKey("handler", ProxyHandler)
-WORKER = web.AppKey("worker", WorkerInfo)
-PEERS = web.AppKey("peers", Peers)
 
 
 async def _sample_every_second(stats: Stats, peers: Peers | None) -> None:
@@ -58,7 +54,6 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
     worker = worker if worker is not None else WorkerInfo.single(settings)
     app = web.Application(client_max_size=0)
     app[SETTINGS] = settings
-    app[WORKER] = worker
 
     def engine_or_none() -> Engine | None:
         return app.get(ENGINE)
@@ -67,20 +62,17 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
     metrics = Metrics(settings, engine_or_none, extra=lambda: {
         "purges": ("counter", "Objects purged through the admin API.", stats.purges),
     })
-    app[STATS] = stats
     app[METRICS] = metrics
     peers = Peers(worker, stats, metrics, engine_or_none) if worker.count > 1 else None
-    if peers is not None:
-        app[PEERS] = peers
     admin = Admin(settings, stats, metrics, engine_or_none, peers=peers)
 
     def observe(request: web.Request, resp: web.StreamResponse | None, info: ResponseInfo) -> None:
         try:
             status = resp.status if resp is not None else 500
-            finished = info.finished if info.finished is not None else time.monotonic()
-            metrics.observe(request.method, status, info.cache_status, finished - info.started, info.ttfb(),
-                            info.aborted)
-            stats.observe(request.method, status, info)
+            sclass = status_class(status)
+            duration, ttfb = timings(info)  # the handler has set info.finished (and first_byte)
+            metrics.observe(request.method, status, info.cache_status, duration, ttfb, info.aborted, sclass)
+            stats.observe(request.method, status, info, duration, ttfb, sclass)
         except Exception:  # noqa: BLE001 - accounting must never break a response
             log.exception("stats observer failed")
 

@@ -69,7 +69,7 @@ def cache_label(cache_status: str) -> str:
 class CacheVolume:
     """The store's size, refreshed (off the event loop) before a scrape and read by the collector.
 
-    ``objects`` and ``evictions`` are None while the store cannot tell them.
+    ``objects`` and ``evictions`` are None until the first refresh.
     """
 
     def __init__(self) -> None:
@@ -83,41 +83,12 @@ class CacheVolume:
         """Ask the store again unless the last answer is younger than ``max_age`` seconds."""
         if self.updated and time.monotonic() - self.updated < max_age:
             return self
-        vol = await store.volume()
-        self.bytes, self.entries = int(vol[0]), int(vol[1])
-        if len(vol) > 2:  # a store that also counts objects
-            self.objects = int(vol[2])
-        else:
-            self.objects = await _object_count(store)
-        ev = getattr(store, "evictions", None)
-        self.evictions = ev if isinstance(ev, int) and not isinstance(ev, bool) else None
+        nbytes, entries = await store.volume()
+        self.bytes, self.entries = int(nbytes), int(entries)
+        self.objects = int(await store.object_count())
+        self.evictions = store.evictions
         self.updated = time.monotonic()
         return self
-
-
-async def _object_count(store: Any) -> int | None:
-    """Objects (metadata records) in the store.
-
-    Uses ``store.object_count()`` when the store has it. Until then: one indexed
-    COUNT over the metadata keys (``m\\x00<url>``, see proxy/store.py), on the
-    store's own thread pool; None if that is not possible.
-    """
-    fn = getattr(store, "object_count", None)
-    if fn is not None:
-        return int(await fn())
-    cache = getattr(store, "_cache", None)
-    run = getattr(store, "_run", None)
-    if cache is None or run is None or not hasattr(cache, "_sql"):
-        return None
-
-    def count() -> int:
-        row = cache._sql("SELECT COUNT(*) FROM Cache WHERE key >= ? AND key < ?", ("m\x00", "m\x01")).fetchone()
-        return int(row[0])
-
-    try:
-        return await run(count)
-    except Exception:  # noqa: BLE001 - a different store layout: say "unknown", never fail a scrape
-        return None
 
 
 class EngineCollector(Collector):
@@ -168,11 +139,9 @@ class EngineCollector(Collector):
         yield CounterMetricFamily(f"{NS}_origin_version_changes", "Times the origin's validator (ETag / "
                                   "Last-Modified / length) changed for a cached object.", value=c.version_changes)
 
-        prefetches = getattr(c, "prefetches", None)
-        if prefetches is not None:
-            yield CounterMetricFamily(f"{NS}_read_ahead_runs", "Read-ahead runs started for sequential readers "
-                                      "(their bytes count in upstream bytes, not in response bytes).",
-                                      value=prefetches)
+        yield CounterMetricFamily(f"{NS}_read_ahead_runs", "Read-ahead runs started for sequential readers "
+                                  "(their bytes count in upstream bytes, not in response bytes).",
+                                  value=c.prefetches)
         yield GaugeMetricFamily(f"{NS}_slice_fetches_in_flight", "Slices being filled from the origin right now.",
                                 value=engine.in_flight())
         yield GaugeMetricFamily(f"{NS}_responses_waiting", "Responses currently reading slices (from the store "
@@ -194,12 +163,10 @@ class EngineCollector(Collector):
         if vol.objects is not None:
             yield GaugeMetricFamily(f"{NS}_cache_objects", "Objects whose metadata is in the cache.",
                                     value=vol.objects)
-        if vol.evictions is not None:
-            yield CounterMetricFamily(f"{NS}_cache_evictions", "Cache entries removed by LRU eviction to stay "
-                                      "under cache_size.", value=vol.evictions)
+        yield CounterMetricFamily(f"{NS}_cache_evictions", "Cache entries removed by LRU eviction to stay "
+                                  "under cache_size.", value=store.evictions)
         yield CounterMetricFamily(f"{NS}_cache_corrupt_dropped", "Cache entries found damaged (wrong length, "
-                                  "unreadable) and dropped instead of being served.",
-                                  value=getattr(store, "corrupt_dropped", 0))
+                                  "unreadable) and dropped instead of being served.", value=store.corrupt_dropped)
         if self._extra is not None:
             for name, (kind, doc, value) in self._extra().items():
                 fam = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
@@ -236,8 +203,9 @@ class Metrics:
             ProcessCollector(namespace="", registry=r)
 
     def observe(self, method: str, status: int, cache_status: str, duration: float, ttfb: float | None,
-                aborted: bool) -> None:
-        self.requests.labels(method_label(method), status_class(status)).inc()
+                aborted: bool, sclass: str | None = None) -> None:
+        """One finished response (``sclass``: ``status_class(status)`` when the caller has it already)."""
+        self.requests.labels(method_label(method), sclass if sclass is not None else status_class(status)).inc()
         cs = cache_label(cache_status)
         self.duration.labels(cs).observe(max(0.0, duration))
         if ttfb is not None:

@@ -131,10 +131,6 @@ class Peers:
 
     def _prepare(self) -> tuple[int, str, dict[str, Any]]:
         """Take this worker's state (on the event loop: the counters are the loop's)."""
-        engine = self._engine()
-        ev = getattr(engine.store, "evictions", None) if engine is not None else None
-        if isinstance(ev, int) and not isinstance(ev, bool):
-            self.metrics.volume.evictions = ev  # otherwise only as fresh as this worker's last scrape
         w = self.worker
         if self._start[0] != w.pid:
             self._start = (w.pid, process_start(w.pid))

@@ -29,8 +29,10 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
+from proxy.metrics import status_class
+
 __all__ = ["Stats", "percentiles", "to_ranges", "map_indices", "cached_bytes", "series_of", "rates_of",
-           "merge_series", "merge_rates", "HISTORY", "RATE_WINDOW"]
+           "merge_series", "merge_rates", "timings", "HISTORY", "RATE_WINDOW"]
 
 log = logging.getLogger("rangeproxy.stats")
 HISTORY = 300  # seconds of per-second samples (the charts)
@@ -225,6 +227,21 @@ def latency_of(durations: Sequence[float], ttfbs: Sequence[float],
             "ttfb_seconds": percentiles(ttfbs), "by_cache_status": by}
 
 
+def timings(info: Any) -> tuple[float, float | None]:
+    """(duration, time to first byte) of a finished response (``info``: handlers.ResponseInfo, whose
+    ``finished`` the handler always sets before calling its observer), neither below 0."""
+    duration = max(0.0, info.finished - info.started)
+    ttfb = info.ttfb()
+    return duration, (None if ttfb is None else max(0.0, ttfb))
+
+
+def _ranked(objects: Mapping[str, ObjStat], n: int | None, *, served_only: bool = True) -> list[tuple[str, ObjStat]]:
+    """The ``n`` objects (None: all) with the most bytes served, the most recently seen first on a tie;
+    ``served_only``: only those with body bytes served."""
+    items = [(u, o) for u, o in objects.items() if o.bytes > 0] if served_only else objects.items()
+    return sorted(items, key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)[:n]
+
+
 def request_class(status: int, cache_status: str) -> str:
     """Where a response came from, for the request-rate chart: cache, origin or error."""
     if cache_status == "ERROR" or status >= 500:
@@ -269,26 +286,31 @@ class Stats:
         self._ring.clear()
         self.tick()
 
-    def observe(self, method: str, status: int, info: Any) -> None:
-        """One finished proxied response (``info``: handlers.ResponseInfo)."""
+    def observe(self, method: str, status: int, info: Any, duration: float | None = None,
+                ttfb: float | None = None, sclass: str | None = None) -> None:
+        """One finished proxied response (``info``: handlers.ResponseInfo).
+
+        The app's observer passes what it has already worked out for the metrics: ``duration``
+        and ``ttfb`` (from :func:`timings`) and ``sclass`` (``metrics.status_class(status)``);
+        without ``duration`` they are taken from ``info`` here.
+        """
         cs = info.cache_status
+        if duration is None:
+            duration, ttfb = timings(info)
         self.requests += 1
         self.by_cache_status[cs] += 1
-        self.by_status_class[f"{status // 100}xx" if 100 <= status < 600 else "other"] += 1
+        self.by_status_class[sclass if sclass is not None else status_class(status)] += 1
         self.by_class[request_class(status, cs)] += 1
         if info.aborted:
             self.aborted += 1
-        finished = info.finished if info.finished is not None else time.monotonic()
-        duration = max(0.0, finished - info.started)
-        ttfb = info.ttfb()
         self._durations.append(duration)
         if ttfb is not None:
-            self._ttfbs.append(max(0.0, ttfb))
+            self._ttfbs.append(ttfb)
         lat = self._by_status_lat.get(cs)
         if lat is not None:
             lat[0].append(duration)
             if ttfb is not None:
-                lat[1].append(max(0.0, ttfb))
+                lat[1].append(ttfb)
         tally = info.tally
         sent = tally.cache_bytes + tally.origin_bytes
         self._maps.pop(info.url, None)
@@ -308,8 +330,7 @@ class Stats:
             obj.last_seen = time.time()
 
     def _prune(self) -> None:
-        keep = sorted(self.objects.items(), key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)
-        self.objects = dict(keep[: self.tracked])
+        self.objects = dict(_ranked(self.objects, self.tracked, served_only=False))
 
     def forget_map(self, url: str) -> None:
         """Drop the cached slice map of ``url`` (after a purge: the next snapshot asks again)."""
@@ -358,9 +379,9 @@ class Stats:
 
     async def _top_objects(self, objects: Mapping[str, ObjStat] | None = None) -> list[dict[str, Any]]:
         objects = self.objects if objects is None else objects
-        ranked = sorted(((u, o) for u, o in objects.items() if o.bytes > 0),
-                        key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)[: self.top]
-        for url in [u for u in self._maps if u not in dict(ranked)]:
+        ranked = _ranked(objects, self.top)
+        shown = {u for u, _ in ranked}
+        for url in [u for u in self._maps if u not in shown]:
             del self._maps[url]
         base = self.engine.upstream.base_url if self.engine is not None else ""
         S = self.settings.slice_size
@@ -376,8 +397,9 @@ class Stats:
             if sm is not None:
                 length, slice_size, n = int(sm["length"]), int(sm["slice_size"]), int(sm["slices"])
                 cached = map_indices(sm["cached"])
-                flying = [i for i in map_indices(sm["in_flight"]) if i not in set(cached)]
-                partial = [i for i in map_indices(sm.get("partial", ())) if i not in set(cached)]
+                held = set(cached)
+                flying = [i for i in map_indices(sm["in_flight"]) if i not in held]
+                partial = [i for i in map_indices(sm.get("partial", ())) if i not in held]
                 entry.update({
                     "in_cache": True, "length": length, "slice_size": slice_size, "slices": n,
                     "cached_slices": len(cached), "in_flight_slices": len(flying),
@@ -406,11 +428,7 @@ class Stats:
         engine = self.engine
         c = engine.counters if engine is not None else None
         store = engine.store if engine is not None else None
-        ev = getattr(store, "evictions", None) if store is not None else None
-        ranked: list[tuple[str, ObjStat]] = []
-        if objects is None or objects > 0:
-            ranked = sorted(((u, o) for u, o in self.objects.items() if o.bytes > 0),
-                            key=lambda kv: (kv[1].bytes, kv[1].last_seen), reverse=True)[:objects]
+        ranked = _ranked(self.objects, objects) if objects is None or objects > 0 else []
         return {
             "started": self.started_wall,
             "started_mono": self.started_mono,
@@ -424,9 +442,9 @@ class Stats:
             "upstream": [[str(status), str(outcome), n] for (status, outcome), n in c.upstream.items()] if c else [],
             "upstream_seconds": c.upstream_seconds if c else 0.0,
             "version_changes": c.version_changes if c else 0,
-            "read_ahead_runs": getattr(c, "prefetches", 0) if c else 0,
-            "corrupt_dropped": getattr(store, "corrupt_dropped", 0) if store is not None else 0,
-            "evictions": ev if isinstance(ev, int) and not isinstance(ev, bool) else None,
+            "read_ahead_runs": c.prefetches if c else 0,
+            "corrupt_dropped": store.corrupt_dropped if store is not None else 0,
+            "evictions": store.evictions if store is not None else None,
             "in_flight": engine.in_flight() if engine is not None else 0,
             "waiting": engine.waiting() if engine is not None else 0,
             "now": _row(self._cumulative()),

@@ -32,15 +32,18 @@ async def settled(http: aiohttp.ClientSession, base: str, requests: int, timeout
     """Metrics once ``requests`` proxied requests have been accounted and no slice is
     in flight any more (the observer runs just after the last body byte is written, and
     a fetched slice is written to the store in the background, so a scrape or the next
-    request can overtake either)."""
+    request can overtake either). A scrape reads the cache's size before its gauges, so
+    the one returned is the scrape after one that already saw everything settled."""
     deadline = time.monotonic() + timeout
+    was_settled = False
     while True:
         m = await scrape(http, base, headers)
         got = total(m, "rangeproxy_requests_total")
         idle = val(m, "rangeproxy_slice_fetches_in_flight") == 0 == val(m, "rangeproxy_store_writes_pending")
-        if (got >= requests and idle) or time.monotonic() > deadline:
+        if (was_settled and got >= requests and idle) or time.monotonic() > deadline:
             assert got == requests, f"{got} requests counted, expected {requests}"
             return m
+        was_settled = got >= requests and idle
         await asyncio.sleep(0.05)
 
 
