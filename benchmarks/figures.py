@@ -16,22 +16,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .harness import MIB, BenchError, Tools
+from .harness import MIB, BenchError, Tools, make_file, size_txt
 from .httpclient import Connection, fetch, pinned
 from .rig import (
-    Fleet,
     RssSampler,
     TableReport,
+    cache_rig,
     cold_full_get,
     cold_random_ranges,
     collapse,
-    make_file,
     md_table,
-    origin_server,
     proxy_server,
-    relay_server,
     shots_table,
-    size_txt,
     tree_rss,
 )
 
@@ -45,11 +41,7 @@ def run(opts, tools: Tools, tmp: Path) -> list:
     big = make_file(media / "big.bin", opts.object_size, opts.seed)
     huge = make_file(media / "huge.bin", opts.huge_size, opts.seed + 2)
     make_file(media / "small.bin", 200_000, opts.seed + 3)
-    with Fleet(opts) as fleet:
-        org = origin_server(media, tmp, tools, opts)
-        fleet.start(org)
-        relay = relay_server(org.port, tmp, tools, opts)
-        fleet.start(relay)
+    with cache_rig(opts, tools, tmp) as (fleet, relay):
         px = proxy_server("proxy", "rangeproxy", relay.data_port, tmp, tools, opts)
         fleet.start(px)
         labels = {px.key: px.label}

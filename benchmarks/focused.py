@@ -12,62 +12,33 @@ on fresh servers (rangeproxy and nginx as a slice cache), for working on that fi
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
-from .harness import MIB, Server, Tools, write_wrk_script
+from .harness import Tools, size_txt
 from .proxy import cold_reports, collapse_report, rss_report, rss_run
-from .rig import (
-    Fleet,
-    cold_full_get,
-    cold_random_ranges,
-    collapse,
-    make_file,
-    nginx_cache_server,
-    origin_server,
-    proxy_server,
-    relay_server,
-    size_txt,
-)
+from .rig import cache_pair, cold_full_get, cold_random_ranges, collapse
 
 RSS = "rss"
 COLLAPSING = "collapsing"
 COLD = "cold"
 
 
-@contextmanager
-def _caches(opts, tools: Tools, tmp: Path) -> Iterator[tuple[bytes, object, list[Server]]]:
-    big = make_file(tmp / "media" / "big.bin", opts.object_size, opts.seed)
-    with Fleet(opts) as fleet:
-        org = origin_server(tmp / "media", tmp, tools, opts)
-        fleet.start(org)
-        relay = relay_server(org.port, tmp, tools, opts)
-        fleet.start(relay)
-        px = proxy_server("proxy", "rangeproxy", relay.data_port, tmp, tools, opts)
-        ng = nginx_cache_server("nginx", "nginx slice cache", relay.data_port, tmp, tools, opts)
-        fleet.start(px, ng)
-        yield big, (fleet, relay), [px, ng]
-
-
 def run_rss(opts, tools: Tools, tmp: Path) -> list:
-    with _caches(opts, tools, tmp) as (big, _, caches):
-        script = write_wrk_script(tmp / "rss.lua", url_path="/big.bin?rss=1", file_size=len(big),
-                                  range_len=MIB, seed=opts.seed)
-        rows = rss_run(caches, tools=tools, opts=opts, script=script)
+    with cache_pair(opts, tools, tmp) as (big, _, _, caches):
+        rows = rss_run(caches, tools=tools, opts=opts, tmp=tmp, size=len(big))
     return [rss_report(rows, opts, size_txt(len(big)))]
 
 
 def run_collapsing(opts, tools: Tools, tmp: Path) -> list:
-    with _caches(opts, tools, tmp) as (big, (fleet, relay), caches):
-        col = collapse(fleet, caches, relay, opts, big, "/big.bin", "collapse", opts.runs, slice_size=MIB)
+    with cache_pair(opts, tools, tmp) as (big, fleet, relay, caches):
+        col = collapse(fleet, caches, relay, opts, big, "/big.bin", "collapse", opts.runs)
         labels = {s.key: s.label for s in caches}
     return [collapse_report(col, labels, [s.key for s in caches], opts)]
 
 
 def run_cold(opts, tools: Tools, tmp: Path) -> list:
-    with _caches(opts, tools, tmp) as (big, (fleet, relay), caches):
+    with cache_pair(opts, tools, tmp) as (big, fleet, relay, caches):
         w5 = cold_full_get(fleet, caches, relay, opts, big, "/big.bin", "w5", opts.runs)
         w5b = cold_random_ranges(fleet, caches, relay, opts, big, "/big.bin", "w5b", opts.runs)
         labels = {s.key: s.label for s in caches}
-    return cold_reports(w5, w5b, [], labels, len(big), "server pinning as in the proxy workload", opts)[:2]
+    return cold_reports(w5, w5b, labels, len(big), "server pinning as in the proxy workload", opts)

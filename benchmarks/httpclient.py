@@ -42,8 +42,8 @@ class Reply:
         return self.done - self.sent
 
 
-def request_bytes(path: str, headers: dict[str, str] | None = None, method: str = "GET") -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "User-Agent: rangeproxy-bench"]
+def request_bytes(path: str, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "User-Agent: rangeproxy-bench"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
@@ -84,13 +84,12 @@ class Connection:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def get(self, path: str, headers: dict[str, str] | None = None, *, rate: float | None = None,
-            keep: bool = True, method: str = "GET") -> Reply:
-        """Send one request and read the answer. ``rate`` (bytes/s) makes a slow reader:
-        64 KiB at a time, sleeping to hold that pace. ``keep=False`` counts the body
-        without keeping it (``body`` is then empty)."""
+    def get(self, path: str, headers: dict[str, str] | None = None, *,
+            rate: float | None = None) -> Reply:
+        """Send one GET and read the answer. ``rate`` (bytes/s) makes a slow reader:
+        64 KiB at a time, sleeping to hold that pace."""
         sent = time.monotonic()
-        self.sock.sendall(request_bytes(path, headers, method))
+        self.sock.sendall(request_bytes(path, headers))
         buf = self._buf
         while b"\r\n\r\n" not in buf:
             data = self.sock.recv(65536)
@@ -101,7 +100,7 @@ class Connection:
         status, hdrs = _parse_head(buf[:end])
         buf = buf[end:]
         first = time.monotonic()
-        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+        if status in (204, 304) or 100 <= status < 200:
             self._buf = buf
             return Reply(status, hdrs, bytearray(), sent, first, first)
         if "chunked" in hdrs.get("transfer-encoding", "").lower():
@@ -113,19 +112,15 @@ class Connection:
         take = buf[:n]
         self._buf = buf[n:]
         got_first = bool(take) or n == 0
-        if keep:
-            body = bytearray(n)
-            body[:len(take)] = take
-            view = memoryview(body)
-        else:
-            body = bytearray()
-            view = memoryview(bytearray(1 << 20))
+        body = bytearray(n)
+        body[:len(take)] = take
+        view = memoryview(body)
         pos = len(take)
         step = 65536 if rate else len(view)
         t_start = time.monotonic()
         while pos < n:
             want = min(step, n - pos)
-            got = self.sock.recv_into(view[pos:pos + want] if keep else view[:want], want)
+            got = self.sock.recv_into(view[pos:pos + want], want)
             if not got:
                 raise BenchError(f"GET {path}: connection closed after {pos} of {n} body bytes")
             if not got_first:
@@ -164,9 +159,9 @@ class Connection:
                 return body, buf, first
 
 
-def fetch(port: int, path: str, headers: dict[str, str] | None = None, **kw) -> Reply:
+def fetch(port: int, path: str, headers: dict[str, str] | None = None) -> Reply:
     with Connection(port) as c:
-        return c.get(path, headers, **kw)
+        return c.get(path, headers)
 
 
 # --- multipart/byteranges ------------------------------------------------------------

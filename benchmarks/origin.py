@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 from .harness import (
-    MIB,
     REPO_ROOT,
     Server,
     Tools,
@@ -24,6 +23,7 @@ from .harness import (
     make_file,
     pin_prefix,
     run_alternating,
+    size_txt,
     write_wrk_script,
 )
 
@@ -111,8 +111,7 @@ def run(opts, tools: Tools, tmp: Path) -> WorkloadReport:
     wanted = opts.targets
     if wanted:
         servers = [s for s in servers if s.key in wanted or s.key == "nginx"]
-    size_txt = _size(opts.file_size)
-    title = f"origin: random {_size(opts.range_size)} ranges of a {size_txt} file"
+    title = f"origin: random {size_txt(opts.range_size)} ranges of a {size_txt(opts.file_size)} file"
     pin_txt = (f"server on CPU {opts.server_cpu}, wrk on CPU {opts.wrk_cpu}"
                if tools.taskset and opts.server_cpu is not None else "no CPU pinning")
     params = (f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s, "
@@ -120,11 +119,3 @@ def run(opts, tools: Tools, tmp: Path) -> WorkloadReport:
               f"{'aligned' if opts.aligned else 'unaligned'} offsets, seed {opts.seed}, {pin_txt}")
     return run_alternating(servers, tools=tools, url_path=url_path, script=script, data=data,
                            opts=opts, baseline="nginx", name=NAME, title=title, params=params)
-
-
-def _size(n: int) -> str:
-    if n % MIB == 0:
-        return f"{n // MIB} MiB"
-    if n % 1024 == 0:
-        return f"{n // 1024} KiB"
-    return f"{n} B"

@@ -29,43 +29,41 @@ import sys
 from pathlib import Path
 
 from .harness import (
+    KIB,
     MIB,
     BenchError,
     Server,
     Tools,
     WorkloadReport,
+    fmt,
+    make_file,
+    med,
     pin_prefix,
     run_wrk,
+    size_txt,
     verify_ranges,
     write_wrk_script,
 )
 from .httpclient import fetch, parse_multipart
 from .rig import (
-    KIB,
-    Fleet,
     RssSampler,
     Shot,
     TableReport,
     alternate,
+    cache_rig,
     cold_full_get,
     cold_random_ranges,
     collapse,
-    fmt,
-    make_file,
     md_table,
-    med,
     mmm,
     nginx_cache_server,
     nginx_static_server,
-    origin_server,
+    proxy_and_nginx,
     proxy_server,
-    relay_server,
     sequential_reader,
     shots_table,
-    size_txt,
     tree_rss,
     warm,
-    write_lua,
 )
 
 NAME = "proxy"
@@ -108,7 +106,11 @@ def check_multirange(s: Server, path: str, data: bytes, ranges: list[tuple[int, 
     return False, f"no: HTTP {r.status} ({ctype or 'no Content-Type'})"
 
 
-def rss_run(servers: list[Server], *, tools: Tools, opts, script: Path) -> list[dict]:
+def rss_run(servers: list[Server], *, tools: Tools, opts, tmp: Path, size: int) -> list[dict]:
+    """Random 1 MiB ranges of a cold object (``/big.bin?rss=1``, ``size`` bytes) from
+    ``--rss-connections`` connections for ``--rss-seconds``; RSS of each server meanwhile."""
+    script = write_wrk_script(tmp / "rss.lua", url_path="/big.bin?rss=1", file_size=size,
+                              range_len=MIB, seed=opts.seed)
     rows = []
     pin = pin_prefix(tools.taskset, opts.wrk_cpu)
     for s in servers:
@@ -132,19 +134,13 @@ def run(opts, tools: Tools, tmp: Path) -> list:
     media = tmp / "media"
     big = make_file(media / "big.bin", opts.object_size, opts.seed)
     mid = make_file(media / "mid.bin", MID, opts.seed + 1)
-    S = MIB
     big_txt = size_txt(len(big))
     pin_txt = _pin_txt(opts, tools)
     wrk_txt = (f"wrk -t{opts.threads} -c{opts.connections} -d{opts.duration}s, {opts.runs} alternating "
                f"rounds, warm-up {opts.warmup}s per target, seed {opts.seed}; {pin_txt}")
     out: list = []
-    with Fleet(opts) as fleet:
-        org = origin_server(media, tmp, tools, opts)
-        fleet.start(org)
-        relay = relay_server(org.port, tmp, tools, opts)
-        fleet.start(relay)
-        px = proxy_server("proxy", "rangeproxy", relay.data_port, tmp, tools, opts)
-        ng = nginx_cache_server("nginx", "nginx slice cache", relay.data_port, tmp, tools, opts)
+    with cache_rig(opts, tools, tmp) as (fleet, relay):
+        px, ng = proxy_and_nginx(relay, tmp, tools, opts)
         ngp = nginx_cache_server("nginx-nopush", "nginx slice cache + tcp_nopush", relay.data_port, tmp,
                                  tools, opts, tcp_nopush=True)
         fleet.start(px, ng, ngp)
@@ -168,7 +164,7 @@ def run(opts, tools: Tools, tmp: Path) -> list:
         w2 = alternate(warm_three, tools=tools, opts=opts, url_path="/big.bin", script=w2s, name="w2",
                        title=f"w2: random 1 MiB ranges of a {big_txt} object (warm)",
                        params=wrk_txt + "; unaligned offsets", baseline="nginx", relay=relay)
-        w3s = write_lua(tmp / "w3.lua", url_path="/mid.bin", what="full GET")
+        w3s = write_wrk_script(tmp / "w3.lua", url_path="/mid.bin", nranges=0, what="full GET")
         w3 = alternate(warm_three, tools=tools, opts=opts, url_path="/mid.bin", script=w3s, name="w3",
                        title="w3: full GET of a 4 MiB object (warm)", params=wrk_txt, baseline="nginx",
                        relay=relay)
@@ -182,8 +178,8 @@ def run(opts, tools: Tools, tmp: Path) -> list:
         correct = {s.key: check_multirange(s, "/mid.bin", mid, ranges) for s in (px, ng, static)}
         for s in (px, ng, static):
             print(f"bench[w4]: {s.label}: correct multipart? {correct[s.key][1]}", file=sys.stderr)
-        w4s = write_lua(tmp / "w4.lua", url_path="/mid.bin", size=len(mid), nranges=3, length=4 * KIB,
-                        seed=opts.seed, what="3 x 4 KiB multi-range")
+        w4s = write_wrk_script(tmp / "w4.lua", url_path="/mid.bin", file_size=len(mid), nranges=3,
+                               range_len=4 * KIB, seed=opts.seed, what="3 x 4 KiB multi-range")
         w4 = alternate([px, ng, static], tools=tools, opts=opts, url_path="/mid.bin", script=w4s, name="w4",
                        title="w4: 3 x 4 KiB multi-range requests of the 4 MiB object (warm)",
                        params=wrk_txt + "; ratios against the origin nginx serving the file itself",
@@ -196,31 +192,29 @@ def run(opts, tools: Tools, tmp: Path) -> list:
         # --- w5, w5b, collapsing: cold ---------------------------------------------------------
         w5 = cold_full_get(fleet, caches, relay, opts, big, "/big.bin", "w5", opts.runs)
         w5b = cold_random_ranges(fleet, caches, relay, opts, big, "/big.bin", "w5b", opts.runs)
-        col = collapse(fleet, caches, relay, opts, big, "/big.bin", "collapse", opts.runs, slice_size=S)
+        col = collapse(fleet, caches, relay, opts, big, "/big.bin", "collapse", opts.runs)
 
         # --- read-ahead against a slow origin --------------------------------------------------
         ra0 = proxy_server("proxy-ra0", "rangeproxy readahead_slices=0", relay.data_port, tmp, tools, opts,
                            settings={"readahead_slices": "0"})
         fleet.start(ra0)
         labels[ra0.key] = ra0.label
-        nslices = min(8 if opts.quick else 16, len(big) // S)
+        nslices = min(8 if opts.quick else 16, len(big) // MIB)
         relay.set_delay(opts.origin_delay_ms)
         try:
             greedy = sequential_reader(fleet, [px, ra0, ng], relay, opts, big, "/big.bin", "ra-greedy",
-                                       opts.runs, nslices=nslices, pause=0.0, slice_size=S)
+                                       opts.runs, nslices=nslices, pause=0.0)
             paced = sequential_reader(fleet, [px, ra0, ng], relay, opts, big, "/big.bin", "ra-paced",
-                                      opts.runs, nslices=nslices, pause=opts.reader_pause_ms / 1000,
-                                      slice_size=S)
+                                      opts.runs, nslices=nslices, pause=opts.reader_pause_ms / 1000)
         finally:
             relay.set_delay(0)
         fleet.stop(ra0)
 
         # --- RSS under many connections ----------------------------------------------------------
-        rss_script = write_wrk_script(tmp / "rss.lua", url_path="/big.bin?rss=1", file_size=len(big),
-                                      range_len=MIB, seed=opts.seed)
-        rss = rss_run(caches, tools=tools, opts=opts, script=rss_script)
+        rss = rss_run(caches, tools=tools, opts=opts, tmp=tmp, size=len(big))
 
-    out += cold_reports(w5, w5b, col, labels, len(big), pin_txt, opts)
+    out += cold_reports(w5, w5b, labels, len(big), pin_txt, opts)
+    out.append(collapse_report(col, labels, [s.key for s in caches], opts))
     out.append(readahead_report(greedy, paced, labels, opts, nslices, pin_txt))
     out.append(rss_report(rss, opts, big_txt))
     out.append(targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, opts, len(big)))
@@ -239,7 +233,8 @@ def _ratios(shots: list[Shot], key: str, base: str, attr: str = "seconds") -> li
     return [getattr(s, attr) / b[s.round] for s in _by(shots, key) if b.get(s.round)]
 
 
-def cold_reports(w5, w5b, col, labels, size, pin_txt, opts) -> list[TableReport]:
+def cold_reports(w5, w5b, labels, size, pin_txt, opts) -> list[TableReport]:
+    """The tables of w5 and w5b."""
     keys = [k for k in ("proxy", "nginx") if any(s.target == k for s in w5)]
     rows = []
     for k in keys:
@@ -274,8 +269,7 @@ def cold_reports(w5, w5b, col, labels, size, pin_txt, opts) -> list[TableReport]
     r5b = TableReport("w5b", "w5b: 32 cold random 64 KiB ranges (fixed seed), one after the other",
                       f"served: 32 x 64 KiB = 2 MiB per round; {opts.runs} rounds, fresh object each", t5b,
                       details=shots_table(w5b, labels))
-    rc = collapse_report(col, labels, keys, opts)
-    return [r5, r5b, rc]
+    return [r5, r5b]
 
 
 def collapse_report(col, labels, keys, opts) -> TableReport:

@@ -30,31 +30,31 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from . import origin as origin_mod
 from .harness import (
     CLK_TCK,
+    KIB,
     MIB,
-    WRK_LUA,
     BenchError,
-    RunResult,
     Server,
     Tools,
     WorkloadReport,
+    fmt,
     free_port,
+    make_file,
+    med,
     other_cpu_s,
     pin_prefix,
     process_tree,
-    run_wrk,
-    summarize,
-    timed_run,
+    time_rounds,
     user_process_ticks,
+    workload_report,
 )
 from .httpclient import Connection, burst, pinned
-
-KIB = 1024
 
 # --- options --------------------------------------------------------------------------
 
@@ -93,43 +93,13 @@ def resolve(opts) -> None:
         opts.origin_cpu = None
 
 
-def make_file(path: Path, size: int, seed: int) -> bytes:
-    """Like ``harness.make_file`` (identical bytes up to 64 MiB), for any size:
-    ``Random.randbytes`` cannot make 256 MiB in one call."""
-    rng = random.Random(seed)
-    step = 64 * MIB
-    data = b"".join(rng.randbytes(min(step, size - o)) for o in range(0, size, step))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return data
-
-
 # --- markdown ---------------------------------------------------------------------------
-
-
-def fmt(x: float | None, spec: str = ".2f") -> str:
-    if x is None or x != x:
-        return "n/a"
-    return format(x, spec)
-
-
-def size_txt(n: int) -> str:
-    if n >= MIB and n % MIB == 0:
-        return f"{n // MIB} MiB"
-    if n >= KIB and n % KIB == 0:
-        return f"{n // KIB} KiB"
-    return f"{n} B"
 
 
 def md_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def med(xs: Iterable[float]) -> float:
-    xs = [x for x in xs if x == x]
-    return statistics.median(xs) if xs else float("nan")
 
 
 def mmm(xs: Iterable[float], spec: str = ".2f", scale: float = 1.0) -> str:
@@ -213,12 +183,12 @@ def origin_server(media: Path, tmp: Path, tools: Tools, opts) -> Server:
     return s
 
 
-def relay_server(upstream_port: int, tmp: Path, tools: Tools, opts, key: str = "relay") -> Relay:
+def relay_server(upstream_port: int, tmp: Path, tools: Tools, opts) -> Relay:
     data, ctl = free_port(), free_port()
     argv = [*_cpu_pin(tools, opts.origin_cpu), sys.executable, "-m", "benchmarks.relay",
             "--port", str(data), "--upstream-port", str(upstream_port), "--control-port", str(ctl)]
-    return Relay(key=key, label="counting relay", argv=argv, port=ctl, data_port=data,
-                 log_path=tmp / f"{key}.log", env=origin_mod._python_env())
+    return Relay(key="relay", label="counting relay", argv=argv, port=ctl, data_port=data,
+                 log_path=tmp / "relay.log", env=origin_mod._python_env())
 
 
 def proxy_server(key: str, label: str, upstream_port: int, tmp: Path, tools: Tools, opts, *,
@@ -281,7 +251,7 @@ http {{
             return 200 "ok\\n";
         }}
         location / {{
-            slice {slice};
+            slice 1m;
             proxy_cache slices;
             proxy_cache_key $uri$is_args$args$slice_range;
             proxy_set_header Range $slice_range;
@@ -297,15 +267,15 @@ http {{
 
 
 def nginx_cache_server(key: str, label: str, upstream_port: int, tmp: Path, tools: Tools, opts,
-                       slice_size: str = "1m", tcp_nopush: bool = False) -> Server:
+                       tcp_nopush: bool = False) -> Server:
     port = free_port()
     d = tmp / key
     d.mkdir(parents=True, exist_ok=True)
     conf = d / "nginx.conf"
     # As root the worker would switch to "nobody", which cannot enter the private temp dir.
     user = "user root;\n" if os.geteuid() == 0 else ""
-    conf.write_text(NGINX_CACHE_CONF.format(d=d, port=port, upstream=upstream_port, slice=slice_size,
-                                            user=user, nopush="    tcp_nopush on;\n" if tcp_nopush else ""))
+    conf.write_text(NGINX_CACHE_CONF.format(d=d, port=port, upstream=upstream_port, user=user,
+                                            nopush="    tcp_nopush on;\n" if tcp_nopush else ""))
     argv = [*_cpu_pin(tools, opts.server_cpu), tools.nginx, "-p", str(d), "-e",
             str(d / "nginx-error.log"), "-c", str(conf)]
     return Server(key=key, label=label, argv=argv, port=port, log_path=d / "stdout.log", cwd=d)
@@ -355,6 +325,34 @@ class Fleet:
             except Exception as e:  # noqa: BLE001 - keep stopping the others
                 print(f"bench: stopping {s.label}: {e}", file=sys.stderr)
         self.servers.clear()
+
+
+@contextmanager
+def cache_rig(opts, tools: Tools, tmp: Path) -> Iterator[tuple[Fleet, Relay]]:
+    """The origin (serving ``tmp/media``, whose files must exist) behind the counting
+    relay, in a Fleet that stops every server started in it on leaving."""
+    with Fleet(opts) as fleet:
+        org = origin_server(tmp / "media", tmp, tools, opts)
+        fleet.start(org)
+        relay = relay_server(org.port, tmp, tools, opts)
+        fleet.start(relay)
+        yield fleet, relay
+
+
+def proxy_and_nginx(relay: Relay, tmp: Path, tools: Tools, opts) -> list[Server]:
+    """rangeproxy and nginx as a slice cache in front of ``relay`` (not started)."""
+    return [proxy_server("proxy", "rangeproxy", relay.data_port, tmp, tools, opts),
+            nginx_cache_server("nginx", "nginx slice cache", relay.data_port, tmp, tools, opts)]
+
+
+@contextmanager
+def cache_pair(opts, tools: Tools, tmp: Path) -> Iterator[tuple[bytes, Fleet, Relay, list[Server]]]:
+    """The big object (``--object-size``), the rig and [rangeproxy, nginx] started in front of it."""
+    big = make_file(tmp / "media" / "big.bin", opts.object_size, opts.seed)
+    with cache_rig(opts, tools, tmp) as (fleet, relay):
+        caches = proxy_and_nginx(relay, tmp, tools, opts)
+        fleet.start(*caches)
+        yield big, fleet, relay, caches
 
 
 # --- metrics and memory --------------------------------------------------------------------
@@ -414,16 +412,12 @@ class RssSampler:
         self.pid = server.proc.pid
         self.interval = interval
         self.max = 0
-        self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        t0 = time.monotonic()
-        while not self._stop.is_set() and len(self.samples) < 1_000_000:
-            v = tree_rss(self.pid)
-            self.samples.append((time.monotonic() - t0, v))
-            self.max = max(self.max, v)
+        while not self._stop.is_set():
+            self.max = max(self.max, tree_rss(self.pid))
             self._stop.wait(self.interval)
 
     def __enter__(self) -> "RssSampler":
@@ -436,110 +430,25 @@ class RssSampler:
         self.max = max(self.max, tree_rss(self.pid))
 
 
-# --- wrk scripts -------------------------------------------------------------------------
-
-_DONE = WRK_LUA[WRK_LUA.index("function done("):]  # the harness's result line, verbatim
-
-LUA = """-- Generated by benchmarks/rig.py: %(what)s
-local path = "%(path)s"
-local size = %(size)d
-local nranges = %(nranges)d
-local len = %(len)d
-local seed = %(seed)d
-local nthreads = 0
-
-function setup(thread)
-  thread:set("tid", nthreads)
-  nthreads = nthreads + 1
-end
-
-function init(args)
-  math.randomseed(seed + (tid or 0))
-end
-
-function request()
-  if nranges == 0 then
-    return wrk.format("GET", path)
-  end
-  -- nranges ranges of len bytes, one at a random offset in each nranges-th of the object
-  local parts = {}
-  local span = math.floor(size / nranges)
-  for k = 0, nranges - 1 do
-    local a = k * span + math.random(0, span - len)
-    parts[#parts + 1] = string.format("%%d-%%d", a, a + len - 1)
-  end
-  return wrk.format("GET", path, { ["Range"] = "bytes=" .. table.concat(parts, ",") })
-end
-
-"""
-
-
-def write_lua(path: Path, *, url_path: str, size: int = 0, nranges: int = 0, length: int = 0,
-              seed: int = 0, what: str = "") -> Path:
-    if nranges and length * nranges > size:
-        raise BenchError(f"{nranges} ranges of {length} bytes do not fit in {size} bytes")
-    path.write_text((LUA + _DONE) % {"what": what or url_path, "path": url_path, "size": size,
-                                     "nranges": nranges, "len": length, "seed": seed})
-    return path
-
-
 # --- the alternating wrk driver for servers that stay up ------------------------------------
 
 
 def alternate(servers: list[Server], *, tools: Tools, opts, url_path: str, script: Path, name: str,
-              title: str, params: str, baseline: str, relay: Relay | None = None,
-              connections: int | None = None) -> WorkloadReport:
+              title: str, params: str, baseline: str, relay: Relay | None = None) -> WorkloadReport:
     """Time ``servers`` (already running and warm) A B A B ... like
     ``harness.run_alternating``, without starting or stopping them, and note the
     origin traffic each target caused during its timed runs (0 when warm)."""
-    conns = connections or opts.connections
-    wrk_pin = pin_prefix(tools.taskset, opts.wrk_cpu)
-    max_rounds = max(opts.runs, opts.max_rounds or 2 * opts.runs)
-    results: list[RunResult] = []
-    notes: list[str] = []
     origin_bytes = {s.key: 0 for s in servers}
-    if opts.warmup > 0:
-        for s in servers:
-            run_wrk(tools.wrk, f"http://127.0.0.1:{s.port}{url_path}", script, duration=opts.warmup,
-                    connections=conns, threads=opts.threads, pin=wrk_pin)
-    clean = 0
-    for rnd in range(1, max_rounds + 1):
-        if clean >= opts.runs:
-            break
-        this_round = []
-        for s in servers:
-            c0 = relay.counts()["body_bytes"] if relay else 0
-            r = timed_run(s, tools.wrk, f"http://127.0.0.1:{s.port}{url_path}", script, round_no=rnd,
-                          duration=opts.duration, connections=conns, threads=opts.threads,
-                          pin=wrk_pin, cores=(opts.server_cpu, opts.wrk_cpu))
-            if relay:
-                origin_bytes[s.key] += relay.counts()["body_bytes"] - c0
-            this_round.append(r)
-            print(f"bench[{name}]: round {rnd} {s.label}: {r.wrk.rps:,.0f} req/s, "
-                  f"{r.wrk.mbps:,.0f} MB/s, {r.cpu_us_per_req:,.0f} µs CPU/req, "
-                  f"other load {r.other_cpu_pct:.0f}%" + (f"  INVALID: {r.invalid}" if r.invalid else ""),
-                  file=sys.stderr)
-        results.extend(this_round)
-        worst = max(r.other_cpu_pct for r in this_round)
-        if worst > opts.max_other:
-            for r in this_round:
-                r.contended = True
-            print(f"bench[{name}]: round {rnd} not counted: other processes used {worst:.0f}% of a "
-                  f"core (limit {opts.max_other:g}%)", file=sys.stderr)
-        else:
-            clean += 1
-    n_cont = len({r.round for r in results if r.contended})
-    if n_cont:
-        notes.append(f"{n_cont} round(s) not counted: other processes used more than "
-                     f"{opts.max_other:g}% of a core meanwhile.")
-    if results and not any(r.counted for r in results):
-        for r in results:
-            r.contended = False
-        notes.append("WARNING: no round was free of other load; the figures above come from "
-                     "contended rounds and are unreliable.")
-    elif clean < opts.runs:
-        notes.append(f"Only {clean} of {opts.runs} rounds were free of other load within "
-                     f"{max_rounds} rounds.")
+
+    @contextmanager
+    def count_origin(s: Server) -> Iterator[None]:
+        assert relay is not None
+        c0 = relay.counts()["body_bytes"]
+        yield
+        origin_bytes[s.key] += relay.counts()["body_bytes"] - c0
+
+    results, notes = time_rounds(servers, tools=tools, opts=opts, url_path=url_path, script=script,
+                                 name=name, on_run=count_origin if relay else None)
     if relay:
         notes.append("Origin body bytes during the timed runs (0 = served from cache): " + ", ".join(
             f"{s.label} {origin_bytes[s.key]:,}" for s in servers) + ".")
@@ -548,10 +457,8 @@ def alternate(servers: list[Server], *, tools: Tools, opts, url_path: str, scrip
                 notes.append(f"WARNING: {s.label} fetched {origin_bytes[s.key]:,} bytes from the origin "
                              "during its timed runs although every object had been read whole through "
                              "it: not a warm-cache measurement.")
-    targets = [(s.key, s.label) for s in servers]
-    return WorkloadReport(name=name, title=title, params=params,
-                          summaries=summarize(results, targets, baseline), results=results,
-                          labels=dict(targets), notes=notes)
+    return workload_report(servers, results, notes, name=name, title=title, params=params,
+                           baseline=baseline)
 
 
 # --- one-shot measurements ------------------------------------------------------------------

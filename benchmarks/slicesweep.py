@@ -9,24 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .harness import MIB, Tools, write_wrk_script
+from .harness import KIB, MIB, Tools, fmt, make_file, med, size_txt, write_wrk_script
 from .rig import (
-    KIB,
-    Fleet,
     TableReport,
     alternate,
+    cache_rig,
     cold_full_get,
     cold_random_ranges,
-    fmt,
-    make_file,
     md_table,
-    med,
     mmm,
-    origin_server,
     proxy_server,
-    relay_server,
     shots_table,
-    size_txt,
     warm,
 )
 
@@ -43,11 +36,7 @@ def run(opts, tools: Tools, tmp: Path) -> list:
     big = make_file(media / "big.bin", opts.object_size, opts.seed)
     big_txt = size_txt(len(big))
     base = _key(MIB)
-    with Fleet(opts) as fleet:
-        org = origin_server(media, tmp, tools, opts)
-        fleet.start(org)
-        relay = relay_server(org.port, tmp, tools, opts)
-        fleet.start(relay)
+    with cache_rig(opts, tools, tmp) as (fleet, relay):
         pxs = [proxy_server(_key(n), f"rangeproxy slice {size_txt(n)}", relay.data_port, tmp, tools, opts,
                             slice_size=size_txt(n).replace(" ", ""))
                for n in SIZES]
