@@ -1,6 +1,6 @@
 """The demo media origin: a raw ASGI 3 app (no framework) serving one directory.
 
-Range semantics come from :mod:`proxy.ranges` (pure); this module only does the
+Range semantics come from :mod:`proxy.http.ranges` (pure); this module only does the
 HTTP plumbing and the file I/O:
 
 - GET / HEAD; anything else is 405 with ``Allow: GET, HEAD``.
@@ -43,7 +43,7 @@ import stat
 from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import parse_qs, unquote_to_bytes
 
-from proxy import ranges as R
+from proxy.http import ranges as R
 
 __all__ = ["MediaApp", "app_from_env", "factory", "MEDIA_DIR_ENV", "make_etag"]
 

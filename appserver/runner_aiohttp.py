@@ -52,7 +52,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.zerocopy import ConnectionGone, sendfile_on, wait_flushed
+from proxy.web.sendfile import ConnectionGone, sendfile_on, wait_flushed
 
 __all__ = ["ASGIServer", "SendStats", "serve", "run", "SENDFILE_MODES"]
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from proxy.config import ConfigError, Settings, load
+from proxy.core.settings import ConfigError, Settings, load
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.workers > 1:
         from dataclasses import replace
 
-        from proxy.supervisor import open_sockets, run_workers
+        from proxy.workers.supervisor import open_sockets, run_workers
 
         try:
             socks = open_sockets(settings.host, settings.port, settings.workers)
@@ -42,10 +42,10 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> 
     import uvloop
     from aiohttp import web
 
-    from proxy.accesslog import AccessLogger, access_logger_for
+    from proxy.web.accesslog import AccessLogger, access_logger_for
     from proxy.app import build_app
-    from proxy.malloc import tune_malloc
-    from proxy.workerinfo import RUN_DIR_NAME, WorkerInfo
+    from proxy.workers.malloc import tune_malloc
+    from proxy.workers.info import RUN_DIR_NAME, WorkerInfo
 
     tune_malloc()
     # Several workers publish their counters under the cache directory, so that any of

@@ -1,12 +1,12 @@
 """The aiohttp application: one engine (store + upstream session) per app, no globals.
 
 One catch-all route: a request for an admin path (health, stats, metrics, purge;
-see ``proxy.admin``) is answered by the proxy itself, anything else goes to the
+see ``proxy.web.admin``) is answered by the proxy itself, anything else goes to the
 origin through the slice cache. Each app has its own metrics registry and stats.
 
 With several worker processes (``worker.count`` > 1) each app publishes its state once a
 second for the others and answers ``/metrics`` and ``/stats.json`` for the whole proxy
-(see ``proxy.peers``).
+(see ``proxy.workers.peers``).
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ from typing import AsyncIterator
 
 from aiohttp import web
 
-from proxy.admin import Admin
-from proxy.config import Settings
-from proxy.engine import Engine
-from proxy.handlers import ProxyHandler, ResponseInfo
-from proxy.metrics import Metrics, status_class
-from proxy.peers import Peers
-from proxy.stats import Stats, timings
-from proxy.store import SliceStore
-from proxy.upstream import Upstream
-from proxy.workerinfo import WorkerInfo
+from proxy.web.admin import Admin
+from proxy.core.settings import Settings
+from proxy.cache.engine import Engine
+from proxy.web.handlers import ProxyHandler, ResponseInfo
+from proxy.observe.metrics import Metrics, status_class
+from proxy.workers.peers import Peers
+from proxy.observe.stats import Stats, timings
+from proxy.cache.store import SliceStore
+from proxy.cache.upstream import Upstream
+from proxy.workers.info import WorkerInfo
 
 __all__ = ["build_app", "ENGINE", "SETTINGS", "METRICS", "HANDLER"]
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from proxy.config import settings_from_mapping
-from proxy.engine import Engine
-from proxy.flights import SliceFill
-from proxy.ranges import Span
-from proxy.representation import ObjectMeta
-from proxy.store import SliceStore
-from proxy.upstream import Upstream
+from proxy.core.settings import settings_from_mapping
+from proxy.cache.engine import Engine
+from proxy.cache.flights import SliceFill
+from proxy.http.ranges import Span
+from proxy.core.representation import ObjectMeta
+from proxy.cache.store import SliceStore
+from proxy.cache.upstream import Upstream
 
 S = 64 * 1024
 

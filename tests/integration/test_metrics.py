@@ -201,7 +201,7 @@ async def test_cache_size_and_evictions(appserver, proxy_factory, http) -> None:
 
 def test_each_app_has_its_own_registry() -> None:
     from proxy.app import METRICS, build_app
-    from proxy.config import settings_from_mapping
+    from proxy.core.settings import settings_from_mapping
 
     settings = settings_from_mapping({"upstream": "http://127.0.0.1:9", "cache_dir": "unused"})
     a, b = build_app(settings), build_app(settings)
@@ -498,9 +498,9 @@ async def test_grafana_dashboard_and_prometheus_config_use_real_metrics(appserve
 def test_stats_bookkeeping_is_bounded_and_exact() -> None:
     from types import SimpleNamespace
 
-    from proxy.engine import Counters, RequestTally
-    from proxy.handlers import ResponseInfo
-    from proxy.stats import Stats, cached_bytes, percentiles, to_ranges
+    from proxy.cache.engine import Counters, RequestTally
+    from proxy.web.handlers import ResponseInfo
+    from proxy.observe.stats import Stats, cached_bytes, percentiles, to_ranges
 
     assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
     assert percentiles(range(1, 101)) == {"p50": 50, "p95": 95, "p99": 99}

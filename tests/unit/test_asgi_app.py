@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from appserver.app import MediaApp, app_from_env, make_etag
-from proxy import ranges as R
+from proxy.http import ranges as R
 
 PATHSEND = "http.response.pathsend"
 SIZE = 300_000

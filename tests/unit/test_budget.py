@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.budget import ByteBudget
+from proxy.cache.budget import ByteBudget
 
 
 async def test_acquire_within_the_limit_does_not_wait() -> None:

@@ -1,4 +1,4 @@
-"""proxy.config: defaults, precedence, size/duration parsing, errors naming keys."""
+"""proxy.core.settings: defaults, precedence, size/duration parsing, errors naming keys."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import (
+from proxy.core.settings import (
     ConfigError,
     GiB,
     KiB,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from proxy.flights import FillAbandoned, SliceFill
+from proxy.cache.flights import FillAbandoned, SliceFill
 
 
 async def collect(fill: SliceFill, lo: int, hi: int) -> bytes:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-PURE_MODULES = ["proxy.ranges", "proxy.httpdate", "proxy.config", "proxy.representation", "proxy.slices", "proxy.counters"]
+PURE_MODULES = ["proxy.http.ranges", "proxy.http.dates", "proxy.core.settings", "proxy.core.representation", "proxy.core.slices", "proxy.core.counters"]
 FORBIDDEN = ["aiohttp", "diskcache", "asyncio", "uvloop", "socket"]
 
 

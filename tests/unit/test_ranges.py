@@ -1,4 +1,4 @@
-"""proxy.ranges: example tables (RFC 9110 §14.1.2, Starlette regressions) and properties."""
+"""proxy.http.ranges: example tables (RFC 9110 §14.1.2, Starlette regressions) and properties."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.ranges import (
+from proxy.http.ranges import (
     Conflict,
     ContentRange,
     Ignore,
@@ -383,7 +383,7 @@ def test_resolve_of_none_is_ignore() -> None:
 
 # --- HTTP-date -----------------------------------------------------------------
 
-from proxy.httpdate import format_http_date, parse_http_date  # noqa: E402
+from proxy.http.dates import format_http_date, parse_http_date  # noqa: E402
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""proxy.representation: object metadata, RFC 9111 freshness, upstream piece checks."""
+"""proxy.core.representation: object metadata, RFC 9111 freshness, upstream piece checks."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proxy.httpdate import format_http_date
-from proxy.ranges import Span, format_content_range
-from proxy.representation import (
+from proxy.http.dates import format_http_date
+from proxy.http.ranges import Span, format_content_range
+from proxy.core.representation import (
     Freshness,
     Mismatch,
     ObjectMeta,

@@ -1,4 +1,4 @@
-"""proxy.slices: the slice planner (example tables and hypothesis properties)."""
+"""proxy.core.slices: the slice planner (example tables and hypothesis properties)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy.ranges import Span
-from proxy.slices import (
+from proxy.http.ranges import Span
+from proxy.core.slices import (
     SliceCut,
     SlicePlan,
     cuts,

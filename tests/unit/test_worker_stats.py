@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from proxy.budget import ByteBudget
-from proxy.engine import Counters, RequestTally
-from proxy.handlers import ResponseInfo
-from proxy.metrics import Metrics, merge_expositions
-from proxy.peers import Peers, parse_prom_header, pid_alive, process_start, prom_header
-from proxy.stats import Sample, Stats, merge_series, series_of
-from proxy.workerinfo import WorkerInfo
+from proxy.cache.budget import ByteBudget
+from proxy.cache.engine import Counters, RequestTally
+from proxy.web.handlers import ResponseInfo
+from proxy.observe.metrics import Metrics, merge_expositions
+from proxy.workers.peers import Peers, parse_prom_header, pid_alive, process_start, prom_header
+from proxy.observe.stats import Sample, Stats, merge_series, series_of
+from proxy.workers.info import WorkerInfo
 
 MiB = 2**20
 S = MiB
@@ -199,10 +199,10 @@ class Clock:
 
 
 async def test_snapshot_adds_up_the_other_workers_exports(monkeypatch: pytest.MonkeyPatch) -> None:
-    import proxy.stats
+    import proxy.observe.stats
 
     clock = Clock()
-    monkeypatch.setattr(proxy.stats, "time", clock)
+    monkeypatch.setattr(proxy.observe.stats, "time", clock)
     a, b = Worker(evictions=1, corrupt=1, in_flight=1), Worker(evictions=2, in_flight=0, waiting=3)
     a.engine.maps["http://o/big"] = {"length": 8 * S, "slice_size": S, "slices": 8, "cached": [0, 1, 2],
                                      "in_flight": [], "partial": [], "content_type": "application/x"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Literal
 
-from proxy.ranges import Span
+from proxy.http.ranges import Span
 
 __all__ = ["SliceCut", "SlicePlan", "Unit", "slice_span", "slice_indices", "cuts", "runs", "plan", "slice_count",
            "unit_slice", "unit_span", "block_range", "block_units", "prefers_blocks"]

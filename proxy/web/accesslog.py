@@ -35,7 +35,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
 from aiohttp.web_response import StreamResponse
 
-from proxy.handlers import INFO_KEY
+from proxy.web.handlers import INFO_KEY
 
 __all__ = ["AccessLogger", "access_logger_for", "LOGGER_NAME"]
 

@@ -13,8 +13,8 @@ from typing import AsyncIterator, Mapping
 
 import aiohttp
 
-from proxy.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
-from proxy.ranges import Span
+from proxy.http.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
+from proxy.http.ranges import Span
 
 __all__ = ["Upstream", "ERROR_BODY_LIMIT"]
 

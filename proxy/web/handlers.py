@@ -15,15 +15,14 @@ import os
 import time
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Callable
-from urllib.parse import unquote_plus
 
 from aiohttp import web
 
-from proxy.assemble import part_size
-from proxy.engine import Engine, FilePiece, MetaLease, RequestTally, close_pieces
-from proxy.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus, VersionChanged
-from proxy.httpdate import parse_http_date
-from proxy.ranges import (
+from proxy.cache.assemble import part_size
+from proxy.cache.engine import Engine, FilePiece, MetaLease, RequestTally, close_pieces
+from proxy.http.errors import ProxyError, RangeNotSatisfiable, UpstreamError, UpstreamStatus, VersionChanged
+from proxy.http.dates import parse_http_date
+from proxy.http.ranges import (
     Conflict,
     Ignore,
     Satisfiable,
@@ -38,11 +37,12 @@ from proxy.ranges import (
     parse_range,
     select_range_header,
 )
-from proxy.representation import ObjectMeta
-from proxy.slices import SlicePlan, Unit, block_units, prefers_blocks
-from proxy.zerocopy import sendfile_on, socket_of, wait_flushed
+from proxy.core.representation import ObjectMeta
+from proxy.core.slices import SlicePlan, Unit, block_units, prefers_blocks
+from proxy.http.target import split_target
+from proxy.web.sendfile import sendfile_on, socket_of, wait_flushed
 
-__all__ = ["ProxyHandler", "ResponseInfo", "split_target", "INFO_KEY"]
+__all__ = ["ProxyHandler", "ResponseInfo", "INFO_KEY"]
 INFO_KEY = "rangeproxy"  # request[INFO_KEY] -> ResponseInfo, for the access log and metrics
 
 log = logging.getLogger("rangeproxy.handlers")
@@ -69,25 +69,6 @@ def _pread_piece(piece: FilePiece) -> bytes:
     if len(data) != piece.count:
         raise EOFError("slice file ended before the promised count was read")
     return data
-
-def split_target(raw_path: str) -> tuple[str, str | None]:
-    """(upstream path?query without ``range=``, the ``range=`` value if any).
-
-    The ``?range=a-b`` form is the proxy's own: never forwarded, never in a cache key.
-    """
-    path, sep, query = raw_path.partition("?")
-    if not sep:
-        return path, None
-    keep: list[str] = []
-    value: str | None = None
-    for item in query.split("&"):
-        name, _, val = item.partition("=")
-        if unquote_plus(name) == "range":
-            value = unquote_plus(val)
-        elif item:
-            keep.append(item)
-    return (path + "?" + "&".join(keep)) if keep else path, value
-
 
 @dataclass
 class ResponseInfo:

@@ -11,8 +11,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Mapping
 
-from proxy.httpdate import parse_http_date
-from proxy.ranges import Span, parse_content_range
+from proxy.http.dates import parse_http_date
+from proxy.http.ranges import Span, parse_content_range
 
 __all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "check_piece"]
 

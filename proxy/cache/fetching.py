@@ -18,21 +18,21 @@ from typing import Any, AsyncIterator, Coroutine
 
 import aiohttp
 
-from proxy.engine_parts import EngineParts
-from proxy.errors import (
+from proxy.cache.engine_parts import EngineParts
+from proxy.http.errors import (
     ProxyError,
     UpstreamError,
     UpstreamMismatch,
     UpstreamTimeout,
     VersionChanged,
 )
-from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
-from proxy.ranges import Span
-from proxy.representation import (
+from proxy.cache.flights import FillAbandoned, ObjectFlights, SliceFill
+from proxy.http.ranges import Span
+from proxy.core.representation import (
     ObjectMeta,
     check_piece,
 )
-from proxy.slices import (
+from proxy.core.slices import (
     Unit,
     slice_count,
     unit_slice,
@@ -48,7 +48,7 @@ CLAIM_POLL = 0.002  # seconds between looks at a unit another worker is fetching
 
 
 class Fetching(EngineParts):
-    """Mixin of :class:`proxy.engine.Engine`: runs from the origin into fills and the store."""
+    """Mixin of :class:`proxy.cache.engine.Engine`: runs from the origin into fills and the store."""
 
     @asynccontextmanager
     async def _upstream(self, url: str, span: Span | None,
@@ -226,7 +226,7 @@ class Fetching(EngineParts):
             fill.budget = fill.size
 
     def _take_room(self, fill: SliceFill) -> None:
-        """Room for a unit of a response already flowing: never waits (see proxy.budget)."""
+        """Room for a unit of a response already flowing: never waits (see proxy.cache.budget)."""
         if fill.budget == 0:
             self.fill_budget.take(fill.size)
             fill.budget = fill.size

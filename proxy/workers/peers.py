@@ -12,7 +12,7 @@ it tells a live worker from an unrelated process that got a dead worker's pid.)
 
 Both are written to a temporary file and renamed into place, so a reader sees a whole file or
 the previous one. The worker answering a scrape uses its live registry and stats for its own
-part and these files for the others (``proxy.metrics.merge_expositions``,
+part and these files for the others (``proxy.observe.metrics.merge_expositions``,
 ``Stats.snapshot(peers=...)``), skipping files of workers that are gone: not updated for
 ``STALE_AFTER`` seconds, or whose process has exited.
 
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from proxy.metrics import Metrics, merge_expositions
-from proxy.stats import Stats
-from proxy.workerinfo import WorkerInfo
+from proxy.observe.metrics import Metrics, merge_expositions
+from proxy.observe.stats import Stats
+from proxy.workers.info import WorkerInfo
 
 __all__ = ["Peers", "pid_alive", "process_start", "STALE_AFTER", "WORKERS_SUBDIR", "prom_header",
            "parse_prom_header"]

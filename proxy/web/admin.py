@@ -11,7 +11,7 @@ refused (403) when no token is configured; the stats and metrics need it only
 with ``protect_stats = true``.
 
 With several worker processes, ``/metrics`` and ``/stats.json`` describe the whole proxy: the
-answering worker adds the other workers' published numbers to its own (``proxy.peers``) and
+answering worker adds the other workers' published numbers to its own (``proxy.workers.peers``) and
 names itself in an ``X-Rangeproxy-Worker`` header.
 """
 
@@ -27,10 +27,10 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
-from proxy.handlers import split_target
-from proxy.metrics import CONTENT_TYPE_LATEST, Metrics
-from proxy.peers import Peers
-from proxy.stats import Stats, map_indices, to_ranges
+from proxy.http.target import split_target
+from proxy.observe.metrics import CONTENT_TYPE_LATEST, Metrics
+from proxy.workers.peers import Peers
+from proxy.observe.stats import Stats, map_indices, to_ranges
 
 __all__ = ["Admin", "bearer_token"]
 
@@ -56,7 +56,7 @@ def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
 
 def _dashboard_page(config: dict[str, Any]) -> str:
     """The dashboard as one self-contained page: CSS and script inlined, no other request."""
-    static = resources.files("proxy") / "static"
+    static = resources.files("proxy.web") / "static"
     page = (static / "dashboard.html").read_text(encoding="utf-8")
     css = (static / "dashboard.css").read_text(encoding="utf-8")
     js = (static / "dashboard.js").read_text(encoding="utf-8")

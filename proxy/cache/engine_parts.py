@@ -7,13 +7,13 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from proxy.budget import ByteBudget
-    from proxy.config import Settings
-    from proxy.counters import Counters
-    from proxy.crossfill import UnitClaims
-    from proxy.flights import ObjectFlights
-    from proxy.store import SliceStore
-    from proxy.upstream import Upstream
+    from proxy.cache.budget import ByteBudget
+    from proxy.core.settings import Settings
+    from proxy.core.counters import Counters
+    from proxy.workers.claims import UnitClaims
+    from proxy.cache.flights import ObjectFlights
+    from proxy.cache.store import SliceStore
+    from proxy.cache.upstream import Upstream
 
 __all__ = ["EngineParts"]
 

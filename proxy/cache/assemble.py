@@ -15,16 +15,16 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
-from proxy.engine_parts import EngineParts
-from proxy.errors import (
+from proxy.cache.engine_parts import EngineParts
+from proxy.http.errors import (
     VersionChanged,
 )
-from proxy.flights import FillAbandoned, ObjectFlights, SliceFill
-from proxy.ranges import Span
-from proxy.representation import (
+from proxy.cache.flights import FillAbandoned, ObjectFlights, SliceFill
+from proxy.http.ranges import Span
+from proxy.core.representation import (
     ObjectMeta,
 )
-from proxy.slices import (
+from proxy.core.slices import (
     SlicePlan,
     Unit,
     block_range,
@@ -76,7 +76,7 @@ def close_pieces(pieces: list[bytes | FilePiece]) -> None:
 
 
 class Assembly(EngineParts):
-    """Mixin of :class:`proxy.engine.Engine`: plan, hit files, and the byte stream of a response."""
+    """Mixin of :class:`proxy.cache.engine.Engine`: plan, hit files, and the byte stream of a response."""
 
     def _held_pieces(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> list[tuple[int, int, int]] | None:
         """(fd, offset, count) pieces for bytes ``[lo, hi)`` of slice ``i`` from held files.

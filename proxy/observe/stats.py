@@ -17,7 +17,7 @@ when a sample or a snapshot is taken; this module only adds what a response tell
 With several worker processes, each one publishes :meth:`Stats.export` (its counts,
 per-second samples, reservoirs and its top objects) and the worker answering
 ``/stats.json`` passes the others' exports to :meth:`Stats.snapshot`, which adds them up
-(see ``proxy.peers``).
+(see ``proxy.workers.peers``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from proxy.metrics import status_class
+from proxy.observe.metrics import status_class
 
 __all__ = ["Stats", "percentiles", "to_ranges", "map_indices", "cached_bytes", "series_of", "rates_of",
            "merge_series", "merge_rates", "timings", "HISTORY", "RATE_WINDOW"]

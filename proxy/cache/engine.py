@@ -18,35 +18,35 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from proxy.assemble import Assembly, FilePiece, RequestTally, close_pieces
-from proxy.budget import ByteBudget
-from proxy.config import Settings
-from proxy.counters import Counters
-from proxy.crossfill import UnitClaims
-from proxy.errors import (
+from proxy.cache.assemble import Assembly, FilePiece, RequestTally, close_pieces
+from proxy.cache.budget import ByteBudget
+from proxy.core.settings import Settings
+from proxy.core.counters import Counters
+from proxy.workers.claims import UnitClaims
+from proxy.http.errors import (
     RangeNotSatisfiable,
     UpstreamError,
     UpstreamMismatch,
     VersionChanged,
 )
-from proxy.fetching import CLAIM_POLL, Fetching
-from proxy.flights import ObjectFlights, SliceFill
-from proxy.ranges import Span, parse_content_range
-from proxy.representation import (
+from proxy.cache.fetching import CLAIM_POLL, Fetching
+from proxy.cache.flights import ObjectFlights, SliceFill
+from proxy.http.ranges import Span, parse_content_range
+from proxy.core.representation import (
     ObjectMeta,
     freshness,
     meta_from_response,
     same_version,
 )
-from proxy.slices import (
+from proxy.core.slices import (
     Unit,
     slice_count,
     unit_slice,
     unit_span,
 )
-from proxy.store import SliceStore
-from proxy.upstream import Upstream
-from proxy.workerinfo import RUN_DIR_NAME
+from proxy.cache.store import SliceStore
+from proxy.cache.upstream import Upstream
+from proxy.workers.info import RUN_DIR_NAME
 
 __all__ = ["Engine", "MetaLease", "Counters", "RequestTally", "FilePiece", "close_pieces"]
 

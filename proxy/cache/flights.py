@@ -11,8 +11,8 @@ import asyncio
 from collections import Counter
 from typing import AsyncIterator, Iterable
 
-from proxy.errors import UpstreamError
-from proxy.slices import Unit, unit_slice
+from proxy.http.errors import UpstreamError
+from proxy.core.slices import Unit, unit_slice
 
 __all__ = ["SliceFill", "ObjectFlights", "FillAbandoned"]
 
@@ -33,7 +33,7 @@ class SliceFill:
         self.filled = 0
         self.done = False
         self.error: BaseException | None = None
-        self.budget = 0  # bytes of the engine's fill budget this fill holds (see proxy.budget)
+        self.budget = 0  # bytes of the engine's fill budget this fill holds (see proxy.cache.budget)
         self.stored = False  # on disk: readers may go on from the file
         self._waiters: list[asyncio.Future[None]] = []
 

@@ -16,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Iterator, NamedTuple
 
-from proxy.httpdate import parse_http_date
+from proxy.http.dates import parse_http_date
 
 __all__ = [
     "Span",

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import diskcache
 
-from proxy.representation import ObjectMeta
-from proxy.slices import Unit
+from proxy.core.representation import ObjectMeta
+from proxy.core.slices import Unit
 
 __all__ = ["SliceStore"]
 
