@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 MEDIA_DIR   := data/media
 PYTEST_ARGS ?=
 
-.PHONY: all venv install system-deps test media demo bench clean distclean docker-config-check test-docker
+.PHONY: all venv install system-deps test typecheck media demo bench clean distclean docker-config-check test-docker
 
 all: test
 
@@ -31,8 +31,12 @@ system-deps:
 
 # --- Targets ------------------------------------------------------------------
 
-test: $(STAMP) system-deps docker-config-check
+test: $(STAMP) system-deps docker-config-check typecheck
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
+
+# mypy on proxy/ and appserver/ (strict for proxy/http and proxy/core; config in pyproject.toml).
+typecheck: $(STAMP)
+	$(VPY) -m mypy proxy appserver
 
 # `docker compose config -q` on docker-compose.yml (+ profile monitoring) and with
 # docker-compose.ci.yml; skipped with a message without Docker Compose v2 (not under CI=true).
@@ -54,7 +58,7 @@ bench: $(STAMP) system-deps
 	$(VPY) -m benchmarks
 
 clean:
-	rm -rf build/ *.egg-info .pytest_cache .hypothesis benchmarks/out $(MEDIA_DIR)
+	rm -rf build/ *.egg-info .pytest_cache .mypy_cache .hypothesis benchmarks/out $(MEDIA_DIR)
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

@@ -32,7 +32,7 @@ import sys
 import tomllib
 from dataclasses import MISSING, dataclass, field, fields
 from fractions import Fraction
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 __all__ = [
@@ -62,12 +62,12 @@ GiB = 1024 * MiB
 TiB = 1024 * GiB
 YEAR = 365 * 86400.0
 
-_SIZE_UNITS = {
+_SIZE_UNITS: dict[str, int | Fraction] = {
     "": 1, "b": 1,
     "kib": KiB, "mib": MiB, "gib": GiB, "tib": TiB,
     "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 }
-_DURATION_UNITS = {"": 1, "ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_UNITS: dict[str, int | Fraction] = {"": 1, "ms": Fraction(1, 1000), "s": 1, "m": 60, "h": 3600, "d": 86400}
 # Strict: ASCII digits, an optional fraction, optional blanks, an optional unit.
 # No sign, no exponent, no "_", no ".5" or "5." (str.isdigit / float() accept far more).
 _NUMBER_UNIT = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]+)?)[ \t]*([A-Za-z]*)[ \t]*", re.ASCII)
@@ -92,6 +92,21 @@ class ConfigError(Exception):
 # --- sizes and durations --------------------------------------------------------
 
 
+def _number_with_unit(text: str, units: Mapping[str, int | Fraction]) -> Fraction:
+    """``text`` (a number and an optional unit) as an exact number times the unit's multiplier.
+
+    ValueError when ``text`` is not a number followed by one of ``units`` (case-insensitive).
+    """
+    m = _NUMBER_UNIT.fullmatch(text)
+    if m is None:
+        raise ValueError(text)
+    number, unit = m.groups()
+    mult = units.get(unit.lower())
+    if mult is None:
+        raise ValueError(text)
+    return Fraction(number) * mult
+
+
 def _parse_size(value: object) -> int:
     """Bytes from ``value``; ValueError when it is not a size."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -100,15 +115,8 @@ def _parse_size(value: object) -> int:
         if value < 0:
             raise ValueError(value)
         return value
-    m = _NUMBER_UNIT.fullmatch(value)
-    if m is None:
-        raise ValueError(value)
-    number, unit = m.groups()
-    mult = _SIZE_UNITS.get(unit.lower())
-    if mult is None:
-        raise ValueError(value)
     # Exact arithmetic; a fractional byte count ("1.3GiB") is rounded down.
-    return math.floor(Fraction(number) * mult)
+    return math.floor(_number_with_unit(value, _SIZE_UNITS))
 
 
 def _parse_duration(value: object) -> float:
@@ -120,14 +128,20 @@ def _parse_duration(value: object) -> float:
         if not math.isfinite(seconds) or seconds < 0:
             raise ValueError(value)
         return seconds
-    m = _NUMBER_UNIT.fullmatch(value)
-    if m is None:
-        raise ValueError(value)
-    number, unit = m.groups()
-    mult = _DURATION_UNITS.get(unit.lower())
-    if mult is None:
-        raise ValueError(value)
-    return float(Fraction(number) * mult)
+    return float(_number_with_unit(value, _DURATION_UNITS))
+
+
+# The field kinds whose values are a number with a unit, and their parsers.
+_UNIT_PARSERS: dict[str, Callable[[object], float]] = {"size": _parse_size, "duration": _parse_duration}
+_N = TypeVar("_N", int, float)
+
+
+def _parse_or_raise(parse: Callable[[object], _N], value: object, key: str, allowed: str) -> _N:
+    """``parse(value)``; a :class:`ConfigError` naming ``key`` and what is ``allowed`` when it fails."""
+    try:
+        return parse(value)
+    except ValueError:
+        raise ConfigError(key, f"must be {allowed} (got {_got(value)})") from None
 
 
 def parse_size(text: str | int, *, key: str = "size") -> int:
@@ -138,12 +152,7 @@ def parse_size(text: str | int, *, key: str = "size") -> int:
     allowed before a unit and the result is rounded down to whole bytes.
     Anything else (signs, exponents, "1M", "1.", "") raises :class:`ConfigError`.
     """
-    try:
-        return _parse_size(text)
-    except ValueError:
-        raise ConfigError(
-            key, f"must be a size like 1MiB, 512KiB, 1.5GiB, 10GB or 1048576 (got {_got(text)})"
-        ) from None
+    return _parse_or_raise(_parse_size, text, key, "a size like 1MiB, 512KiB, 1.5GiB, 10GB or 1048576")
 
 
 def parse_duration(text: str | float, *, key: str = "duration") -> float:
@@ -152,12 +161,7 @@ def parse_duration(text: str | float, *, key: str = "duration") -> float:
     Units are case-insensitive; no unit means seconds.  Negative, infinite and
     NaN values and anything else raise :class:`ConfigError`.
     """
-    try:
-        return _parse_duration(text)
-    except ValueError:
-        raise ConfigError(
-            key, f"must be a duration like 30, 0.5, 500ms, 30s, 5m, 1h or 1d (got {_got(text)})"
-        ) from None
+    return _parse_or_raise(_parse_duration, text, key, "a duration like 30, 0.5, 500ms, 30s, 5m, 1h or 1d")
 
 
 def format_size(n: int) -> str:
@@ -176,6 +180,15 @@ def format_duration(seconds: float) -> str:
         if seconds % unit == 0:
             return f"{int(seconds // unit)}{name}"
     return f"{seconds * 1000:g}ms"
+
+
+def _format_value(kind: str, value: Any) -> str:
+    """A field's value as it is written in the config: sizes and durations with their unit."""
+    if kind == "size":
+        return format_size(value)
+    if kind == "duration":
+        return format_duration(value)
+    return str(value)
 
 
 def _got(value: object) -> str:
@@ -337,6 +350,7 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
         if parsed is None:
             raise bad
         return parsed
+    n: float  # an int for int and size
     if kind == "int":
         if isinstance(value, bool):
             raise bad
@@ -346,14 +360,9 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
             n = int(m.group(1))
         else:
             raise bad
-    elif kind == "size":
+    elif kind in _UNIT_PARSERS:
         try:
-            n = _parse_size(value)
-        except ValueError:
-            raise bad from None
-    elif kind == "duration":
-        try:
-            n = _parse_duration(value)
+            n = _UNIT_PARSERS[kind](value)
         except ValueError:
             raise bad from None
     else:
@@ -525,16 +534,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                    help=f"TOML config file (default: ${CONFIG_ENV}, else none)")
     for name in _FLAGS:
         f = _FIELDS[name]
-        default = f.default
-        if f.metadata["kind"] == "size":
-            shown = format_size(default)
-        elif f.metadata["kind"] == "duration":
-            shown = format_duration(default)
-        else:
-            shown = default
         helptext = f.metadata["help"]
-        if default is not MISSING:
-            helptext += f" (default: {shown})"
+        if f.default is not MISSING:
+            helptext += f" (default: {_format_value(f.metadata['kind'], f.default)})"
         p.add_argument("--" + name.replace("_", "-"), dest=name, metavar=name.upper(),
                        help=helptext)
     p.add_argument("--set", dest="overrides", action="append", type=_set_item, default=[],
