@@ -34,7 +34,6 @@ Body transport, by what the server advertises in ``scope["extensions"]``:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import mimetypes
@@ -44,6 +43,7 @@ from typing import Any, Awaitable, Callable, Iterable
 from urllib.parse import parse_qs, unquote_to_bytes
 
 from proxy.http import ranges as R
+from proxy.http.dates import format_http_date, parse_http_date
 
 __all__ = ["MediaApp", "app_from_env", "factory", "MEDIA_DIR_ENV", "make_etag"]
 
@@ -93,20 +93,6 @@ def make_etag(st: os.stat_result) -> str:
     return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
 
 
-def http_date(ts: float) -> str:
-    return email.utils.formatdate(ts, usegmt=True)
-
-
-def _parse_http_date(value: str) -> float | None:
-    try:
-        dt = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if dt is None or dt.tzinfo is None:
-        return None
-    return dt.timestamp()
-
-
 def _segments(path: str) -> list[str] | None:
     """Split an absolute URL path into safe segments, or None if it must be refused."""
     if not path.startswith("/") or "\x00" in path or "\\" in path:
@@ -154,7 +140,7 @@ class _File:
         self.path = path
         self.st = st
         self.etag = make_etag(st)
-        self.last_modified = http_date(st.st_mtime)
+        self.last_modified = format_http_date(st.st_mtime)
         self.ctype = content_type_for(path)
 
     @property
@@ -314,7 +300,7 @@ class MediaApp:
         else:
             ius = h.get("if-unmodified-since")
             if ius is not None and h.count("if-unmodified-since") == 1:
-                when = _parse_http_date(ius)
+                when = parse_http_date(ius)
                 if when is not None and int(f.st.st_mtime) > when:
                     await _simple(send, 412, b"", method, base)
                     return
@@ -326,7 +312,7 @@ class MediaApp:
         else:
             ims = h.get("if-modified-since")
             if ims is not None and h.count("if-modified-since") == 1:
-                when = _parse_http_date(ims)
+                when = parse_http_date(ims)
                 if when is not None and int(f.st.st_mtime) <= when:
                     await _not_modified(send, validators)
                     return
@@ -357,7 +343,7 @@ class MediaApp:
 
         ext = (scope.get("extensions") or {}).get(PATHSEND)
         pathsend_ok = isinstance(ext, dict)
-        ranges_ok = pathsend_ok and ext.get("ranges") is True
+        ranges_ok = isinstance(ext, dict) and ext.get("ranges") is True
 
         if isinstance(outcome, R.Satisfiable) and len(outcome.spans) == 1:
             span = outcome.spans[0]

@@ -19,7 +19,7 @@ import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["Settings", "ConfigError", "DEFAULT_CONFIG", "SERVERS", "load", "parse_args"]
 
@@ -91,7 +91,8 @@ def _check_media_dir(value: Any) -> str:
     return path
 
 
-_CHECKS = {
+# Each check returns the value of the Settings field of its name.
+_CHECKS: dict[str, Callable[[Any], Any]] = {
     "media_dir": _check_media_dir,
     "host": _check_host,
     "port": _check_port,

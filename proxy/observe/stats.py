@@ -394,6 +394,8 @@ class Stats:
                 "origin_bytes": o.origin_bytes, "requests": o.requests, "last_seen": round(o.last_seen, 3),
                 "hit_ratio_bytes": _ratio(o.cache_bytes, o.bytes),
             }
+            length: int | None  # None (and so the slice count) while nobody knows the length
+            n: int | None
             if sm is not None:
                 length, slice_size, n = int(sm["length"]), int(sm["slice_size"]), int(sm["slices"])
                 cached = map_indices(sm["cached"])

@@ -88,9 +88,9 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
             break
         except InterruptedError:
             continue
-        index = children.pop(pid, None)
-        if index is None:
+        if pid not in children:
             continue
+        index = children.pop(pid)
         code = os.waitstatus_to_exitcode(wstatus)
         if stopping:
             # A worker still starting has no handler yet: SIGTERM's default action is a clean stop too.
