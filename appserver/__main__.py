@@ -1,4 +1,7 @@
-"""``python -m appserver [--config F] [--media-dir D] [--host H] [--port P] [--server aiohttp|granian]``."""
+"""The demo origin's command line (``python -m appserver``, the ``rangeproxy-origin`` script).
+
+``python -m appserver [--config F] [--media-dir D] [--host H] [--port P] [--server aiohttp|granian]``
+"""
 
 from __future__ import annotations
 

@@ -59,7 +59,7 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> 
     # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
     # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
     where = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
-    web.run_app(app, **where, shutdown_timeout=settings.grace_period,  # type: ignore[arg-type]
+    web.run_app(app, **where, shutdown_timeout=settings.grace_period,
                 access_log=access_logger_for(settings), access_log_class=AccessLogger,
                 access_log_format=settings.access_log_format,
                 print=None, loop=uvloop.new_event_loop(), handle_signals=True)

@@ -193,13 +193,19 @@ class Admin:
 
     # --- one object: GET its slice map, DELETE (purge) it ---------------------------------
 
-    def _target(self, request: web.Request) -> str | None:
-        """``/<path>?<query>`` of the object named after the purge prefix (the proxy's ``range=`` dropped)."""
+    def _named_object(self, request: web.Request, verb: str) -> tuple[str, Any, str]:
+        """(target, engine, upstream URL) of the object named after the purge prefix.
+
+        The target is ``/<path>?<query>`` with the proxy's ``range=`` dropped. A request that names
+        no object gets 400 (raised; its example starts with ``verb``), one before the engine is up 503.
+        """
         rest = request.raw_path[len(self.settings.purge_prefix):]
         if not rest or rest.startswith("?"):
-            return None
+            raise web.HTTPBadRequest(text=f"400 Bad Request: name an object, e.g. {verb}"
+                                     f"{self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
         target, _ = split_target("/" + rest)
-        return target
+        engine = self._engine_or_503()
+        return target, engine, engine.upstream.url_for(target)
 
     async def cache_entry(self, request: web.Request) -> web.StreamResponse:
         if request.method == "DELETE":
@@ -208,12 +214,7 @@ class Admin:
             return self._method_not_allowed(request, ("GET", "HEAD", "DELETE"))
         if not self._may_read(request):
             return self._unauthorized("the cache map")
-        target = self._target(request)
-        if target is None:
-            return web.Response(status=400, text=f"400 Bad Request: name an object, "
-                                f"e.g. {self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
-        engine = self._engine_or_503()
-        url = engine.upstream.url_for(target)
+        target, engine, url = self._named_object(request, "")
         sm = await engine.slice_map(url)
         if sm is None:
             return web.json_response({"path": target, "url": url, "in_cache": False}, status=404,
@@ -231,12 +232,7 @@ class Admin:
                                 headers=NO_STORE)
         if not self._token_ok(bearer_token(request)):
             return self._unauthorized("purge")
-        target = self._target(request)
-        if target is None:
-            return web.Response(status=400, text=f"400 Bad Request: name an object, "
-                                f"e.g. DELETE {self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
-        engine = self._engine_or_503()
-        url = engine.upstream.url_for(target)
+        target, engine, url = self._named_object(request, "DELETE ")
         before = await engine.slice_map(url)
         t0 = time.monotonic()
         await engine.invalidate(url, "purged")

@@ -29,7 +29,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, TypeVar
 
 from proxy.observe.metrics import Metrics, merge_expositions
 from proxy.observe.stats import Stats
@@ -39,6 +39,7 @@ __all__ = ["Peers", "pid_alive", "process_start", "STALE_AFTER", "WORKERS_SUBDIR
            "parse_prom_header"]
 
 log = logging.getLogger("rangeproxy.peers")
+_T = TypeVar("_T")
 WORKERS_SUBDIR = "workers"
 STALE_AFTER = 5.0  # seconds without an update after which a worker's files are ignored
 HEADER = "# rangeproxy worker "
@@ -233,17 +234,25 @@ class Peers:
         return (index != self.worker.index and 0 <= index < self.worker.count and count == self.worker.count
                 and now - written <= self.stale_after and pid_alive(pid, start))
 
+    def _fresh_files(self, pattern: str, read: Callable[[Path], _T], now: float) -> Iterator[_T]:
+        """``read(path)`` of each file matching ``pattern`` updated within ``stale_after`` (blocking).
+
+        A file that cannot be read or decoded (gone, truncated, ...) is skipped.
+        """
+        for path in self.dir.glob(pattern):
+            if not self._fresh(path, now):
+                continue
+            try:
+                value = read(path)
+            except (OSError, ValueError):
+                continue
+            yield value
+
     def read_metrics(self) -> list[str]:
         """The other live workers' expositions (blocking: file I/O)."""
         now = time.time()
         out: list[tuple[int, str]] = []
-        for path in self.dir.glob("*.prom"):
-            if not self._fresh(path, now):
-                continue
-            try:
-                text = path.read_text(encoding="utf-8")
-            except OSError:
-                continue
+        for text in self._fresh_files("*.prom", lambda path: path.read_text(encoding="utf-8"), now):
             meta = parse_prom_header(text.partition("\n")[0] + "\n")
             if meta is not None and self._live(meta, now):
                 out.append((int(meta["index"]), text))
@@ -253,13 +262,7 @@ class Peers:
         """The other live workers' ``Stats.export()``, each with ``index``, ``pid`` and ``age`` (blocking)."""
         now = time.time()
         out: list[dict[str, Any]] = []
-        for path in self.dir.glob("*.json"):
-            if not self._fresh(path, now):
-                continue
-            try:
-                doc = json.loads(path.read_bytes())
-            except (OSError, ValueError):
-                continue
+        for doc in self._fresh_files("*.json", lambda path: json.loads(path.read_bytes()), now):
             if (not isinstance(doc, dict) or not self._live(doc, now) or not isinstance(doc.get("stats"), dict)
                     or not EXPORT_KEYS <= doc["stats"].keys()):
                 continue
