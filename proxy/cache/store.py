@@ -5,15 +5,20 @@ a small thread pool owned here. Slices are values-as-files (``disk_min_file_size
 tagged with their object's URL so ``evict(tag)`` drops a whole object at once.
 A slice read checks the file's length against what the slice must hold: a
 truncated or unreadable entry is evicted and reported as a miss, never served.
+
+Every key carries the cache format (:data:`FORMAT`); see :meth:`SliceStore._drop_other_formats`
+for what happens to a directory holding entries of another format.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
+import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -22,21 +27,85 @@ import diskcache
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import Unit
 
-__all__ = ["SliceStore"]
+__all__ = ["SliceStore", "FORMAT"]
 
 log = logging.getLogger("rangeproxy.store")
 T = TypeVar("T")
 SliceId = tuple[str, str, Unit]  # (url, validator, slice index or (slice, block))
 
 
+# The cache format: what is stored under which key. Bump it whenever a key's shape or a
+# value's meaning changes (a new kind of entry, another metadata record, other slice keys).
+#
+# The version is part of every key ("m1\x00<url>", "s1\x00<url>\x00<validator>\x00<unit>"),
+# not only a field in the values, because slices are raw bytes with no room for a field:
+# with it in the key, a lookup of this format can only ever find an entry written in this
+# format, so an older or newer entry cannot be misread even before it is dropped. The
+# \x00 after the number keeps the prefixes apart ("m1\x00" is not a prefix of "m10\x00").
+# Format 0 is the unversioned "m\x00<url>" / "s\x00..." of before. The metadata record
+# carries the format as well (see _meta_record), so a record is checked, not trusted.
+FORMAT = 1
+_META = f"m{FORMAT}\x00"
+_SLICE = f"s{FORMAT}\x00"
+_PREFIXES = (_META, _SLICE)  # every key this format writes starts with one of these, sorted
+_KEY_FORMAT = re.compile(r"[a-z]+(\d*)\x00")  # "<kind><format>\x00": the format of a key
+
+
+def _end(prefix: str) -> str:
+    """The first string after every key that starts with ``prefix`` (which ends in \\x00)."""
+    return prefix[:-1] + "\x01"
+
+
+def _other_format_ranges() -> list[tuple[str, tuple[str, ...]]]:
+    """SQL conditions, with their arguments, that together match every key not of FORMAT.
+
+    The gaps between this format's key ranges: each is one range of the key index, so
+    whether a directory holds anything else costs a few index lookups, not a scan.
+    (SQLite orders integers before text and blobs after it: those keys fall in the
+    first and last gap.)
+    """
+    bounds = sorted((p, _end(p)) for p in _PREFIXES)
+    gaps: list[tuple[str, tuple[str, ...]]] = [("key < ?", (bounds[0][0],))]
+    gaps += [("key >= ? AND key < ?", (hi, lo)) for (_, hi), (lo, _) in zip(bounds, bounds[1:])]
+    gaps.append(("key >= ?", (bounds[-1][1],)))
+    return gaps
+
+
+def _format_of(key: object) -> int | None:
+    """The format a foreign key was written in (0 = unversioned), None if unrecognised."""
+    m = _KEY_FORMAT.match(key) if isinstance(key, str) else None
+    return None if m is None else int(m.group(1) or 0)
+
+
 def _slice_key(url: str, validator: str, index: Unit) -> str:
     """A whole slice ``i`` or a block ``(i, k)`` of it (``i.k``)."""
     unit = index if isinstance(index, int) else f"{index[0]}.{index[1]}"
-    return f"s\x00{url}\x00{validator}\x00{unit}"
+    return f"{_SLICE}{url}\x00{validator}\x00{unit}"
 
 
 def _meta_key(url: str) -> str:
-    return f"m\x00{url}"
+    return f"{_META}{url}"
+
+
+def _meta_record(meta: ObjectMeta) -> dict[str, object]:
+    """What is stored for an object: the format and ObjectMeta's fields, nested apart
+    (so that no field ObjectMeta may gain can collide with the version)."""
+    return {"format": FORMAT, "meta": meta.to_dict()}
+
+
+def _meta_from_record(raw: object, url: str) -> ObjectMeta | str:
+    """The ObjectMeta of a stored record, or why the record cannot be used."""
+    if not isinstance(raw, dict):
+        return f"meta record is a {type(raw).__name__}"
+    if raw.get("format") != FORMAT:
+        return f"meta record of format {raw.get('format')!r}, not {FORMAT}"
+    try:
+        meta = ObjectMeta.from_dict(raw["meta"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"bad meta record ({type(exc).__name__}: {exc})"
+    if meta.url != url:
+        return f"meta record of {meta.url!r}"
+    return meta
 
 
 def held_fd_budget() -> int:
@@ -89,21 +158,74 @@ class SliceStore:
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self._touched: set[SliceId] = set()
+        self._directory = directory
+        self._drop_other_formats()
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
+    # --- the cache format -----------------------------------------------------
+    #
+    # No marker is needed: whether the directory holds anything but FORMAT's keys is a
+    # few lookups of the key index (the gaps between this format's key ranges), done at
+    # every start. It looks at the entries themselves, so nothing can get out of step with
+    # them: not an evicted or deleted marker, not entries an older proxy wrote after a
+    # rollback, not a cache.db copied in. Only the rare start that finds such entries
+    # deletes them (by key range, one transaction per 100 entries, files with them).
+    # That never touches an entry of this format, so two workers starting at once on one
+    # directory cannot wipe each other's fresh entries whatever the interleaving; a lock
+    # on the directory only makes one of them do the deleting and log it, once.
+
+    def _other_format_keys(self) -> bool:
+        return any(self._cache._sql(f"SELECT 1 FROM Cache WHERE {cond} LIMIT 1", args).fetchone()
+                   for cond, args in _other_format_ranges())
+
+    def _drop_other_formats(self) -> None:
+        """Delete every entry not of :data:`FORMAT` (format 0 = before keys had one)."""
+        if not self._other_format_keys():
+            return
+        dfd = os.open(self._directory, os.O_RDONLY)
+        try:
+            fcntl.flock(dfd, fcntl.LOCK_EX)  # another worker may be at it: wait, then look again
+            dropped: Counter[int | None] = Counter()
+            for cond, args in _other_format_ranges():
+                while True:
+                    with self._cache._transact(retry=True) as (sql, cleanup):
+                        rows = sql(f"SELECT rowid, key, filename FROM Cache WHERE {cond} LIMIT 100",
+                                   args).fetchall()
+                        if not rows:
+                            break
+                        sql("DELETE FROM Cache WHERE rowid IN (%s)" % ",".join(str(r[0]) for r in rows))
+                        for _, key, filename in rows:
+                            dropped[_format_of(key)] += 1
+                            cleanup(filename)  # the value's file, once the transaction commits
+        finally:
+            os.close(dfd)  # releases the lock
+        if dropped:
+            kinds = sorted(f for f in dropped if f is not None)
+            what = ", ".join([f"{dropped[f]} of format {f}" for f in kinds]
+                             + ([f"{dropped[None]} unrecognised"] if None in dropped else []))
+            log.warning("cache %s: dropped %d entries not of cache format %d (%s): this proxy cannot "
+                        "read them", self._directory, sum(dropped.values()), FORMAT, what)
+
     # --- metadata -----------------------------------------------------------
 
     def _get_meta(self, url: str) -> ObjectMeta | None:
-        raw = self._cache.get(_meta_key(url))
-        if not isinstance(raw, dict):
-            return None
+        key = _meta_key(url)
         try:
-            return ObjectMeta.from_dict(raw)
-        except (KeyError, TypeError):
-            self._cache.delete(_meta_key(url))
+            raw = self._cache.get(key)
+        except diskcache.Timeout:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a value that does not unpickle is damaged
+            self._drop_corrupt(key, f"unreadable meta record ({type(exc).__name__})")
             return None
+        if raw is None:
+            return None
+        meta = _meta_from_record(raw, url)
+        if isinstance(meta, str):
+            self._drop_corrupt(key, meta)
+            return None
+        return meta
 
     async def get_meta(self, url: str) -> ObjectMeta | None:
         return await self._run(self._get_meta, url)
@@ -119,11 +241,11 @@ class SliceStore:
             self.evictions += culled
 
     async def put_meta(self, meta: ObjectMeta) -> None:
-        await self._run(self._set_counted, _meta_key(meta.url), meta.to_dict(), meta.url)
+        await self._run(self._set_counted, _meta_key(meta.url), _meta_record(meta), meta.url)
 
     def _object_count(self) -> int:
-        # Metadata keys are "m\x00<url>": one range scan of the key index.
-        row = self._cache._sql("SELECT COUNT(*) FROM Cache WHERE key >= ? AND key < ?", ("m\x00", "m\x01")).fetchone()
+        # Metadata keys are "m<FORMAT>\x00<url>": one range scan of the key index.
+        row = self._cache._sql("SELECT COUNT(*) FROM Cache WHERE key >= ? AND key < ?", (_META, _end(_META))).fetchone()
         return int(row[0])
 
     async def object_count(self) -> int:
