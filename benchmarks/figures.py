@@ -16,10 +16,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .harness import MIB, BenchError, Tools, make_file, size_txt
+from .harness import MIB, BenchError, RssSampler, Tools, make_file, size_txt, tree_rss
 from .httpclient import Connection, fetch, pinned
 from .rig import (
-    RssSampler,
     TableReport,
     cache_rig,
     cold_full_get,
@@ -28,7 +27,6 @@ from .rig import (
     md_table,
     proxy_server,
     shots_table,
-    tree_rss,
 )
 
 NAME = "figures"

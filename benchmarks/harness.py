@@ -22,6 +22,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -152,6 +153,50 @@ def process_tree(pid: int) -> list[int]:
 
 def tree_cpu_ticks(pid: int) -> int:
     return sum(_proc_ticks(p) for p in process_tree(pid))
+
+
+def rss(pid: int) -> int:
+    """VmRSS of one process in bytes (0 if it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def tree_rss(pid: int) -> int:
+    """VmRSS summed over ``pid`` and its descendants (worker processes), in bytes."""
+    return sum(rss(p) for p in process_tree(pid))
+
+
+class RssSampler:
+    """Samples the RSS of a server's process tree in a thread (every ``interval`` s);
+    ``.max`` is the largest seen. ``server`` is anything with a started ``.proc``
+    (a :class:`Server`, or the test suite's server processes)."""
+
+    def __init__(self, server: Server, interval: float = 0.1) -> None:
+        assert server.proc is not None
+        self.pid = server.proc.pid
+        self.interval = interval
+        self.max = 0
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.max = max(self.max, tree_rss(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join(10)
+        self.max = max(self.max, tree_rss(self.pid))
 
 
 _PF_KTHREAD = 0x00200000

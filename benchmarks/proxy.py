@@ -32,6 +32,7 @@ from .harness import (
     KIB,
     MIB,
     BenchError,
+    RssSampler,
     Server,
     Tools,
     WorkloadReport,
@@ -41,12 +42,12 @@ from .harness import (
     pin_prefix,
     run_wrk,
     size_txt,
+    tree_rss,
     verify_ranges,
     write_wrk_script,
 )
 from .httpclient import fetch, parse_multipart
 from .rig import (
-    RssSampler,
     Shot,
     TableReport,
     alternate,
@@ -62,7 +63,6 @@ from .rig import (
     proxy_server,
     sequential_reader,
     shots_table,
-    tree_rss,
     warm,
 )
 

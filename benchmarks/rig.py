@@ -13,8 +13,7 @@ the relay share ``--wrk-cpu`` (1) (``--origin-cpu`` moves the origin and relay;
 the cold ones it competes with the client, the same way for every target.
 
 Process management, wrk and CPU accounting come from ``harness.py``; this module
-adds the servers, the relay's counters, ``/metrics`` scraping, RSS sampling,
-the one-shot measurements and an alternating driver for servers that stay up
+adds the servers, the relay's counters, ``/metrics`` scraping, the one-shot measurements and an alternating driver for servers that stay up
 across several workloads.
 """
 
@@ -27,7 +26,6 @@ import random
 import re
 import statistics
 import sys
-import threading
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -355,7 +353,7 @@ def cache_pair(opts, tools: Tools, tmp: Path) -> Iterator[tuple[bytes, Fleet, Re
         yield big, fleet, relay, caches
 
 
-# --- metrics and memory --------------------------------------------------------------------
+# --- metrics ------------------------------------------------------------------------------
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -389,45 +387,6 @@ def proxy_counters(port: int) -> dict[str, float]:
         "hit": msum(m, "rangeproxy_slice_lookups_total", 'result="hit"'),
         "read_ahead_runs": msum(m, "rangeproxy_read_ahead_runs_total"),
     }
-
-
-def tree_rss(pid: int) -> int:
-    total = 0
-    for p in process_tree(pid):
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            continue
-    return total
-
-
-class RssSampler:
-    """Samples the RSS of a server's process tree in a thread (every ``interval`` s)."""
-
-    def __init__(self, server: Server, interval: float = 0.1) -> None:
-        assert server.proc is not None
-        self.pid = server.proc.pid
-        self.interval = interval
-        self.max = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.max = max(self.max, tree_rss(self.pid))
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "RssSampler":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(10)
-        self.max = max(self.max, tree_rss(self.pid))
 
 
 # --- the alternating wrk driver for servers that stay up ------------------------------------
