@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -20,13 +21,15 @@ from aiohttp import web
 from proxy.web.admin import Admin
 from proxy.core.settings import Settings
 from proxy.cache.engine import Engine
-from proxy.web.handlers import ProxyHandler, ResponseInfo
+from proxy.web.handlers import ProxyHandler
+from proxy.web.sending import ResponseInfo
 from proxy.observe.metrics import Metrics, status_class
 from proxy.workers.peers import Peers
 from proxy.observe.stats import Stats, timings
 from proxy.cache.store import SliceStore
 from proxy.cache.upstream import Upstream
-from proxy.workers.info import WorkerInfo
+from proxy.workers.info import RUN_DIR_NAME, WorkerInfo
+from proxy.workers.sync import SharedCacheDir
 
 __all__ = ["build_app", "ENGINE", "SETTINGS", "METRICS", "HANDLER"]
 
@@ -82,7 +85,10 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
                             connect_timeout=settings.upstream_connect_timeout,
                             read_timeout=settings.upstream_read_timeout)
         await upstream.start()
-        engine = Engine(settings, store, upstream)
+        # Several worker processes share the cache directory: claims keep one origin fetch
+        # per unit across them, and a log tells the others what one of them invalidated.
+        sync = SharedCacheDir(Path(settings.cache_dir) / RUN_DIR_NAME) if settings.workers > 1 else None
+        engine = Engine(settings, store, upstream, sync)
         await engine.start()
         app[ENGINE] = engine
         app[HANDLER] = ProxyHandler(engine, observe)

@@ -1,20 +1,24 @@
-"""In-flight slice fills that any number of requests read as the bytes arrive.
+"""In-flight slice fills that any number of requests read as the bytes arrive, and their registry.
 
 One upstream fetch fills a slice; every request that needs it attaches to the
 fill and is woken on each appended chunk (no polling, no waiting for the whole
-slice: nginx's cache lock makes waiters poll every 500 ms).
+slice: nginx's cache lock makes waiters poll every 500 ms). Fills are added to
+and removed from an object's flights only here (:class:`FlightRegistry`), which
+also accounts for the memory they hold (:class:`proxy.cache.budget.ByteBudget`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import AsyncIterator, Iterable
+from typing import AsyncGenerator, Iterable, Mapping
 
+from proxy.cache.budget import ByteBudget
+from proxy.core.representation import ObjectMeta
+from proxy.core.slices import SliceGeometry, Unit, unit_slice
 from proxy.http.errors import UpstreamError
-from proxy.core.slices import Unit, unit_slice
 
-__all__ = ["SliceFill", "ObjectFlights", "FillAbandoned"]
+__all__ = ["SliceFill", "ObjectFlights", "FlightRegistry", "FillAbandoned"]
 
 
 class FillAbandoned(UpstreamError):
@@ -77,7 +81,7 @@ class SliceFill:
         self.release()
         self._wake()
 
-    async def read(self, lo: int, hi: int) -> AsyncIterator[bytes]:
+    async def read(self, lo: int, hi: int) -> AsyncGenerator[bytes, None]:
         """Yield bytes ``[lo, hi)`` of the slice, as soon as each piece exists."""
         pos = lo
         ci = 0  # chunk index and the slice offset where that chunk starts
@@ -133,8 +137,88 @@ class ObjectFlights:
     def wanted(self, units: Iterable[Unit]) -> bool:
         return any(self.interest.get(unit_slice(u), 0) > 0 for u in units)
 
+    def busy(self, u: Unit) -> bool:
+        """Is ``u`` being filled, or (for a block) its whole slice?"""
+        return u in self.fills or (not isinstance(u, int) and u[0] in self.fills)
+
+    def add(self, fills: Mapping[Unit, SliceFill]) -> None:
+        self.fills.update(fills)
+
+    def remove(self, u: Unit, fill: SliceFill) -> None:
+        """Forget ``fill`` (stored, found in the store, or failed) unless replaced meanwhile."""
+        if self.fills.get(u) is fill:
+            del self.fills[u]
+
     def fail_all(self, exc: BaseException) -> None:
         self.dead = True
         for fill in list(self.fills.values()):
             fill.fail(exc)
         self.fills.clear()
+
+
+class FlightRegistry:
+    """Every object's flights (current version only), and the fill memory they hold."""
+
+    def __init__(self, geometry: SliceGeometry, budget: ByteBudget) -> None:
+        self.geometry = geometry
+        self.budget = budget
+        self._by_url: dict[str, ObjectFlights] = {}
+
+    def for_meta(self, meta: ObjectMeta) -> ObjectFlights:
+        """The flights of this version of the object, new if it had none (or an old version's)."""
+        fl = self._by_url.get(meta.url)
+        if fl is None or fl.validator != meta.validator or fl.dead:
+            fl = ObjectFlights(meta.validator, meta.url)
+            self._by_url[meta.url] = fl
+        return fl
+
+    def current(self, meta: ObjectMeta) -> ObjectFlights | None:
+        """The flights of this version, if it has any."""
+        fl = self._by_url.get(meta.url)
+        return fl if fl is not None and fl.validator == meta.validator else None
+
+    def register(self, fl: ObjectFlights, meta: ObjectMeta, run: Iterable[Unit]) -> dict[Unit, SliceFill]:
+        """New fills for the units of a run about to be fetched."""
+        fills = {u: SliceFill(unit_slice(u), self.geometry.unit_size(u, meta.length)) for u in run}
+        fl.add(fills)
+        return fills
+
+    def forget_idle(self, url: str, fl: ObjectFlights) -> None:
+        if not fl.fills and not fl.interest and self._by_url.get(url) is fl:
+            del self._by_url[url]
+
+    def release(self, meta: ObjectMeta, units: Iterable[Unit]) -> None:
+        """Drop interest in ``units`` of this version (if its flights still exist)."""
+        fl = self.current(meta)
+        if fl is not None:
+            fl.release(units)
+            self.forget_idle(meta.url, fl)
+
+    def fail_object(self, url: str, exc: BaseException) -> None:
+        """Every fill of the object fails; nothing new attaches to its flights."""
+        fl = self._by_url.pop(url, None)
+        if fl is not None:
+            fl.fail_all(exc)
+
+    def in_flight(self) -> int:
+        return sum(len(f.fills) for f in self._by_url.values())
+
+    # Room in the fill budget, per fill (see proxy.cache.budget).
+
+    async def room_for(self, fill: SliceFill) -> None:
+        """Wait until the budget has room for this unit (before an upstream request)."""
+        if fill.budget == 0:
+            await self.budget.acquire(fill.size)
+            fill.budget = fill.size
+
+    def take_room(self, fill: SliceFill) -> None:
+        """Room for a unit of a response already flowing: never waits."""
+        if fill.budget == 0:
+            self.budget.take(fill.size)
+            fill.budget = fill.size
+
+    def give_back(self, fill: SliceFill) -> None:
+        """Return a fill's room (once: it is stored, or failed and dropped)."""
+        if fill.budget:
+            self.budget.release(fill.budget)
+            fill.budget = 0

@@ -2,7 +2,9 @@
 
 Pure: functions over header mappings and numbers. Every upstream answer is checked
 against the object's reference (ATS slice: "Mismatch block Etag", "Mismatch/Bad
-block Content-Range") before a single byte of it may be cached or served.
+block Content-Range") before a single byte of it may be cached or served. What a
+first answer or a revalidation answer means is an outcome value here; the cache
+layer only acts on it.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from dataclasses import dataclass, replace
 from typing import Mapping
 
 from proxy.http.dates import parse_http_date
-from proxy.http.ranges import Span, parse_content_range
+from proxy.http.ranges import Span, parse_content_range, parse_int
 
-__all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "check_piece"]
+__all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "same_version", "check_piece",
+           "Learned", "Empty", "PastEnd", "Refused", "Unusable", "FirstAnswer", "first_answer",
+           "Refreshed", "Changed", "Gone", "Stale", "Revalidation", "revalidation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +99,12 @@ def _all(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _seconds(arg: str | None) -> int | None:
-    return int(arg) if arg is not None and arg.isascii() and arg.isdigit() else None
+    return parse_int(arg) if arg is not None else None
+
+
+def _content_length(headers: Mapping[str, str]) -> int | None:
+    """Content-Length when it is a plain decimal (RFC 9110 §8.6), else None."""
+    return _seconds(headers.get("Content-Length"))
 
 
 def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Freshness:
@@ -133,10 +142,10 @@ def meta_from_response(
             return None
         length = cr.length
     elif status == 200:
-        cl = headers.get("Content-Length")
-        if cl is None or not (cl.isascii() and cl.isdigit()):
+        cl = _content_length(headers)
+        if cl is None:
             return None
-        length = int(cl)
+        length = cl
     else:
         return None
     fresh = freshness(headers, now, default_ttl)
@@ -172,8 +181,7 @@ def check_piece(meta: ObjectMeta, asked: Span, status: int, headers: Mapping[str
     the caller then skips to ``asked.start`` itself.
     """
     if status == 200:
-        cl = headers.get("Content-Length")
-        length = int(cl) if cl is not None and cl.isascii() and cl.isdigit() else None
+        length = _content_length(headers)
         if length is None:
             return Mismatch("200 without Content-Length")
         return same_version(meta, headers, length)
@@ -192,3 +200,128 @@ def check_piece(meta: ObjectMeta, asked: Span, status: int, headers: Mapping[str
     if cl is not None and _seconds(cl) != asked.size:
         return Mismatch(f"Content-Length {cl} != {asked.size}")
     return None
+
+
+# --- what the first answer about an unknown object means ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """A 200 or 206 that describes the object and carries the bytes asked for."""
+
+    meta: ObjectMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Empty:
+    """A 416 saying the object has no bytes at all: it is learnt, with nothing to fetch."""
+
+    meta: ObjectMeta
+
+
+@dataclass(frozen=True, slots=True)
+class PastEnd:
+    """A 416 for a request that started past the end of an object of ``length`` bytes."""
+
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An error status: passed through to the client (RFC 9111 §3: not stored)."""
+
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unusable:
+    """An answer that must not be used; ``mismatch`` when it disagrees with the request."""
+
+    reason: str
+    mismatch: bool = False
+
+
+FirstAnswer = Learned | Empty | PastEnd | Refused | Unusable
+
+
+def first_answer(url: str, asked: Span, status: int, headers: Mapping[str, str], now: float,
+                 default_ttl: float) -> FirstAnswer:
+    """What the origin's answer to the first ``Range: asked`` for ``url`` tells us.
+
+    ``asked`` is not clipped (the length is not known yet); a 206 must cover it up to
+    the end of the object, checked as every later piece is (:func:`check_piece`).
+    """
+    if status == 416:
+        cr = parse_content_range(headers.get("Content-Range"))
+        # RFC 9110 §15.5.17: a 416 carries "bytes */complete-length".
+        if cr is None or cr.length is None:
+            return Unusable(f"{url}: 416 without a complete length")
+        if cr.length == 0:
+            return Empty(ObjectMeta(url, 0, headers.get("ETag"), headers.get("Last-Modified"),
+                                    headers.get("Content-Type"), now, freshness(headers, now, default_ttl).ttl))
+        return PastEnd(cr.length)
+    if status not in (200, 206):
+        return Refused(status)
+    meta = meta_from_response(url, status, headers, now, default_ttl)
+    if meta is None:
+        return Unusable(f"{url}: origin answer {status} has no usable length")
+    if status == 206:
+        bad = check_piece(meta, Span(asked.start, min(asked.end, meta.length)), status, headers)
+        if bad is not None:
+            return Unusable(f"{url}: {bad.reason}", mismatch=True)
+    return Learned(meta)
+
+
+# --- what a revalidation answer means (RFC 9111 §4.3) -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """The stored version is still current; ``meta`` carries its new lifetime."""
+
+    meta: ObjectMeta
+
+
+@dataclass(frozen=True, slots=True)
+class Changed:
+    """The origin has another version: drop the stored one and learn the new one."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Gone:
+    """404 or 410: the object is gone; drop it and pass the status through."""
+
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Stale:
+    """The origin erred: RFC 9111 §4.2.4 lets the stored response be served stale."""
+
+    reason: str
+
+
+Revalidation = Refreshed | Changed | Gone | Stale
+
+
+def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now: float,
+                 default_ttl: float) -> Revalidation:
+    """The outcome of a conditional request for ``meta`` (If-None-Match / If-Modified-Since)."""
+    if status == 304:
+        # RFC 9111 §4.3.4: the 304's own freshness headers update the stored ones.
+        return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl))
+    if status in (200, 206):
+        if status == 206:
+            cr = parse_content_range(headers.get("Content-Range"))
+            length = cr.length if cr else None
+        else:
+            length = _content_length(headers)
+        changed = same_version(meta, headers, length)
+        if changed is None:
+            return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl))
+        return Changed(changed.reason)
+    if status in (404, 410):
+        return Gone(status)
+    return Stale(f"answered {status}")

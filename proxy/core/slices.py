@@ -1,18 +1,20 @@
-"""The slice planner: client spans -> slices cached / missing -> upstream runs.
+"""Slice planning: which slices and blocks a request needs, fetches first, and how a run is cut.
 
 Pure arithmetic over half-open spans (no I/O). A slice ``i`` of an object of
 ``length`` bytes with slice size ``S`` is ``[i*S, min((i+1)*S, length))``.
+The cache layer asks these functions; it only does the I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Literal
+from typing import Callable, Iterable, Iterator, Literal, Sequence
 
-from proxy.http.ranges import Span
+from proxy.http.ranges import Span, parse_range
 
-__all__ = ["SliceCut", "SlicePlan", "Unit", "slice_span", "slice_indices", "cuts", "runs", "plan", "slice_count",
-           "unit_slice", "unit_span", "block_range", "block_units", "prefers_blocks"]
+__all__ = ["SliceCut", "SlicePlan", "Unit", "SliceGeometry", "slice_span", "slice_indices", "cuts", "needed_slices",
+           "slice_count", "unit_slice", "unit_span", "block_range", "block_units", "prefers_blocks", "first_units",
+           "cut_run", "leading_idle"]
 
 CacheStatus = Literal["HIT", "MISS", "PARTIAL"]
 
@@ -49,40 +51,12 @@ def cuts(spans: Iterable[Span], slice_size: int) -> Iterator[SliceCut]:
             yield SliceCut(i, max(span.start, base) - base, min(span.end, base + slice_size) - base)
 
 
-def runs(missing: Iterable[int], max_run: int) -> list[range]:
-    """Group sorted missing indices into contiguous runs of at most ``max_run`` slices.
-
-    One run is one upstream Range request (nginx would send one per slice).
-    """
-    out: list[range] = []
-    start = prev = None
-    for i in sorted(set(missing)):
-        if start is not None and prev is not None and i == prev + 1 and i - start < max_run:
-            prev = i
-            continue
-        if start is not None and prev is not None:
-            out.append(range(start, prev + 1))
-        start = prev = i
-    if start is not None and prev is not None:
-        out.append(range(start, prev + 1))
-    return out
-
-
-def run_span(run: range, slice_size: int, length: int) -> Span:
-    """The upstream byte span for a run of slices (slice-aligned, clipped to the end)."""
-    return Span(run.start * slice_size, min(run.stop * slice_size, length))
-
-
 @dataclass(frozen=True, slots=True)
 class SlicePlan:
     """Which slices a response needs and which of them the cache already holds."""
 
     needed: tuple[int, ...]
     cached: frozenset[int]
-
-    @property
-    def missing(self) -> tuple[int, ...]:
-        return tuple(i for i in self.needed if i not in self.cached)
 
     @property
     def status(self) -> CacheStatus:
@@ -98,10 +72,6 @@ def needed_slices(spans: Iterable[Span], slice_size: int) -> tuple[int, ...]:
         for i in slice_indices(span, slice_size):
             seen[i] = None
     return tuple(sorted(seen))
-
-
-def plan(spans: Iterable[Span], slice_size: int, cached: Iterable[int]) -> SlicePlan:
-    return SlicePlan(needed_slices(spans, slice_size), frozenset(cached))
 
 
 # --- blocks: sub-slice fills for small random reads ------------------------------------
@@ -143,3 +113,79 @@ def block_units(span: Span, slice_size: int, block_size: int) -> list[Unit]:
 def prefers_blocks(cut_size: int, slice_size: int, block_size: int, sequential: bool) -> bool:
     """Fetch blocks, not the whole slice, for a small cut outside a sequential read."""
     return block_size < slice_size and not sequential and cut_size <= slice_size // 4
+
+
+@dataclass(frozen=True, slots=True)
+class SliceGeometry:
+    """How one cache cuts objects: its slice size and the block size of small reads."""
+
+    slice_size: int
+    block_size: int  # a divisor of slice_size; equal to it when blocks are off
+
+    @classmethod
+    def of(cls, slice_size: int, block_size: int) -> SliceGeometry:
+        return cls(slice_size, min(block_size, slice_size))
+
+    @property
+    def has_blocks(self) -> bool:
+        return self.block_size < self.slice_size
+
+    def unit_span(self, unit: Unit, length: int) -> Span:
+        return unit_span(unit, self.slice_size, self.block_size, length)
+
+    def unit_size(self, unit: Unit, length: int) -> int:
+        return self.unit_span(unit, length).size
+
+    def units_span(self, units: Sequence[Unit], length: int) -> Span:
+        """The upstream span of a run of contiguous units (first unit's start to last one's end)."""
+        return Span(self.unit_span(units[0], length).start, self.unit_span(units[-1], length).end)
+
+    def slice_count(self, length: int) -> int:
+        return slice_count(length, self.slice_size)
+
+
+UNKNOWN_LENGTH = 2**62  # unit spans of an object whose length is not known yet are not clipped
+
+
+def first_units(range_header: str | None, geometry: SliceGeometry, max_run: int) -> list[Unit]:
+    """What to fetch first for an object we know nothing about yet (its length unknown).
+
+    A small single range fetches only the blocks covering it; a suffix needs the
+    length first (learnt from slice 0); anything else starts at the first slice
+    it needs, for up to ``max_run`` slices.
+    """
+    S, B = geometry.slice_size, geometry.block_size
+    specs = parse_range(range_header)
+    if specs is None:
+        return list(range(0, max_run))
+    if any(s.first is None for s in specs):
+        return [0]
+    first = min(s.first for s in specs if s.first is not None)
+    last = specs[0].last
+    if len(specs) == 1 and last is not None:
+        if prefers_blocks(last + 1 - first, S, B, sequential=False):
+            return block_units(Span(first, last + 1), S, B)
+        stop = last // S + 1
+    else:
+        stop = first // S + max_run
+    start = first // S
+    return list(range(start, min(stop, start + max_run)))
+
+
+def cut_run(first: int, limit: int, wanted: frozenset[int], fetchable: Callable[[int], bool]) -> list[Unit]:
+    """A run from slice ``first``: the contiguous slices after it that the response wants
+    and that are fetchable (neither cached nor in flight), up to slice ``limit`` (exclusive)."""
+    end = first + 1
+    while end < limit and end in wanted and fetchable(end):
+        end += 1
+    return list(range(first, end))
+
+
+def leading_idle(run: Sequence[Unit], busy: Callable[[Unit], bool]) -> list[Unit]:
+    """The leading units of ``run`` that are not ``busy`` (a run stays contiguous)."""
+    out: list[Unit] = []
+    for u in run:
+        if busy(u):
+            break
+        out.append(u)
+    return out

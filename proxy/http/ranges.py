@@ -29,6 +29,7 @@ __all__ = [
     "ContentRange",
     "Multipart",
     "DEFAULT_MAX_RANGES",
+    "parse_int",
     "parse_range",
     "resolve",
     "evaluate",
@@ -115,7 +116,8 @@ class Conflict:
     query: str
 
 
-def _int(text: str) -> int | None:
+def parse_int(text: str) -> int | None:
+    """A decimal integer written as HTTP writes one (``[0-9]+``), else None."""
     return int(text) if _DIGITS.fullmatch(text) else None
 
 
@@ -142,18 +144,18 @@ def parse_range(value: str | None) -> tuple[RangeSpec, ...] | None:
             return None
         first_s, last_s = first_s.strip(_OWS), last_s.strip(_OWS)
         if first_s == "":
-            n = _int(last_s)
+            n = parse_int(last_s)
             if n is None:
                 return None
             specs.append(RangeSpec(None, n))
             continue
-        first = _int(first_s)
+        first = parse_int(first_s)
         if first is None:
             return None
         if last_s == "":
             specs.append(RangeSpec(first, None))
             continue
-        last = _int(last_s)
+        last = parse_int(last_s)
         # RFC 9110 §14.1.1: a last-pos less than first-pos makes the whole field invalid.
         if last is None or last < first:
             return None
@@ -282,13 +284,13 @@ def parse_content_range(value: str | None) -> ContentRange | None:
     if total == "*":
         length = None
     else:
-        length = _int(total)
+        length = parse_int(total)
         if length is None:
             return None
     if resp == "*":
         return None if length is None else ContentRange(None, length)
     first_s, dash, last_s = resp.partition("-")
-    first, last = _int(first_s), _int(last_s) if dash else None
+    first, last = parse_int(first_s), parse_int(last_s) if dash else None
     if first is None or last is None or last < first:
         return None
     # RFC 9110 §14.4: a satisfied range must lie inside the complete length.

@@ -11,12 +11,23 @@ from hypothesis import strategies as st
 from proxy.http.dates import format_http_date
 from proxy.http.ranges import Span, format_content_range
 from proxy.core.representation import (
+    Changed,
+    Empty,
     Freshness,
+    Gone,
+    Learned,
     Mismatch,
     ObjectMeta,
+    PastEnd,
+    Refreshed,
+    Refused,
+    Stale,
+    Unusable,
     check_piece,
+    first_answer,
     freshness,
     meta_from_response,
+    revalidation,
 )
 
 NOW = 1_700_000_000.0
@@ -422,3 +433,115 @@ def test_an_honest_206_is_accepted_only_for_the_span_asked(case: tuple[int, Span
     other = {**headers, "Content-Range": format_content_range(sent, length + 1)}
     moved = check_piece(ref, asked, 206, other)
     assert moved is not None and moved.version_changed
+
+
+# --- first_answer: what the first ranged GET of an unknown object means -------------
+
+FIRST = Span(0, 4096)  # the first units of an object of unknown length (not clipped)
+
+
+def test_a_206_covering_the_asked_span_up_to_the_end_is_learnt() -> None:
+    h = {"Content-Range": "bytes 0-999/1000", "ETag": '"v1"', "Content-Type": "video/mp4",
+         "Cache-Control": "max-age=60"}
+    got = first_answer("http://o/x", FIRST, 206, h, NOW, DEFAULT_TTL)
+    assert got == Learned(ObjectMeta("http://o/x", 1000, '"v1"', None, "video/mp4", NOW, 60.0))
+
+
+def test_a_200_from_an_origin_ignoring_range_is_learnt_from_its_content_length() -> None:
+    got = first_answer("http://o/x", Span(2048, 4096), 200, {"Content-Length": "5000"}, NOW, DEFAULT_TTL)
+    assert isinstance(got, Learned) and got.meta.length == 5000
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "expected"),
+    [
+        (416, {"Content-Range": "bytes */0", "ETag": '"e"'}, Empty),  # an empty object
+        (416, {"Content-Range": "bytes */100"}, PastEnd),  # asked past the end of 100 bytes
+        (416, {}, Unusable),  # a 416 must say the complete length
+        (416, {"Content-Range": "bytes */*"}, Unusable),
+        (404, {}, Refused),  # an error status: passed through
+        (503, {"Retry-After": "5"}, Refused),
+        (206, {"Content-Range": "bytes 0-99/*"}, Unusable),  # no usable length
+        (200, {"Content-Length": "+5"}, Unusable),  # strict digits (RFC 9110 §8.6)
+        (200, {}, Unusable),
+    ],
+)
+def test_first_answer_outcomes(status: int, headers: dict[str, str], expected: type) -> None:
+    got = first_answer("http://o/x", FIRST, status, headers, NOW, DEFAULT_TTL)
+    assert isinstance(got, expected)
+    if isinstance(got, PastEnd):
+        assert got.length == 100
+    if isinstance(got, Empty):
+        assert (got.meta.length, got.meta.etag) == (0, '"e"')
+    if isinstance(got, Refused):
+        assert got.status == status
+
+
+@pytest.mark.parametrize(
+    ("content_range", "content_length", "why"),
+    [
+        ("bytes 0-2047/10000", None, "unexpected range"),  # shorter than asked (object is longer)
+        ("bytes 1-4096/10000", None, "unexpected range"),  # not where asked
+        ("bytes 0-4095/10000", "4000", "Content-Length"),  # body length disagrees with the range
+        ("bytes 0-998/1000", None, "unexpected range"),  # must reach the end when the object ends first
+    ],
+)
+def test_a_206_that_disagrees_with_the_request_is_a_mismatch(content_range: str, content_length: str | None,
+                                                             why: str) -> None:
+    h = {"Content-Range": content_range}
+    if content_length is not None:
+        h["Content-Length"] = content_length
+    got = first_answer("http://o/x", FIRST, 206, h, NOW, DEFAULT_TTL)
+    assert isinstance(got, Unusable) and got.mismatch and why in got.reason
+
+
+# --- revalidation: what a conditional request's answer means (RFC 9111 §4.3) ---------
+
+
+def test_a_304_refreshes_with_its_own_freshness() -> None:
+    got = revalidation(meta(), 304, {"Cache-Control": "max-age=120"}, NOW + 500, DEFAULT_TTL)
+    assert got == Refreshed(meta(stored_at=NOW + 500, ttl=120.0))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (206, {"Content-Range": "bytes 0-0/1000", "ETag": '"v1"', "Last-Modified": LM}),
+        (200, {"Content-Length": "1000", "ETag": '"v1"', "Last-Modified": LM}),  # Range ignored, same version
+    ],
+)
+def test_the_same_version_answered_in_full_refreshes(status: int, headers: dict[str, str]) -> None:
+    got = revalidation(meta(), status, headers, NOW + 10, DEFAULT_TTL)
+    assert got == Refreshed(meta(stored_at=NOW + 10, ttl=DEFAULT_TTL))
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "why"),
+    [
+        (206, {"Content-Range": "bytes 0-0/1000", "ETag": '"v2"', "Last-Modified": LM}, "ETag"),
+        (200, {"Content-Length": "1000", "ETag": '"v1"', "Last-Modified": LM2}, "Last-Modified"),
+        (206, {"Content-Range": "bytes 0-0/999", "ETag": '"v1"', "Last-Modified": LM}, "length"),
+    ],
+)
+def test_another_version_is_changed(status: int, headers: dict[str, str], why: str) -> None:
+    got = revalidation(meta(), status, headers, NOW, DEFAULT_TTL)
+    assert isinstance(got, Changed) and why in got.reason
+
+
+def test_a_content_length_with_non_ascii_digits_is_no_length() -> None:
+    """"１０００" (full-width) passes str.isdigit(); HTTP's digits are ASCII only."""
+    h = {"Content-Length": "\uff11\uff10\uff10\uff10", "ETag": '"v1"', "Last-Modified": LM}
+    assert isinstance(revalidation(meta(), 200, h, NOW, DEFAULT_TTL), Refreshed)  # same version, length unknown
+    h2 = {"Content-Length": "999", "ETag": '"v1"', "Last-Modified": LM}
+    assert isinstance(revalidation(meta(), 200, h2, NOW, DEFAULT_TTL), Changed)
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_404_and_410_mean_gone(status: int) -> None:
+    assert revalidation(meta(), status, {}, NOW, DEFAULT_TTL) == Gone(status)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 403, 301])
+def test_other_statuses_mean_serve_stale(status: int) -> None:
+    got = revalidation(meta(), status, {}, NOW, DEFAULT_TTL)
+    assert isinstance(got, Stale) and str(status) in got.reason

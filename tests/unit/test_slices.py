@@ -1,4 +1,4 @@
-"""proxy.core.slices: the slice planner (example tables and hypothesis properties)."""
+"""proxy.core.slices: slice planning (example tables and hypothesis properties)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,16 @@ from hypothesis import strategies as st
 
 from proxy.http.ranges import Span
 from proxy.core.slices import (
+    UNKNOWN_LENGTH,
     SliceCut,
+    SliceGeometry,
     SlicePlan,
+    Unit,
+    cut_run,
     cuts,
+    first_units,
+    leading_idle,
     needed_slices,
-    plan,
-    run_span,
-    runs,
     slice_count,
     slice_indices,
     slice_span,
@@ -108,45 +111,121 @@ def test_cuts_walk_spans_slice_by_slice_in_order(spans: list[Span], size: int, e
     assert list(cuts(spans, size)) == expected
 
 
-# --- runs ----------------------------------------------------------------------
+# --- cut_run: how a run from one slice is cut ------------------------------------
 
 
 @pytest.mark.parametrize(
-    ("missing", "max_run", "expected"),
+    ("first", "limit", "wanted", "busy", "expected"),
     [
-        ([], 4, []),
-        ([3], 4, [range(3, 4)]),
-        ([1, 2, 3], 4, [range(1, 4)]),  # contiguous: one upstream request
-        ([1, 2, 3, 5], 4, [range(1, 4), range(5, 6)]),  # a gap splits the run
-        ([5, 3, 1, 2, 3], 4, [range(1, 4), range(5, 6)]),  # unsorted and duplicated input
-        (range(0, 7), 3, [range(0, 3), range(3, 6), range(6, 7)]),  # max_run caps the run length
-        (range(0, 6), 3, [range(0, 3), range(3, 6)]),  # exact multiple: no empty trailing run
-        ([0, 1, 2], 1, [range(0, 1), range(1, 2), range(2, 3)]),  # nginx-like: one request per slice
-        ([0, 1, 2], 100, [range(0, 3)]),
-        ([0, 2, 4], 100, [range(0, 1), range(2, 3), range(4, 5)]),
+        (0, 4, {0, 1, 2, 3}, set(), [0, 1, 2, 3]),  # everything wanted and idle: one request
+        (0, 3, {0, 1, 2, 3}, set(), [0, 1, 2]),  # the limit (max_run_slices, end of object) caps it
+        (1, 8, {1, 2, 4}, set(), [1, 2]),  # a slice the response does not want ends the run
+        (0, 8, {0, 1, 2, 3}, {2}, [0, 1]),  # a slice cached or in flight ends the run
+        (0, 8, {0, 1}, {1}, [0]),
+        (5, 8, set(), set(), [5]),  # the first slice is always fetched: the caller asked for it
+        (5, 6, {5, 6, 7}, set(), [5]),
+        (0, 1, {0}, {0}, [0]),  # busy is asked only about the slices after the first
     ],
 )
-def test_runs_group_missing_slices_into_bounded_contiguous_requests(missing: list[int], max_run: int,
-                                                                     expected: list[range]) -> None:
-    assert runs(missing, max_run) == expected
+def test_cut_run_takes_the_contiguous_wanted_fetchable_slices_after_the_first(
+        first: int, limit: int, wanted: set[int], busy: set[int], expected: list[int]) -> None:
+    assert cut_run(first, limit, frozenset(wanted), lambda j: j not in busy) == expected
 
 
-# --- run_span ------------------------------------------------------------------
+@given(st.integers(0, 50), st.integers(1, 20), st.sets(st.integers(0, 80)), st.sets(st.integers(0, 80)))
+def test_cut_run_is_contiguous_bounded_and_stops_only_where_it_must(first: int, max_run: int, wanted: set[int],
+                                                                  busy: set[int]) -> None:
+    limit = first + max_run
+    run = cut_run(first, limit, frozenset(wanted), lambda j: j not in busy)
+    assert run == list(range(first, first + len(run)))
+    assert 1 <= len(run) <= max_run
+    assert all(j in wanted and j not in busy for j in run[1:])
+    stop = first + len(run)
+    assert stop == limit or stop not in wanted or stop in busy
+
+
+# --- leading_idle: a discovery run takes only units nobody is filling -----------------
 
 
 @pytest.mark.parametrize(
-    ("run", "size", "length", "expected"),
+    ("run", "busy", "expected"),
     [
-        (range(0, 1), 4, 10, Span(0, 4)),
-        (range(1, 3), 4, 10, Span(4, 10)),  # clipped at the end of the object
-        (range(2, 3), 4, 10, Span(8, 10)),  # only the short last slice
-        (range(0, 3), 4, 10, Span(0, 10)),  # the whole object
-        (range(1, 2), 4, 8, Span(4, 8)),  # a multiple of S: nothing to clip
+        ([0, 1, 2], set(), [0, 1, 2]),
+        ([0, 1, 2], {1}, [0]),  # a run stays contiguous: stop at the first busy unit
+        ([0, 1, 2], {0}, []),
+        ([(3, 0), (3, 1)], {(3, 1)}, [(3, 0)]),
+        ([], set(), []),
     ],
 )
-def test_run_span_is_slice_aligned_and_clipped_at_length(run: range, size: int, length: int,
-                                                         expected: Span) -> None:
-    assert run_span(run, size, length) == expected
+def test_leading_idle_stops_at_the_first_busy_unit(run: list[Unit], busy: set[Unit], expected: list[Unit]) -> None:
+    assert leading_idle(run, lambda u: u in busy) == expected
+
+
+# --- SliceGeometry: unit spans and the upstream span of a run ------------------------
+
+
+@pytest.mark.parametrize(
+    ("units", "length", "expected"),
+    [
+        ([0], 10, Span(0, 4)),
+        ([1, 2], 10, Span(4, 10)),  # clipped at the end of the object
+        ([2], 10, Span(8, 10)),  # only the short last slice
+        ([0, 1, 2], 10, Span(0, 10)),  # the whole object
+        ([1], 8, Span(4, 8)),  # a multiple of S: nothing to clip
+        ([(1, 0), (1, 1)], 10, Span(4, 8)),  # blocks of 2 bytes in slices of 4
+        ([(0, 1), (1, 0)], 10, Span(2, 6)),  # blocks may cross a slice boundary
+        ([0, 1], UNKNOWN_LENGTH, Span(0, 8)),  # length unknown (a discovery): not clipped
+    ],
+)
+def test_units_span_is_unit_aligned_and_clipped_at_length(units: list[Unit], length: int, expected: Span) -> None:
+    assert SliceGeometry.of(4, 2).units_span(units, length) == expected
+
+
+def test_geometry_block_size_never_exceeds_the_slice_size() -> None:
+    g = SliceGeometry.of(4, 16)
+    assert (g.slice_size, g.block_size, g.has_blocks) == (4, 4, False)
+    assert SliceGeometry.of(4, 2).has_blocks
+
+
+@given(st.integers(1, 10**6), st.integers(1, 4096), st.data())
+def test_a_run_of_slices_spans_exactly_its_slices(length: int, size: int, data: st.DataObject) -> None:
+    g = SliceGeometry.of(size, size)
+    n = slice_count(length, size)
+    start = data.draw(st.integers(0, n - 1))
+    stop = data.draw(st.integers(start + 1, n))
+    span = g.units_span(list(range(start, stop)), length)
+    assert span.start == start * size == slice_span(start, size, length).start
+    assert span.end == min(stop * size, length) == slice_span(stop - 1, size, length).end
+    assert 0 <= span.start < span.end <= length
+
+
+# --- first_units: what an unknown object's first request fetches ---------------------
+
+G = SliceGeometry.of(1024, 64)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, [0, 1, 2, 3]),  # no Range (a whole GET): the first max_run slices
+        ("bytes=0-", [0, 1, 2, 3]),
+        ("garbage", [0, 1, 2, 3]),  # a malformed Range is ignored: a whole GET
+        ("bytes=-500", [0]),  # a suffix needs the length first: learnt from slice 0
+        ("bytes=0-10,-5", [0]),
+        ("bytes=2048-4095", [2, 3]),  # a larger single range: its slices
+        ("bytes=2048-", [2, 3, 4, 5]),  # open-ended: from its first slice, max_run of them
+        ("bytes=1000-1100", [(0, 15), (1, 0), (1, 1)]),  # small (<= a quarter slice): only its blocks
+        ("bytes=2048-99999", [2, 3, 4, 5]),  # capped at max_run
+        ("bytes=5000-5010,100-200", [0, 1, 2, 3]),  # several ranges: from the lowest, max_run slices
+    ],
+)
+def test_first_units_for_an_unknown_object(header: str | None, expected: list[Unit]) -> None:
+    assert first_units(header, G, 4) == expected
+
+
+def test_first_units_of_a_small_read_are_its_blocks_only_when_blocks_are_on() -> None:
+    assert first_units("bytes=100-200", G, 4) == [(0, 1), (0, 2), (0, 3)]
+    assert first_units("bytes=100-200", SliceGeometry.of(1024, 1024), 4) == [0]
 
 
 # --- needed_slices / plan ------------------------------------------------------
@@ -182,16 +261,9 @@ def test_needed_slices_are_sorted_and_deduplicated(spans: list[Span], size: int,
 )
 def test_plan_status_and_missing_slices(spans: list[Span], cached: set[int], status: str,
                                         missing: tuple[int, ...]) -> None:
-    p = plan(spans, 4, cached)
+    p = SlicePlan(needed_slices(spans, 4), frozenset(cached))
     assert p.status == status
-    assert p.missing == missing
-
-
-def test_plan_missing_keeps_needed_order_and_cached_is_a_frozenset() -> None:
-    p = plan([Span(0, 40)], 4, iter([3, 5]))  # any iterable of cached indices
-    assert p.needed == tuple(range(10))
-    assert p.cached == frozenset({3, 5})
-    assert p.missing == (0, 1, 2, 4, 6, 7, 8, 9)
+    assert tuple(i for i in p.needed if i not in p.cached) == missing
 
 
 # --- properties ----------------------------------------------------------------
@@ -232,18 +304,6 @@ def test_every_cut_is_a_non_empty_part_of_a_real_slice(case: tuple[bytes, list[S
     assert sorted({c.index for c in all_cuts}) == list(needed_slices(spans, size))
 
 
-@given(st.lists(st.integers(0, 200), max_size=60), st.integers(1, 20))
-def test_runs_partition_the_missing_set(missing: list[int], max_run: int) -> None:
-    out = runs(missing, max_run)
-    covered = [i for r in out for i in r]
-    assert covered == sorted(set(missing))  # sorted, disjoint, covering exactly the set
-    for r in out:
-        assert r.step == 1 and 1 <= len(r) <= max_run
-    # A run ends early only at a gap or at max_run: never more requests than needed.
-    for a, b in zip(out, out[1:]):
-        assert b.start > a.stop or len(a) == max_run
-
-
 @given(st.integers(1, 10**6), st.integers(1, 4096))
 def test_slices_tile_the_object(length: int, size: int) -> None:
     n = slice_count(length, size)
@@ -258,20 +318,6 @@ def test_slices_tile_the_object(length: int, size: int) -> None:
     if n <= 300:
         assert spans[-1].end == length
     assert slice_span(n - 1, size, length).end == length
-
-
-@given(st.integers(1, 10**6), st.integers(1, 4096), st.data())
-def test_run_span_is_slice_aligned_at_start_and_clipped_at_length(length: int, size: int,
-                                                                 data: st.DataObject) -> None:
-    n = slice_count(length, size)
-    start = data.draw(st.integers(0, n - 1))
-    stop = data.draw(st.integers(start + 1, n + 3))
-    span = run_span(range(start, stop), size, length)
-    assert span.start == start * size == slice_span(start, size, length).start
-    assert span.end == min(stop * size, length)
-    assert 0 <= span.start < span.end <= length
-    last = min(stop, n) - 1
-    assert span.end == slice_span(last, size, length).end  # the run covers exactly its slices
 
 
 @given(st.integers(0, 10**6), st.integers(1, 10**4), st.integers(1, 4096))
@@ -290,4 +336,3 @@ def test_plan_status_is_hit_iff_all_cached_miss_iff_none(needed: list[int], cach
     assert (p.status == "HIT") == all(have)
     assert (p.status == "MISS") == (not any(have))
     assert (p.status == "PARTIAL") == (any(have) and not all(have))
-    assert p.missing == tuple(i for i in p.needed if i not in cached)

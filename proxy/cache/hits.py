@@ -1,0 +1,97 @@
+"""Cache hits from held slice files: file pieces to sendfile, or the bytes of a small hit at once."""
+
+from __future__ import annotations
+
+import os
+
+from proxy.cache.files import HeldPiece, UnitFiles
+from proxy.cache.pieces import FilePiece, RequestTally, close_pieces, pread_exact
+from proxy.core.counters import Counters
+from proxy.core.representation import ObjectMeta
+from proxy.core.slices import cuts
+from proxy.http.ranges import Span
+
+__all__ = ["HitReader"]
+
+
+class HitReader:
+    """The whole body of a hit whose every slice is held open, without an await."""
+
+    def __init__(self, files: UnitFiles, counters: Counters) -> None:
+        self.files = files
+        self.counters = counters
+
+    def _parts(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...]
+               ) -> tuple[list[bytes | HeldPiece], int] | None:
+        """The body as framing bytes and held pieces, and its cut count; None when any
+        slice is not held or has the wrong length (then the general path)."""
+        if not meta.storable:
+            return None
+        out: list[bytes | HeldPiece] = []
+        cuts_n = 0
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                out.append(piece)
+                continue
+            for cut in cuts((piece,), self.files.geometry.slice_size):
+                held = self.files.held(meta, cut.index, cut.lo, cut.hi)
+                if held is None:
+                    return None
+                cuts_n += 1
+                out.extend(held)
+        return out, cuts_n
+
+    def _count(self, tally: RequestTally, cuts_n: int, n: int) -> None:
+        self.counters.slice_lookups["hit"] += cuts_n
+        self.counters.response_bytes["cache"] += n
+        tally.hits += cuts_n
+        tally.cache_bytes += n
+
+    def files_of(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
+                 tally: RequestTally) -> list[bytes | FilePiece] | None:
+        """The whole body as framing bytes and file pieces, if every slice is held open.
+
+        The fast path for hits (aiohttp's web_fileresponse shape): the caller sends
+        each FilePiece with sendfile. Each fd is a dup the caller closes, so the store
+        may close its own at any time. None when any slice is not held or has the
+        wrong length (the general path then refetches it).
+        """
+        found = self._parts(meta, pieces)
+        if found is None:
+            return None
+        parts, cuts_n = found
+        out: list[bytes | FilePiece] = []
+        try:
+            for part in parts:
+                out.append(part if isinstance(part, bytes) else FilePiece(os.dup(part[0]), part[1], part[2]))
+        except OSError:
+            close_pieces(out)
+            return None
+        self._count(tally, cuts_n, sum(p.count for p in out if isinstance(p, FilePiece)))
+        return out
+
+    def bytes_of(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> bytes | None:
+        """The whole body of a small hit, read from the held files at once (no fd dup: nothing
+        awaits between the lookup and the read). None as :meth:`files_of`, or on a short
+        read (the file shrank: the general path finds and drops it)."""
+        found = self._parts(meta, pieces)
+        if found is None:
+            return None
+        parts, cuts_n = found
+        out: list[bytes] = []
+        n = 0
+        try:
+            for part in parts:
+                if isinstance(part, bytes):
+                    out.append(part)
+                    continue
+                fd, off, count = part
+                data = pread_exact(fd, count, off)
+                if data is None:
+                    return None
+                out.append(data)
+                n += count
+        except OSError:
+            return None
+        self._count(tally, cuts_n, n)
+        return b"".join(out)

@@ -1,0 +1,223 @@
+"""Learn an object once and revalidate it once, however many requests ask at the same time.
+
+The first ranged GET of an unknown object both describes it (its length and
+validators) and brings the first units a request needs; what its answer means is
+decided by :func:`proxy.core.representation.first_answer`, and what a conditional
+request's answer means by :func:`~proxy.core.representation.revalidation`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, assert_never
+
+from proxy.cache.metadata import MetaCache
+from proxy.cache.pieces import MetaLease
+from proxy.cache.runs import CLAIM_POLL, Invalidate, RunLauncher, UpstreamRun
+from proxy.cache.flights import SliceFill
+from proxy.core.representation import (
+    Changed, Empty, Gone, Learned, ObjectMeta, PastEnd, Refreshed, Refused, Stale, Unusable, first_answer,
+    revalidation,
+)
+from proxy.core.slices import UNKNOWN_LENGTH, Unit, leading_idle
+from proxy.http.errors import RangeNotSatisfiable, UpstreamError, UpstreamMismatch, UpstreamStatus
+from proxy.http.ranges import Span
+
+__all__ = ["ObjectLearning"]
+
+log = logging.getLogger("rangeproxy.engine")
+
+Settle = Callable[[MetaLease | BaseException], None]
+
+
+class ObjectLearning:
+    """Fresh metadata for any URL: from memory, the store, a discovery or a revalidation."""
+
+    def __init__(self, metas: MetaCache, runs: RunLauncher, invalidate: Invalidate) -> None:
+        self.metas = metas
+        self.runs = runs
+        self.invalidate = invalidate
+        self.settings = runs.settings
+        self._pending: dict[str, asyncio.Future[MetaLease]] = {}
+
+    def fresh(self, url: str) -> ObjectMeta | None:
+        """Metadata already in memory and fresh, or None (then :meth:`lease`)."""
+        meta = self.metas.hot(url)
+        if meta is not None and meta.is_fresh(time.time()):
+            return meta
+        return None
+
+    async def lease(self, url: str, hint: list[Unit]) -> MetaLease:
+        """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation.
+        Only the caller that started a discovery gets the interest it holds (``held``)."""
+        meta = self.metas.hot(url)
+        if meta is None and url not in self._pending:
+            stored = await self.metas.load(url)
+            # A discovery here may have learnt it (and not written it yet) during the await.
+            meta = self.metas.hot(url) or stored
+            if meta is not None:
+                self.metas.keep(meta)
+        elif meta is not None:
+            self.metas.touch(url)
+        if meta is not None and meta.is_fresh(time.time()):
+            return MetaLease(meta)
+        fut = self._pending.get(url)
+        initiator = fut is None
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            self._pending[url] = fut
+            settle = self._settler(url, fut)
+            if meta is not None:
+                self.runs.jobs.spawn(self._revalidate(meta, hint, settle))
+            else:
+                self.runs.jobs.spawn(self._discover(url, hint, settle))
+        lease = await asyncio.shield(fut)
+        return lease if initiator else MetaLease(lease.meta)
+
+    def _settler(self, url: str, fut: asyncio.Future[MetaLease]) -> Settle:
+        def settle(result: MetaLease | BaseException) -> None:
+            if self._pending.get(url) is fut:
+                del self._pending[url]
+            if fut.done():
+                return
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+                fut.exception()  # mark retrieved: waiters may all have gone
+            else:
+                fut.set_result(result)
+        return settle
+
+    async def _stored_fresh(self, url: str) -> ObjectMeta | None:
+        """Metadata another worker has just stored, if fresh (straight from the store)."""
+        meta = await self.metas.store.get_meta(url)
+        if meta is not None and meta.is_fresh(time.time()):
+            self.metas.keep(meta)
+            return meta
+        return None
+
+    async def _claim_first(self, url: str, hint: list[Unit]) -> tuple[list[Unit], ObjectMeta | None]:
+        """The units of ``hint`` this worker may fetch, or the metadata another worker
+        learnt meanwhile (with one worker: all of ``hint``)."""
+        sync = self.runs.sync
+        claimed = sync.claim_prefix(url, hint)
+        if not claimed:
+            # Another worker is learning this object: wait, then take its metadata from the store.
+            deadline = time.monotonic() + self.settings.upstream_read_timeout + 30
+            while sync.held_elsewhere(url, hint[0]) and time.monotonic() < deadline:
+                await asyncio.sleep(CLAIM_POLL)
+            meta = await self._stored_fresh(url)
+            if meta is not None:
+                return [], meta
+            return sync.claim_prefix(url, hint) or hint[:1], None  # it failed over there: learn it here
+        if sync.shared:
+            # Claimed just as another worker finished learning it? Then its metadata is stored.
+            meta = await self._stored_fresh(url)
+            if meta is not None:
+                sync.release(url, claimed)
+                return [], meta
+        return claimed, None
+
+    async def _discover(self, url: str, hint: list[Unit], settle: Settle, attempt: int = 0) -> None:
+        """Learn an object from its first ranged GET, and keep filling the units it brings."""
+        runs = self.runs
+        claimed, known = await self._claim_first(url, hint)
+        if known is not None:
+            settle(MetaLease(known))
+            return
+        geometry = runs.files.geometry
+        asked = geometry.units_span(claimed, UNKNOWN_LENGTH)
+        fills: dict[Unit, SliceFill] = {}
+        try:
+            async with runs.origin.get(url, asked) as resp:
+                now = time.time()
+                answer = first_answer(url, asked, resp.status, resp.headers, now, self.settings.default_ttl)
+                if isinstance(answer, Empty):
+                    await self.metas.remember(answer.meta)
+                    settle(MetaLease(answer.meta))
+                    return
+                if isinstance(answer, PastEnd):
+                    if attempt == 0:
+                        # Asked past the end: learn the object from its first slice instead.
+                        runs.jobs.spawn(self._discover(url, [0], settle, attempt + 1))
+                        return
+                    raise RangeNotSatisfiable(answer.length)
+                if isinstance(answer, Refused):
+                    raise await runs.origin.error_status(resp)
+                if isinstance(answer, Unusable):
+                    raise (UpstreamMismatch if answer.mismatch else UpstreamError)(answer.reason)
+                if not isinstance(answer, Learned):
+                    assert_never(answer)
+                meta = answer.meta
+                self.metas.keep(meta)
+                fl = runs.flights.for_meta(meta)
+                run = leading_idle([u for u in claimed if geometry.unit_span(u, UNKNOWN_LENGTH).start < meta.length],
+                                   fl.busy)
+                fills.update(runs.flights.register(fl, meta, run))
+                fl.want(run)  # held for the initiator until it registers its own interest
+                settle(MetaLease(meta, tuple(run)))  # waiters go on at once
+                if meta.storable:
+                    if not runs.sync.shared:
+                        self.metas.persist(meta)  # written beside the body, not before its first byte
+                    else:
+                        # Other workers read it from the store once our first unit is released.
+                        await self.metas.store.put_meta(meta)
+                try:
+                    await UpstreamRun(runs, meta, fl, fills).pump(resp, asked.start if resp.status == 200 else 0)
+                except BaseException as exc:
+                    runs.abandon(fl, fills, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
+                    raise
+                finally:
+                    runs.flights.forget_idle(url, fl)
+        except BaseException as exc:  # noqa: BLE001 - every failure reaches the waiters
+            settle(exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
+            if not isinstance(exc, Exception):
+                raise
+            runs.log_fault(url, exc)
+        finally:
+            runs.sync.release(url, [u for u in claimed if u not in fills])  # fills release their own
+
+    async def _revalidate(self, meta: ObjectMeta, hint: list[Unit], settle: Settle) -> None:
+        """One conditional request per object (RFC 9111 §4.3), not one per slice."""
+        url, runs = meta.url, self.runs
+        hdrs = {}
+        if meta.etag:
+            hdrs["If-None-Match"] = meta.etag
+        if meta.last_modified:
+            hdrs["If-Modified-Since"] = meta.last_modified
+        try:
+            async with runs.origin.get(url, Span(0, 1) if meta.length else None, hdrs) as resp:
+                outcome = revalidation(meta, resp.status, resp.headers, time.time(), self.settings.default_ttl)
+                if isinstance(outcome, Refreshed):
+                    await self.metas.remember(outcome.meta)
+                    settle(MetaLease(outcome.meta))
+                    return
+                if isinstance(outcome, Changed):
+                    runs.origin.counters.version_changes += 1
+                    log.info("origin changed %s: validator %r -> %r", url, meta.etag or meta.last_modified,
+                             resp.headers.get("ETag") or resp.headers.get("Last-Modified"))
+                    await self.invalidate(url, "validator changed on revalidation")
+                elif isinstance(outcome, Gone):
+                    err = await runs.origin.error_status(resp)
+                    await self.invalidate(url, f"origin answered {outcome.status}")
+                    raise err
+                elif isinstance(outcome, Stale):
+                    log.warning("revalidation of %s %s: serving stale", url, outcome.reason)
+                    settle(MetaLease(meta))
+                    return
+                else:
+                    assert_never(outcome)
+        except UpstreamError as exc:
+            if isinstance(exc, UpstreamStatus) and exc.status in (404, 410):
+                settle(exc)
+                return
+            # RFC 9111 §4.2.4: a stale response may be served when the origin cannot be reached.
+            log.warning("revalidation of %s failed (%s): serving stale", url, exc)
+            settle(MetaLease(meta))
+            return
+        except BaseException as exc:
+            settle(exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
+            raise
+        # Changed: learn the new version now (the waiters get it, whole).
+        await self._discover(url, hint, settle)

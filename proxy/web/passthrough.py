@@ -1,0 +1,57 @@
+"""Methods other than GET and HEAD: straight through to the origin, uncached, headers both ways."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from proxy.cache.engine import Engine
+from proxy.http.errors import UpstreamError
+from proxy.web import answers
+from proxy.web.answers import VIA
+from proxy.web.sending import cut
+
+__all__ = ["passthrough", "HOP_BY_HOP", "UNSAFE"]
+
+log = logging.getLogger("rangeproxy.handlers")
+HOP_BY_HOP = frozenset(
+    h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
+                        "Transfer-Encoding", "Upgrade", "Host", "Content-Length")
+)
+UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
+
+
+async def passthrough(engine: Engine, request: web.Request, url: str) -> web.StreamResponse:
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers["Via"] = VIA
+    data = None
+    if request.body_exists:
+        if request.content_length is not None:
+            headers["Content-Length"] = str(request.content_length)
+        data = request.content.iter_chunked(64 * 1024)
+    try:
+        async with engine.upstream.get(url, None, headers, method=request.method, data=data) as up:
+            # Fetched with the client's own headers: pass the origin's answer back as is.
+            out = {k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP}
+            out["Via"] = VIA
+            resp = web.StreamResponse(status=up.status, headers=out)
+            if up.content_length is not None:
+                resp.content_length = up.content_length
+            if request.method in UNSAFE and 200 <= up.status < 400:
+                # RFC 9111 §4.4: a successful unsafe method invalidates the target URI.
+                await engine.invalidate(url, f"{request.method} {up.status}")
+            await resp.prepare(request)
+            try:
+                async for chunk in up.content.iter_any():
+                    await resp.write(chunk)
+            except (ConnectionResetError, ConnectionError):
+                return resp
+            except Exception as exc:
+                log.warning("aborting pass-through of %s: %s", url, exc)
+                cut(request)
+                return resp
+            await resp.write_eof()
+            return resp
+    except UpstreamError as exc:
+        return answers.error(exc)

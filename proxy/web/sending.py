@@ -1,0 +1,165 @@
+"""Writing a response body: bytes and zero-copy file pieces, fair turns between responses, cut on faults.
+
+Response headers go out only once the first body byte exists, so an origin fault
+before it is still a clean error status; after it, the connection is cut: a client
+never sees a clean end of a response holding wrong or mixed bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, close_pieces, pread_exact
+from proxy.core.slices import SlicePlan
+from proxy.http.ranges import Span
+from proxy.web.sendfile import sendfile_on, socket_of, wait_flushed
+
+__all__ = ["Reply", "ResponseInfo", "write_piece", "send_files", "send_stream", "cut", "FAIR_TURN"]
+
+log = logging.getLogger("rangeproxy.handlers")
+# Bytes one response writes before it lets the others run. Writes to a socket with
+# room never yield, so without this the first of 50 responses woken by the same
+# origin bytes would copy megabytes before the last one sent its first byte.
+FAIR_TURN = 256 * 1024
+
+
+@dataclass
+class ResponseInfo:
+    """How one response was made: read by the access log and the metrics."""
+
+    url: str = ""
+    cache_status: str = "-"  # HIT | MISS | PARTIAL | PASS | ERROR | - (no body from the cache path)
+    object_length: int | None = None
+    tally: RequestTally = field(default_factory=RequestTally)
+    started: float = field(default_factory=time.monotonic)
+    first_byte: float | None = None
+    finished: float | None = None
+    aborted: bool = False
+    restarted: bool = False  # answered again after the origin changed before the first byte
+
+    def ttfb(self) -> float | None:
+        return None if self.first_byte is None else self.first_byte - self.started
+
+
+@dataclass(slots=True)
+class Reply:
+    """A GET or HEAD answered from the cache: status and headers, and the body as framing
+    bytes and spans of the object (``pieces``), ``length`` bytes in all."""
+
+    lease: MetaLease
+    status: int
+    headers: dict[str, str]
+    length: int
+    pieces: tuple[bytes | Span, ...]
+    spans: tuple[Span, ...]  # the object's spans in ``pieces``, in order
+    plan: SlicePlan = SlicePlan((), frozenset())
+
+
+def cut(request: web.Request) -> None:
+    """Abort the connection: the client sees a broken response, never a clean wrong one."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+async def write_piece(request: web.Request, resp: web.StreamResponse, piece: bytes | FilePiece) -> int:
+    """Write bytes, or send a file piece zero-copy and close its fd; returns the byte count."""
+    if isinstance(piece, bytes):
+        transport = request.transport
+        if transport is not None and transport.get_write_buffer_size():
+            # The transport still holds the tail of an earlier piece (and with it that
+            # whole buffer): let it reach the kernel first. A slow client then pins
+            # at most one piece in our memory, not a piece plus a tail.
+            await wait_flushed(transport, request._payload_writer)  # type: ignore[arg-type]
+        await resp.write(piece)
+        return len(piece)
+    try:
+        transport = request.transport
+        sock = socket_of(transport)
+        writer = request._payload_writer
+        if sock is None or transport is None or writer is None:
+            data = pread_exact(piece.fd, piece.count, piece.offset)
+            if data is None:
+                raise EOFError("slice file ended before the promised count was read")
+            await resp.write(data)
+        else:
+            await wait_flushed(transport, writer)  # type: ignore[arg-type]
+            await sendfile_on(transport, sock, piece.fd, piece.offset, piece.count)  # type: ignore[arg-type]
+            writer.output_size += piece.count
+        return piece.count
+    finally:
+        os.close(piece.fd)
+
+
+async def send_files(request: web.Request, reply: Reply, items: list[bytes | FilePiece],
+                     info: ResponseInfo) -> web.StreamResponse:
+    """A hit: framing bytes written, slice pieces sent zero-copy from their files."""
+    resp = web.StreamResponse(status=reply.status, headers=reply.headers)
+    resp.content_length = reply.length
+    try:
+        await resp.prepare(request)
+        info.first_byte = time.monotonic()
+        while items:
+            await write_piece(request, resp, items.pop(0))  # it closes a piece's fd
+        await resp.write_eof()
+    except (ConnectionError, asyncio.TimeoutError):
+        info.aborted = True
+        cut(request)
+    except EOFError as exc:  # a slice file shrank under us: never end cleanly
+        log.warning("aborting hit for %s: %s", info.url, exc)
+        info.aborted = True
+        cut(request)
+    finally:
+        close_pieces(items)
+    return resp
+
+
+async def send_stream(request: web.Request, resp: web.StreamResponse, first: bytes | FilePiece,
+                      body: AsyncIterator[bytes | FilePiece], reply: Reply, info: ResponseInfo) -> None:
+    """Send a prepared-to-be response: its first part, then the rest in fair turns.
+
+    A client that goes away ends it quietly; an origin fault after the headers (or a
+    body shorter than promised) cuts the connection.
+    """
+    sent, length = 0, reply.length
+    pending = first  # closed here if never sent (prepare failed)
+    try:
+        await resp.prepare(request)
+        if pending:
+            piece, pending = pending, b""
+            sent += await write_piece(request, resp, piece)
+        info.first_byte = time.monotonic()
+        # Responses woken by the same bytes (collapsed onto one fill) each send
+        # their first bytes before any of them goes on: then turns of FAIR_TURN.
+        await asyncio.sleep(0)
+        turn = 0
+        while sent < length:
+            n = await write_piece(request, resp, await body.__anext__())
+            sent += n
+            turn += n
+            if turn >= FAIR_TURN:
+                turn = 0
+                await asyncio.sleep(0)
+    except (ConnectionResetError, ConnectionError):
+        info.aborted = True
+        return  # the client went away; runs it started finish their current slice
+    except Exception as exc:  # an origin fault after the headers: cut, never end cleanly
+        log.warning("aborting response for %s after %d of %d bytes: %s", reply.lease.meta.url, sent, length, exc)
+        info.aborted = True
+        cut(request)
+        return
+    finally:
+        if isinstance(pending, FilePiece):
+            os.close(pending.fd)
+    if sent != length:
+        info.aborted = True
+        cut(request)
+        return
+    await resp.write_eof()
