@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
@@ -62,8 +62,8 @@ class ObjectMeta:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, object]) -> ObjectMeta:
-        return cls(**{f: d[f] for f in cls.__dataclass_fields__})  # type: ignore[arg-type]
+    def from_dict(cls, d: Mapping[str, Any]) -> ObjectMeta:
+        return cls(**{f: d[f] for f in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ async def write_piece(request: web.Request, resp: web.StreamResponse, piece: byt
             # The transport still holds the tail of an earlier piece (and with it that
             # whole buffer): let it reach the kernel first. A slow client then pins
             # at most one piece in our memory, not a piece plus a tail.
-            await wait_flushed(transport, request._payload_writer)  # type: ignore[arg-type]
+            await wait_flushed(transport, request._payload_writer)
         await resp.write(piece)
         return len(piece)
     try:
@@ -90,8 +90,8 @@ async def write_piece(request: web.Request, resp: web.StreamResponse, piece: byt
                 raise EOFError("slice file ended before the promised count was read")
             await resp.write(data)
         else:
-            await wait_flushed(transport, writer)  # type: ignore[arg-type]
-            await sendfile_on(transport, sock, piece.fd, piece.offset, piece.count)  # type: ignore[arg-type]
+            await wait_flushed(transport, writer)
+            await sendfile_on(transport, sock, piece.fd, piece.offset, piece.count)
             writer.output_size += piece.count
         return piece.count
     finally:
