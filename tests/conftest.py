@@ -1,18 +1,12 @@
-"""Shared test helpers.
+"""Suite-wide settings: the Hypothesis profiles and how large byte strings compare.
 
-``require_tool(name)`` -- use from a test (``from conftest import require_tool``)
-when the test needs an external command (ffmpeg, nginx, curl, aria2c, ...).
-Locally a missing tool skips the test with the reason; under CI=true it
-fails it instead, so CI cannot go green by silently skipping.
-`make system-deps` installs the tools.
+Helpers live in ``tests/support/`` (``require_tool`` in ``tests.support.tools``).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 # Property tests check correctness, not speed: on a loaded CI machine a
@@ -28,21 +22,6 @@ settings.register_profile(
 # HYPOTHESIS_PROFILE=thorough runs many more examples when hunting bugs.
 settings.register_profile("thorough", parent=settings.get_profile("rangeproxy"), max_examples=5000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "rangeproxy"))
-
-
-def require_tool(name: str) -> str:
-    """Return the path of command ``name``; skip (or fail under CI=true) if missing."""
-    path = shutil.which(name)
-    if path is None:
-        # nginx is installed in /usr/sbin, which a non-root PATH may lack.
-        for d in ("/usr/sbin", "/sbin"):
-            if os.access(os.path.join(d, name), os.X_OK):
-                return os.path.join(d, name)
-        reason = f"{name!r} is not installed (run `make system-deps`)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI=true missing tools are failures", pytrace=False)
-        pytest.skip(reason)
-    return path
 
 
 def pytest_assertrepr_compare(op: str, left: object, right: object) -> list[str] | None:

@@ -9,7 +9,6 @@ under the test's temporary directory (``stats.png``).
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from conftest import require_tool  # noqa: E402  (tests/conftest.py)
-from proxyproc import fetch, start_appserver, start_proxy, write_seeded_file  # noqa: E402
+from tests.support.client import fetch
+from tests.support.data import write_seeded_file
+from tests.support.servers import start_appserver, start_proxy
+from tests.support.tools import require_tool
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

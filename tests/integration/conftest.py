@@ -1,9 +1,5 @@
 """Fixtures for the integration tests: the real demo origin, the fault-injecting
-origin, and the real proxy, each as a separate server.
-
-Test modules in this directory import ``conftest`` by name (pytest's default
-"prepend" import mode puts this directory first on ``sys.path``), so the shared
-``require_tool`` of ``tests/conftest.py`` is re-exported here.
+origin, and the real proxy, each as a separate server (helpers in ``tests.support``).
 """
 
 from __future__ import annotations
@@ -14,17 +10,9 @@ from typing import AsyncIterator, Callable, Iterator
 import aiohttp
 import pytest
 
-from fault_origin import FaultOrigin
-from proxyproc import (
-    AppServerProc,
-    ProxyProc,
-    require_tool,
-    start_appserver,
-    start_proxy,
-    write_seeded_file,
-)
-
-__all__ = ["require_tool"]
+from tests.support.data import write_seeded_file
+from tests.support.fault_origin import FaultOrigin
+from tests.support.servers import AppServerProc, ProxyProc, start_appserver, start_proxy
 
 BIG_SIZE = 8 * 2**20
 ODD_SIZE = 3 * 2**20 + 123

@@ -14,7 +14,8 @@ import time
 import aiohttp
 import pytest
 
-from proxyproc import fetch, seeded_bytes
+from tests.support.client import fetch
+from tests.support.data import seeded_bytes
 
 pytestmark = pytest.mark.integration
 

@@ -10,12 +10,9 @@ import asyncio
 import email.parser
 import email.policy
 import json
-import os
 import random
-import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -24,20 +21,14 @@ from typing import Iterator
 import aiohttp
 import pytest
 
-from conftest import require_tool
-from httpraw import RawConnection, raw_request
+from tests.support.rawhttp import RawConnection, raw_request
+from tests.support.servers import AppServerProc, start_appserver
+from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 BIG = 3 * 2**20 + 4321  # a few MiB, not a multiple of any chunk size
 LARGE = 12 * 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -65,53 +56,15 @@ def files(media: Path) -> dict[str, bytes]:
     return {name: (media / name).read_bytes() for name in ("big.bin", "large.bin")}
 
 
-class Server:
-    def __init__(self, kind: str, proc: subprocess.Popen, port: int, log: Path):
-        self.kind = kind
-        self.proc = proc
-        self.port = port
-        self.log = log
-        self.url = f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module", params=["aiohttp", "granian"])
-def server(request: pytest.FixtureRequest, media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(request: pytest.FixtureRequest, media: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServerProc]:
     kind = request.param
-    port = free_port()
-    log = tmp_path_factory.mktemp(f"log-{kind}") / "server.log"
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "appserver", "--server", kind, "--media-dir", str(media),
-             "--host", "127.0.0.1", "--port", str(port)],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    srv = Server(kind, proc, port, log)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"{kind} appserver exited early ({proc.returncode}):\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(srv.url + "/healthz", timeout=2) as r:
-                if r.status == 200 and r.read() == b"ok":
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"{kind} appserver did not become healthy:\n{log.read_text()}")
-        time.sleep(0.1)
+    srv = start_appserver(media, tmp_path_factory.mktemp(f"log-{kind}"), server=kind, timeout=30)
+    with urllib.request.urlopen(srv.url + "/healthz", timeout=2) as r:
+        assert r.status == 200 and r.read() == b"ok"
     yield srv
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"{kind} appserver did not stop on SIGTERM:\n{log.read_text()}")
-    text = log.read_text(errors="replace")
-    assert code == 0, f"{kind} appserver exit status {code}:\n{text}"
+    srv.stop(timeout=20)  # SIGTERM; fails unless it exits with 0 within 20 s
+    text = srv.stderr_text() + srv.stdout_text()
     assert "Traceback" not in text, text
 
 
@@ -124,7 +77,7 @@ async def get(url: str, headers: dict[str, str] | None = None, method: str = "GE
 # ----------------------------------------------------------------------- basics
 
 
-async def test_full_get(server: Server, files) -> None:
+async def test_full_get(server: AppServerProc, files) -> None:
     status, h, body = await get(server.url + "/big.bin")
     assert status == 200
     assert body == files["big.bin"]
@@ -136,7 +89,7 @@ async def test_full_get(server: Server, files) -> None:
     assert h["Content-Type"] == "video/mp4"
 
 
-def test_head_has_no_body_on_the_wire(server: Server) -> None:
+def test_head_has_no_body_on_the_wire(server: AppServerProc) -> None:
     with RawConnection(server.port) as c:
         head = c.request("HEAD", "/big.bin")
         assert head.status == 200 and head.headers["content-length"] == str(BIG)
@@ -145,7 +98,7 @@ def test_head_has_no_body_on_the_wire(server: Server) -> None:
         assert nxt.status == 200 and nxt.body == b"ok"
 
 
-async def test_single_range_header_and_query(server: Server, files) -> None:
+async def test_single_range_header_and_query(server: AppServerProc, files) -> None:
     data = files["big.bin"]
     for url, hdrs in ((server.url + "/big.bin", {"Range": "bytes=20-345"}), (server.url + "/big.bin?range=20-345", {})):
         status, h, body = await get(url, hdrs)
@@ -155,7 +108,7 @@ async def test_single_range_header_and_query(server: Server, files) -> None:
         assert h["Content-Length"] == "326"
 
 
-async def test_suffix_and_open_ranges(server: Server, files) -> None:
+async def test_suffix_and_open_ranges(server: AppServerProc, files) -> None:
     data = files["big.bin"]
     status, h, body = await get(server.url + "/big.bin", {"Range": "bytes=-500"})
     assert status == 206 and body == data[-500:] and h["Content-Range"] == f"bytes {BIG - 500}-{BIG - 1}/{BIG}"
@@ -163,7 +116,7 @@ async def test_suffix_and_open_ranges(server: Server, files) -> None:
     assert status == 206 and body == data[1000:] and h["Content-Range"] == f"bytes 1000-{BIG - 1}/{BIG}"
 
 
-async def test_multirange(server: Server, files) -> None:
+async def test_multirange(server: AppServerProc, files) -> None:
     data = files["big.bin"]
     spans = [(0, 99), (5000, 9999), (2_000_000, 2_600_000)]
     status, h, body = await get(server.url + "/big.bin", {"Range": "bytes=" + ",".join(f"{a}-{b}" for a, b in spans)})
@@ -182,13 +135,13 @@ async def test_multirange(server: Server, files) -> None:
         assert part.get_payload(decode=True) == data[a : b + 1]
 
 
-async def test_unsatisfiable(server: Server) -> None:
+async def test_unsatisfiable(server: AppServerProc) -> None:
     status, h, body = await get(server.url + "/big.bin", {"Range": f"bytes={BIG + 10}-"})
     assert status == 416
     assert h["Content-Range"] == f"bytes */{BIG}"
 
 
-async def test_if_range(server: Server, files) -> None:
+async def test_if_range(server: AppServerProc, files) -> None:
     _, h, _ = await get(server.url + "/big.bin", method="HEAD")
     etag = h["ETag"]
     status, h2, body = await get(server.url + "/big.bin", {"Range": "bytes=10-19", "If-Range": etag})
@@ -197,7 +150,7 @@ async def test_if_range(server: Server, files) -> None:
     assert status == 200 and body == files["big.bin"]
 
 
-async def test_conditional_304(server: Server) -> None:
+async def test_conditional_304(server: AppServerProc) -> None:
     _, h, _ = await get(server.url + "/big.bin", method="HEAD")
     status, h2, body = await get(server.url + "/big.bin", {"If-None-Match": h["ETag"]})
     assert status == 304 and body == b"" and h2["ETag"] == h["ETag"]
@@ -223,20 +176,20 @@ async def test_conditional_304(server: Server) -> None:
         "/missing.bin",
     ],
 )
-def test_nothing_outside_the_root(server: Server, target: str) -> None:
+def test_nothing_outside_the_root(server: AppServerProc, target: str) -> None:
     res = raw_request(server.port, "GET", target)
     assert res.status == 404, target
     assert b"SECRET" not in res.body and b"root:" not in res.body
 
 
-def test_other_methods_405(server: Server) -> None:
+def test_other_methods_405(server: AppServerProc) -> None:
     for method in ("POST", "PUT", "DELETE"):
         res = raw_request(server.port, method, "/big.bin", {"Content-Length": "0"})
         assert res.status == 405
         assert res.headers["allow"] == "GET, HEAD"
 
 
-async def test_catalogue(server: Server, media: Path) -> None:
+async def test_catalogue(server: AppServerProc, media: Path) -> None:
     status, h, body = await get(server.url + "/")
     assert status == 200 and h["Content-Type"] == "application/json"
     items = {i["name"]: i for i in json.loads(body)}
@@ -249,7 +202,7 @@ async def test_catalogue(server: Server, media: Path) -> None:
 # ------------------------------------------------------------ framing / sendfile
 
 
-def test_keepalive_ranged_requests_on_one_connection(server: Server, files) -> None:
+def test_keepalive_ranged_requests_on_one_connection(server: AppServerProc, files) -> None:
     data = files["big.bin"]
     with RawConnection(server.port) as c:
         for a, b in ((20, 345), (1_000_000, 2_999_999), (0, 0)):
@@ -262,7 +215,7 @@ def test_keepalive_ranged_requests_on_one_connection(server: Server, files) -> N
         assert again.status == 206 and again.body == data[7:9]
 
 
-def test_pipelined_requests(server: Server, files) -> None:
+def test_pipelined_requests(server: AppServerProc, files) -> None:
     data = files["big.bin"]
     with RawConnection(server.port) as c:
         c.send("GET", "/big.bin", {"Range": "bytes=100-199"})
@@ -275,14 +228,14 @@ def test_pipelined_requests(server: Server, files) -> None:
         assert c.read().body == b"hello\n"
 
 
-async def test_large_range(server: Server, files) -> None:
+async def test_large_range(server: AppServerProc, files) -> None:
     data = files["large.bin"]
     a, b = 1_234_567, 1_234_567 + 8 * 2**20 - 1
     status, h, body = await get(server.url + "/large.bin", {"Range": f"bytes={a}-{b}"})
     assert status == 206 and len(body) == 8 * 2**20 and body == data[a : b + 1]
 
 
-def test_client_disconnect_mid_body_leaves_server_healthy(server: Server) -> None:
+def test_client_disconnect_mid_body_leaves_server_healthy(server: AppServerProc) -> None:
     for headers in ({"Range": "bytes=0-"}, {}, {"Range": "bytes=0-10,100-11000000"}):
         s = socket.create_connection(("127.0.0.1", server.port))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -294,7 +247,7 @@ def test_client_disconnect_mid_body_leaves_server_healthy(server: Server) -> Non
     assert raw_request(server.port, "GET", "/healthz").body == b"ok"
 
 
-def test_slow_reader_gets_every_byte(server: Server, files) -> None:
+def test_slow_reader_gets_every_byte(server: AppServerProc, files) -> None:
     """A reader slower than the server forces EAGAIN waits on the sendfile path."""
     data = files["large.bin"]
     s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
@@ -316,7 +269,7 @@ def test_slow_reader_gets_every_byte(server: Server, files) -> None:
 # ------------------------------------------------------------------- real clients
 
 
-def test_curl_range(server: Server, files, tmp_path: Path) -> None:
+def test_curl_range(server: AppServerProc, files, tmp_path: Path) -> None:
     curl = require_tool("curl")
     out = tmp_path / "part.bin"
     subprocess.run([curl, "-sSf", "-r", "20-345", "-o", str(out), server.url + "/big.bin"], check=True, timeout=60)
@@ -332,7 +285,7 @@ def test_curl_range(server: Server, files, tmp_path: Path) -> None:
     assert (tmp_path / "b").read_bytes() == files["large.bin"]
 
 
-def test_curl_multirange(server: Server, files, tmp_path: Path) -> None:
+def test_curl_multirange(server: AppServerProc, files, tmp_path: Path) -> None:
     curl = require_tool("curl")
     out = tmp_path / "mp"
     proc = subprocess.run(
@@ -345,7 +298,7 @@ def test_curl_multirange(server: Server, files, tmp_path: Path) -> None:
     assert data[0:10] in body and data[5000:5010] in body and b"Content-Range: bytes 5000-5009/" in body
 
 
-async def test_concurrent_ranged_requests(server: Server, files) -> None:
+async def test_concurrent_ranged_requests(server: AppServerProc, files) -> None:
     data = files["large.bin"]
     rng = random.Random(7)
     spans = []

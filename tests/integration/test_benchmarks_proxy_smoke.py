@@ -11,37 +11,18 @@ CI=true, via ``require_tool``).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.servers import REPO_ROOT
+from tests.support.tools import require_benchmark_tools
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def _maybe_install_wrk() -> None:
-    # As in test_benchmarks_smoke.py: under CI (root, apt-get) the harness installs wrk.
-    if shutil.which("wrk") or os.environ.get("CI") != "true":
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    sys.path.insert(0, str(REPO))
-    try:
-        from benchmarks.harness import BenchError, ensure_tool
-
-        try:
-            ensure_tool("wrk", "wrk")
-        except BenchError:
-            pass
-    finally:
-        sys.path.remove(str(REPO))
 
 
 def _section(text: str, title_start: str) -> list[str]:
@@ -61,9 +42,7 @@ def _section(text: str, title_start: str) -> list[str]:
 
 
 def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
-    _maybe_install_wrk()
-    for tool in ("wrk", "nginx", "taskset"):
-        require_tool(tool)
+    require_benchmark_tools()
     out_file = tmp_path / "results.md"
     cmd = [
         sys.executable, "-m", "benchmarks", "--quick", "--only", "proxy", "--only", "figures",
@@ -71,7 +50,7 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
         "--object-size", "4M", "--huge-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
         "--reader-pause-ms", "20", "--out", str(out_file),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=110, check=False)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110, check=False)
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, report
     out = proc.stdout
@@ -111,14 +90,12 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
 
 def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
     """``--only rss --only collapsing --only cold``: each prints its table, bytes verified."""
-    _maybe_install_wrk()
-    for tool in ("wrk", "nginx", "taskset"):
-        require_tool(tool)
+    require_benchmark_tools()
     cmd = [
         sys.executable, "-m", "benchmarks", "--quick", "--only", "rss", "--only", "collapsing", "--only", "cold",
         "--runs", "1", "--object-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=110, check=False)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110, check=False)
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, report
     assert "WRONG" not in proc.stderr, report

@@ -8,17 +8,16 @@ failed under CI=true, via ``require_tool``).
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.servers import REPO_ROOT
+from tests.support.tools import require_benchmark_tools
+
 TARGET_LABELS = [
     "appserver aiohttp (pathsend → sendfile)",
     "appserver granian (streaming)",
@@ -29,37 +28,15 @@ RATIO = re.compile(r"\|\s*(\d+\.\d\d) \((\d+\.\d\d)–(\d+\.\d\d)\)\s*\|")
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
-def _maybe_install_wrk() -> None:
-    # wrk is not in every Debian base image. Under CI (root, apt-get present)
-    # the harness's own installer fetches it, so the test cannot fail merely
-    # because nobody installed it by hand; locally a missing wrk just skips.
-    if shutil.which("wrk") or os.environ.get("CI") != "true":
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        return
-    sys.path.insert(0, str(REPO))
-    try:
-        from benchmarks.harness import BenchError, ensure_tool
-
-        try:
-            ensure_tool("wrk", "wrk")
-        except BenchError:
-            pass  # require_tool below reports it
-    finally:
-        sys.path.remove(str(REPO))
-
-
 def test_benchmark_harness_quick_run(tmp_path: Path) -> None:
-    _maybe_install_wrk()
-    for tool in ("wrk", "nginx", "taskset"):
-        require_tool(tool)
+    require_benchmark_tools()
     out_file = tmp_path / "results.md"
     cmd = [
         sys.executable, "-m", "benchmarks", "--quick", "--runs", "1", "--duration", "1",
         "--warmup", "0", "--max-rounds", "1", "--file-size", "1M", "--range-size", "256K",
         "--out", str(out_file),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=75, check=False)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=75, check=False)
     report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert proc.returncode == 0, report
     assert "| target | req/s | MB/s |" in proc.stdout, report

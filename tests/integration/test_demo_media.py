@@ -14,7 +14,7 @@ import pytest
 
 from appserver import demo_media
 from appserver.demo_media import generate, mp4_top_level_atoms
-from conftest import require_tool
+from tests.support.tools import require_tool
 
 SMALL = 3 * 2**20 + 123  # several 1 MiB chunks plus a partial one
 

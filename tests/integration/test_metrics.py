@@ -16,9 +16,11 @@ from typing import Any, Callable
 
 import aiohttp
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from proxyproc import Samples, fetch, scrape, seeded_bytes, total, unused_url, val, write_seeded_file
+from tests.support.client import fetch
+from tests.support.data import seeded_bytes, write_seeded_file
+from tests.support.metrics import Samples, samples_of, scrape, total, val
+from tests.support.servers import unused_url
 
 pytestmark = pytest.mark.integration
 
@@ -337,13 +339,7 @@ async def test_two_workers_metrics_and_stats_count_every_request_once(appserver,
     async def metrics() -> tuple[Samples, str]:
         status, headers, body = await on_fresh_connection(proxy.url + "/metrics")
         assert status == 200 and headers["Content-Type"].startswith("text/plain"), body[:300]
-        samples: Samples = {}
-        for fam in text_string_to_metric_families(body.decode()):
-            for smp in fam.samples:
-                key = (smp.name, frozenset(smp.labels.items()))
-                assert key not in samples, f"series {key} twice"
-                samples[key] = smp.value
-        return samples, headers["X-Rangeproxy-Worker"]
+        return samples_of(body), headers["X-Rangeproxy-Worker"]
 
     async def settle(made: int) -> Any:
         deadline = time.monotonic() + 10
@@ -498,8 +494,9 @@ async def test_grafana_dashboard_and_prometheus_config_use_real_metrics(appserve
 def test_stats_bookkeeping_is_bounded_and_exact() -> None:
     from types import SimpleNamespace
 
-    from proxy.cache.engine import Counters, RequestTally
-    from proxy.web.handlers import ResponseInfo
+    from proxy.cache.pieces import RequestTally
+    from proxy.core.counters import Counters
+    from proxy.web.sending import ResponseInfo
     from proxy.observe.stats import Stats, cached_bytes, percentiles, to_ranges
 
     assert percentiles([]) == {"p50": None, "p95": None, "p99": None}

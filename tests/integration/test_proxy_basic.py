@@ -10,15 +10,11 @@ import email.utils
 
 import pytest
 
-from fault_origin import FaultOrigin
-from proxyproc import (
-    DEFAULT_SLICE,
-    content_range,
-    fetch,
-    parse_multipart_byteranges,
-    raw_request,
-    seeded_bytes,
-)
+from tests.support.client import content_range, fetch, parse_multipart_byteranges
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin
+from tests.support.rawhttp import send_raw
+from tests.support.servers import DEFAULT_SLICE
 
 pytestmark = pytest.mark.integration
 
@@ -274,14 +270,14 @@ async def test_absolute_form_request_target_is_refused(fault_origin: FaultOrigin
     fault_origin.set_object("x", b"0123456789")
     proxy = proxy_factory(fault_origin.url)
     for target in (f"http://evil.example/x", f"{fault_origin.url}/x", "https://evil.example/x"):
-        raw = await raw_request(
+        raw = await send_raw(
             proxy.port, f"GET {target} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n".encode()
         )
         status_line = raw.split(b"\r\n", 1)[0]
         assert status_line.startswith(b"HTTP/1.1 400") or status_line.startswith(b"HTTP/1.0 400"), (target, raw[:300])
     assert fault_origin.requests_for("x") == []
     # the normal origin-form still works on a raw connection
-    raw = await raw_request(proxy.port, b"GET /x HTTP/1.1\r\nHost: whatever\r\nConnection: close\r\n\r\n")
+    raw = await send_raw(proxy.port, b"GET /x HTTP/1.1\r\nHost: whatever\r\nConnection: close\r\n\r\n")
     assert raw.split(b"\r\n", 1)[0].split()[1] == b"200"
     assert raw.endswith(b"0123456789")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 
-from fault_origin import FaultOrigin
-from proxyproc import fetch, seeded_bytes
+from tests.support.client import fetch
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin
 
 MiB = 2**20
 KiB = 2**10

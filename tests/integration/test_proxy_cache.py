@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from fault_origin import FaultOrigin
-from proxyproc import DEFAULT_SLICE, fetch, seeded_bytes
+from tests.support.client import fetch
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin
+from tests.support.servers import DEFAULT_SLICE
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from appserver.demo_media import mp4_top_level_atoms
-from conftest import require_tool
-from proxyproc import sha256_file, write_seeded_file
+from tests.support.data import sha256_file, write_seeded_file
+from tests.support.tools import require_tool
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,8 +13,10 @@ import time
 
 import pytest
 
-from fault_origin import FaultOrigin
-from proxyproc import DEFAULT_SLICE, Outcome, content_range, fetch, seeded_bytes, unused_url
+from tests.support.client import Outcome, content_range, fetch
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin
+from tests.support.servers import DEFAULT_SLICE, unused_url
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,9 @@ import time
 
 import pytest
 
-from proxyproc import DEFAULT_SLICE, fetch, scrape, val
+from tests.support.client import fetch
+from tests.support.metrics import scrape, val
+from tests.support.servers import DEFAULT_SLICE
 
 pytestmark = pytest.mark.integration
 

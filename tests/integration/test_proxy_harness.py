@@ -13,8 +13,9 @@ import urllib.request
 
 import pytest
 
-from fault_origin import FaultOrigin, parse_single_range
-from proxyproc import content_range, fetch, parse_multipart_byteranges, seeded_bytes
+from tests.support.client import content_range, fetch, parse_multipart_byteranges
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin, parse_single_range
 
 pytestmark = pytest.mark.integration
 

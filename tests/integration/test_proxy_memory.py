@@ -4,43 +4,19 @@ fast and by a slow client, must not grow the proxy's RSS by more than 50 MiB."""
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from proxyproc import ProxyProc, write_seeded_file
+from tests.support.data import write_seeded_file
+from tests.support.servers import RssSampler
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HUGE = 300 * 2**20
 RSS_BUDGET = 50 * 2**20
-
-
-class RssSampler:
-    """Samples the proxy's RSS (with any worker processes) every 20 ms in a thread."""
-
-    def __init__(self, proc: ProxyProc) -> None:
-        self.proc = proc
-        self.max = 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.max = max(self.max, self.proc.tree_rss_bytes())
-            self._stop.wait(0.02)
-
-    def __enter__(self) -> "RssSampler":
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._t.join(5)
-        self.max = max(self.max, self.proc.tree_rss_bytes())
 
 
 async def read_through(session: aiohttp.ClientSession, url: str, src: Path, *, slow_delay: float = 0.0,
@@ -88,16 +64,16 @@ async def test_memory_stays_bounded_for_a_300_mib_object(tmp_path: Path, appserv
         baseline = proxy.tree_rss_bytes()
         assert baseline > 0
 
-        with RssSampler(proxy) as cold_slow:
+        with RssSampler(proxy, interval=0.02) as cold_slow:
             n, _ = await read_through(s, url, src, slow_delay=0.004, max_seconds=6)
             assert n > 0
-        with RssSampler(proxy) as cold_fast:
+        with RssSampler(proxy, interval=0.02) as cold_fast:
             n, _ = await read_through(s, url, src)
             assert n == HUGE
-        with RssSampler(proxy) as warm_fast:
+        with RssSampler(proxy, interval=0.02) as warm_fast:
             n, _ = await read_through(s, url, src)
             assert n == HUGE
-        with RssSampler(proxy) as warm_slow:
+        with RssSampler(proxy, interval=0.02) as warm_slow:
             n, _ = await read_through(s, url, src, slow_delay=0.004, max_seconds=6)
             assert n > 0
 

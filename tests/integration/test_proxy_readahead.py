@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import time
 
-from fault_origin import FaultOrigin
-from proxyproc import DEFAULT_SLICE, fetch, seeded_bytes
+from tests.support.client import fetch
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin
+from tests.support.servers import DEFAULT_SLICE
 
 S = DEFAULT_SLICE
 

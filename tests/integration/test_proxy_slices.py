@@ -11,8 +11,10 @@ import time
 import aiohttp
 import pytest
 
-from fault_origin import FaultOrigin, parse_single_range
-from proxyproc import DEFAULT_SLICE, fetch, seeded_bytes
+from tests.support.client import fetch
+from tests.support.data import seeded_bytes
+from tests.support.fault_origin import FaultOrigin, parse_single_range
+from tests.support.servers import DEFAULT_SLICE
 
 pytestmark = pytest.mark.integration
 

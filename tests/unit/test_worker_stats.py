@@ -18,34 +18,18 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.cache.budget import ByteBudget
-from proxy.cache.engine import Counters, RequestTally
-from proxy.web.handlers import ResponseInfo
+from proxy.cache.pieces import RequestTally
+from proxy.core.counters import Counters
+from proxy.web.sending import ResponseInfo
 from proxy.observe.metrics import Metrics, merge_expositions
 from proxy.workers.peers import Peers, parse_prom_header, pid_alive, process_start, prom_header
 from proxy.observe.stats import Sample, Stats, merge_series, series_of
 from proxy.workers.info import WorkerInfo
 
+from tests.support.metrics import samples_of, val
+
 MiB = 2**20
 S = MiB
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples_of(text: str | bytes) -> Samples:
-    if isinstance(text, bytes):
-        text = text.decode()
-    out: Samples = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            key = (s.name, frozenset(s.labels.items()))
-            assert key not in out, f"duplicate series {key}"
-            out[key] = s.value
-    return out
-
-
-def val(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, frozenset(labels.items()))]
-
 
 def settings_ns() -> SimpleNamespace:
     return SimpleNamespace(slice_size=S, upstream="http://o", cache_size=64 * MiB, purge_prefix="/_cache/",

@@ -1,4 +1,4 @@
-"""A fault-injecting HTTP origin for the proxy's integration tests.
+"""The fault origin: a real HTTP server that misbehaves on purpose, for the proxy's tests.
 
 A real aiohttp server, run on its own event loop in a background thread, so a
 test (sync or async) can change objects and faults and read the request log
@@ -48,7 +48,7 @@ from typing import Any, Callable, Iterator
 
 from aiohttp import web
 
-__all__ = ["FaultOrigin", "Faults", "Obj", "Record", "parse_single_range", "free_port"]
+__all__ = ["FaultOrigin", "Faults", "Obj", "Record", "parse_single_range"]
 
 _RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
 
@@ -90,12 +90,6 @@ def parse_single_range(value: str | None, size: int | None = None) -> tuple[int,
             return (first, -1)
         last = min(last, size - 1)
     return (first, last)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _http_date(ts: float) -> str:

@@ -1,12 +1,15 @@
-"""A tiny raw HTTP/1.1 client for tests: exact request targets, one connection.
+"""Raw HTTP/1.1 for tests: exact request targets and bytes on one connection.
 
 aiohttp's client normalises paths (``/../x`` becomes ``/x``) and hides framing;
-this one sends bytes as written and parses responses strictly, so traversal
-attempts, keep-alive and "no body after HEAD" can be checked on the wire.
+:class:`RawConnection` sends requests as written and parses responses strictly,
+so traversal attempts, keep-alive and "no body after HEAD" can be checked on the
+wire; :func:`send_raw` sends any bytes at all and returns what came back.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass
 
@@ -82,3 +85,34 @@ class RawConnection:
 def raw_request(port: int, method: str, target: str, headers: dict[str, str] | None = None) -> RawResponse:
     with RawConnection(port) as conn:
         return conn.request(method, target, {"Connection": "close", **(headers or {})})
+
+
+async def send_raw(port: int, request: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes, return everything the server sends until it closes (or
+    until ``timeout``, or until one response with Content-Length is complete)."""
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+    try:
+        writer.write(request)
+        await writer.drain()
+        data = b""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), max(0.01, deadline - loop.time()))
+            except asyncio.TimeoutError:
+                break
+            if not chunk:
+                break
+            data += chunk
+            head, sep, body = data.partition(b"\r\n\r\n")
+            if sep:
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length" and len(body) >= int(v.strip()):
+                        return data
+        return data
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

@@ -1,0 +1,53 @@
+"""Prometheus scraping for the tests: ``scrape`` a /metrics, read one series with
+``val``, sum series with ``total``.
+
+A missing series is an error: ``val`` raises ``KeyError`` (naming the series the
+metric does have), so a misspelt name or label cannot pass as a 0. Where "not
+there" may honestly mean nothing was counted, ``total`` sums the matching series,
+which is 0 when there are none.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.client import fetch
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples_of(text: str | bytes) -> Samples:
+    """An exposition as ``{(sample name, frozenset(labels)): value}``; a series twice is an error."""
+    if isinstance(text, bytes):
+        text = text.decode()
+    out: Samples = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
+
+
+async def scrape(http: aiohttp.ClientSession, base: str, headers: dict[str, str] | None = None) -> Samples:
+    """``GET <base>/metrics`` (must be 200, text/plain), parsed by :func:`samples_of`."""
+    out = await fetch(http, base + "/metrics", headers=headers)
+    assert out.status == 200, out.body[:300]
+    assert out.header("Content-Type").startswith("text/plain"), out.header("Content-Type")
+    return samples_of(out.body)
+
+
+def val(samples: Samples, name: str, **labels: str) -> float:
+    """The value of the one series ``name`` with exactly ``labels``; KeyError if there is none."""
+    try:
+        return samples[(name, frozenset(labels.items()))]
+    except KeyError:
+        have = sorted(str(dict(sorted(ls))) for n, ls in samples if n == name)
+        raise KeyError(f"no series {name} {labels}; {name} has {', '.join(have) or 'no series'}") from None
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """Sum over the series of ``name`` whose labels include ``labels`` (0 when there are none)."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)

@@ -1,0 +1,276 @@
+"""The real demo origin and the real proxy as subprocesses on loopback: free
+ports, start-up until ``/healthz`` answers, stop, and the RSS of a process tree.
+
+``start_proxy(upstream_url, workdir, **settings)`` runs::
+
+    python -m proxy --upstream URL --host 127.0.0.1 --port <free port>
+                    --cache-dir <workdir>/cache --slice-size N [--set key=value ...]
+
+and waits (15 s at most) until ``GET /healthz`` answers 200; ``start_appserver``
+does the same for ``python -m appserver``. Ports, process trees and RSS come from
+the benchmark harness (``benchmarks.harness``), so there is one copy of each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterable, Mapping, TypeVar
+
+from benchmarks.harness import RssSampler, free_port, rss, tree_rss
+
+__all__ = [
+    "DEFAULT_SLICE", "REPO_ROOT", "AppServerProc", "ProxyProc", "RssSampler", "ServerProc", "free_port",
+    "proxy_command", "start_appserver", "start_proxy", "subprocess_env", "unused_url",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SLICE = 64 * 1024
+STARTUP_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+
+def subprocess_env() -> dict[str, str]:
+    # Hermetic: settings come from the command line only, never from a
+    # RANGEPROXY_* variable of the caller's environment.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANGEPROXY_")}
+    pp = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + pp if pp else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class ServerProc:
+    """A server subprocess with stdout/stderr captured to files."""
+
+    name = "server"
+
+    def __init__(self, args: list[str], workdir: Path, port: int, health_path: str = "/healthz") -> None:
+        self.args = args
+        self.workdir = workdir
+        self.port = port
+        self.health_path = health_path
+        workdir.mkdir(parents=True, exist_ok=True)
+        self._n = 0
+        while (workdir / f"{self.name}-{self._n}.stderr").exists():
+            self._n += 1
+        self.stderr_path = workdir / f"{self.name}-{self._n}.stderr"
+        self.stdout_path = workdir / f"{self.name}-{self._n}.stdout"
+        self._err = open(self.stderr_path, "wb")
+        self._out = open(self.stdout_path, "wb")
+        self.proc = subprocess.Popen(
+            args,
+            stdout=self._out,
+            stderr=self._err,
+            stdin=subprocess.DEVNULL,
+            cwd=str(REPO_ROOT),
+            env=subprocess_env(),
+        )
+        self.returncode: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stderr_text(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return self.stderr_path.read_text(errors="replace")
+        return ""
+
+    def stdout_text(self) -> str:
+        with contextlib.suppress(FileNotFoundError):
+            return self.stdout_path.read_text(errors="replace")
+        return ""
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        last_err: object = None
+        while time.monotonic() < deadline:
+            rc = self.proc.poll()
+            if rc is not None:
+                self._close_files()
+                raise RuntimeError(
+                    f"{self.name} exited with {rc} before becoming healthy\n"
+                    f"command: {' '.join(self.args)}\n--- stderr ---\n{self.stderr_text()[-8000:]}"
+                    f"\n--- stdout ---\n{self.stdout_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + self.health_path, timeout=2) as r:
+                    if r.status == 200:
+                        return
+                    last_err = f"status {r.status}"
+            except urllib.error.HTTPError as e:
+                last_err = f"status {e.code}"
+            except (OSError, urllib.error.URLError) as e:
+                last_err = e
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(
+            f"{self.name} not healthy within {timeout} s (last: {last_err})\n"
+            f"command: {' '.join(self.args)}\n--- stderr ---\n{self.stderr_text()[-8000:]}"
+        )
+
+    def rss_bytes(self) -> int:
+        """VmRSS of the process itself."""
+        return rss(self.pid)
+
+    def tree_rss_bytes(self) -> int:
+        """VmRSS summed over the process and its descendants (worker processes)."""
+        return tree_rss(self.pid)
+
+    def stop(self, check: bool = True, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM, wait; with ``check`` assert the exit code is 0."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self._close_files()
+                if check:
+                    raise AssertionError(
+                        f"{self.name} did not exit within {timeout} s of SIGTERM\n--- stderr ---\n"
+                        f"{self.stderr_text()[-8000:]}"
+                    )
+        self.returncode = self.proc.returncode
+        self._close_files()
+        if check and self.returncode != 0:
+            raise AssertionError(
+                f"{self.name} exited with {self.returncode} after SIGTERM (expected 0)\n--- stderr ---\n"
+                f"{self.stderr_text()[-8000:]}"
+            )
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        self._close_files()
+
+    def _close_files(self) -> None:
+        for f in (self._err, self._out):
+            with contextlib.suppress(Exception):
+                f.close()
+
+
+P = TypeVar("P", bound=ServerProc)
+
+
+def _start_on_free_port(make: Callable[[int], P], timeout: float) -> P:
+    """``make(port)`` starts a server on a free port; wait until it is healthy.
+    Retries on a different port if the chosen one was taken meanwhile."""
+    last: Exception | None = None
+    for _attempt in range(3):
+        p = make(free_port())
+        try:
+            p.wait_healthy(timeout)
+            return p
+        except RuntimeError as e:
+            last = e
+            if "address already in use" not in p.stderr_text().lower():
+                raise
+    assert last is not None
+    raise last
+
+
+class ProxyProc(ServerProc):
+    name = "proxy"
+
+    def __init__(self, args: list[str], workdir: Path, port: int, cache_dir: Path, slice_size: int,
+                 upstream: str) -> None:
+        self.cache_dir = cache_dir
+        self.slice_size = slice_size
+        self.upstream = upstream
+        super().__init__(args, workdir, port)
+
+    def url_for(self, path: str) -> str:
+        return f"{self.url}/{path.lstrip('/')}"
+
+
+def _fmt_setting(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def proxy_command(upstream_url: str, port: int, cache_dir: Path, slice_size: int | None,
+                  cache_size: int | None = None, config: Path | None = None,
+                  settings: Mapping[str, object] | None = None, extra_args: Iterable[str] = ()) -> list[str]:
+    args = [sys.executable, "-m", "proxy", "--upstream", upstream_url, "--host", "127.0.0.1",
+            "--port", str(port), "--cache-dir", str(cache_dir)]
+    if slice_size is not None:
+        args += ["--slice-size", str(slice_size)]
+    if cache_size is not None:
+        args += ["--cache-size", str(cache_size)]
+    if config is not None:
+        args += ["--config", str(config)]
+    for k, v in (settings or {}).items():
+        args += ["--set", f"{k}={_fmt_setting(v)}"]
+    args += list(extra_args)
+    return args
+
+
+def start_proxy(upstream_url: str, tmp_path: Path, *, slice_size: int | None = DEFAULT_SLICE,
+                cache_size: int | None = None, cache_dir: Path | None = None, config: Path | None = None,
+                extra_args: Iterable[str] = (), timeout: float = STARTUP_TIMEOUT, **settings: object) -> ProxyProc:
+    """Start ``python -m proxy`` on a free port; ``settings`` become ``--set key=value``.
+
+    The cache lives in ``<tmp_path>/cache`` unless ``cache_dir`` is given.
+    Retries on a different port if the chosen one was taken meanwhile.
+    """
+    tmp_path = Path(tmp_path)
+    cache = Path(cache_dir) if cache_dir is not None else tmp_path / "cache"
+
+    def make(port: int) -> ProxyProc:
+        args = proxy_command(upstream_url, port, cache, slice_size, cache_size, config, settings, extra_args)
+        return ProxyProc(args, tmp_path, port, cache, slice_size or 2**20, upstream_url)
+
+    return _start_on_free_port(make, timeout)
+
+
+class AppServerProc(ServerProc):
+    name = "appserver"
+
+    def __init__(self, args: list[str], workdir: Path, port: int, media_dir: Path) -> None:
+        self.media_dir = media_dir
+        super().__init__(args, workdir, port)
+
+    def url_for(self, name: str) -> str:
+        return f"{self.url}/{name}"
+
+    def path(self, name: str) -> Path:
+        return self.media_dir / name
+
+
+def start_appserver(media_dir: Path, workdir: Path, server: str = "aiohttp",
+                    timeout: float = STARTUP_TIMEOUT) -> AppServerProc:
+    """Start ``python -m appserver --server <server>`` serving ``media_dir`` on a free port."""
+
+    def make(port: int) -> AppServerProc:
+        args = [sys.executable, "-m", "appserver", "--server", server, "--media-dir", str(media_dir),
+                "--host", "127.0.0.1", "--port", str(port)]
+        return AppServerProc(args, Path(workdir), port, Path(media_dir))
+
+    return _start_on_free_port(make, timeout)
+
+
+def unused_url() -> str:
+    """A URL on which nothing listens (a port just released)."""
+    return f"http://127.0.0.1:{free_port()}"
