@@ -12,15 +12,11 @@ CI=true, via ``require_tool``).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import REPO_ROOT
-from tests.support.tools import require_benchmark_tools
-
+from tests.support.tools import run_benchmarks
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -42,16 +38,12 @@ def _section(text: str, title_start: str) -> list[str]:
 
 
 def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
-    require_benchmark_tools()
     out_file = tmp_path / "results.md"
-    cmd = [
-        sys.executable, "-m", "benchmarks", "--quick", "--only", "proxy", "--only", "figures",
-        "--runs", "1", "--duration", "1", "--warmup", "0", "--max-rounds", "1",
-        "--object-size", "4M", "--huge-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
-        "--reader-pause-ms", "20", "--out", str(out_file),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110, check=False)
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc, report = run_benchmarks(
+        "--only", "proxy", "--only", "figures", "--runs", "1", "--duration", "1", "--warmup", "0",
+        "--max-rounds", "1", "--object-size", "4M", "--huge-size", "4M", "--rss-seconds", "1",
+        "--rss-connections", "100", "--reader-pause-ms", "20", "--out", str(out_file), timeout=110,
+    )  # fmt: skip
     assert proc.returncode == 0, report
     out = proc.stdout
     assert "WRONG" not in proc.stderr, report
@@ -90,13 +82,10 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
 
 def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
     """``--only rss --only collapsing --only cold``: each prints its table, bytes verified."""
-    require_benchmark_tools()
-    cmd = [
-        sys.executable, "-m", "benchmarks", "--quick", "--only", "rss", "--only", "collapsing", "--only", "cold",
-        "--runs", "1", "--object-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=110, check=False)
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc, report = run_benchmarks(
+        "--only", "rss", "--only", "collapsing", "--only", "cold", "--runs", "1", "--object-size", "4M",
+        "--rss-seconds", "1", "--rss-connections", "100", timeout=110,
+    )  # fmt: skip
     assert proc.returncode == 0, report
     assert "WRONG" not in proc.stderr, report
     out = proc.stdout

@@ -9,14 +9,11 @@ failed under CI=true, via ``require_tool``).
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support.servers import REPO_ROOT
-from tests.support.tools import require_benchmark_tools
+from tests.support.tools import run_benchmarks
 
 TARGET_LABELS = [
     "appserver aiohttp (pathsend → sendfile)",
@@ -29,15 +26,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
 
 def test_benchmark_harness_quick_run(tmp_path: Path) -> None:
-    require_benchmark_tools()
     out_file = tmp_path / "results.md"
-    cmd = [
-        sys.executable, "-m", "benchmarks", "--quick", "--runs", "1", "--duration", "1",
-        "--warmup", "0", "--max-rounds", "1", "--file-size", "1M", "--range-size", "256K",
-        "--out", str(out_file),
-    ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=75, check=False)
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    proc, report = run_benchmarks(
+        "--runs", "1", "--duration", "1", "--warmup", "0", "--max-rounds", "1", "--file-size", "1M",
+        "--range-size", "256K", "--out", str(out_file), timeout=75,
+    )  # fmt: skip
     assert proc.returncode == 0, report
     assert "| target | req/s | MB/s |" in proc.stdout, report
     for label in TARGET_LABELS:

@@ -644,7 +644,7 @@ class FaultOrigin:
             transport.close()
 
 
-if __name__ == "__main__":  # manual poking: python tests/integration/fault_origin.py
+if __name__ == "__main__":  # manual poking: python -m tests.support.fault_origin
     import os
 
     with FaultOrigin() as o:

@@ -8,7 +8,8 @@ ports, start-up until ``/healthz`` answers, stop, and the RSS of a process tree.
 
 and waits (15 s at most) until ``GET /healthz`` answers 200; ``start_appserver``
 does the same for ``python -m appserver``. Ports, process trees and RSS come from
-the benchmark harness (``benchmarks.harness``), so there is one copy of each.
+the benchmark harness (``benchmarks.harness``), as does the repository's root
+(``REPO_ROOT``), so there is one copy of each.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
 
-from benchmarks.harness import RssSampler, free_port, rss, tree_rss
+from benchmarks.harness import REPO_ROOT, RssSampler, free_port, rss, tree_rss
 
 __all__ = [
     "DEFAULT_SLICE", "REPO_ROOT", "AppServerProc", "ProxyProc", "RssSampler", "ServerProc", "free_port",
     "proxy_command", "start_appserver", "start_proxy", "subprocess_env", "unused_url",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SLICE = 64 * 1024
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0

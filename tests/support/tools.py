@@ -1,4 +1,5 @@
-"""External commands a test needs (curl, ffmpeg, nginx, wrk, ...): ``require_tool``.
+"""External commands a test needs (curl, ffmpeg, nginx, wrk, ...): ``require_tool``;
+and the benchmark harness run as one (``run_benchmarks``).
 
 Installed where that is possible, else the test is skipped with the reason; under
 CI=true that skip is a failure instead, so CI cannot go green by silently
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
-from benchmarks.harness import BenchError, ensure_tool, find_tool
+from benchmarks.harness import REPO_ROOT, BenchError, ensure_tool, find_tool
 
 
 def require_tool(name: str, package: str | None = None) -> str:
@@ -42,3 +45,13 @@ def require_benchmark_tools() -> None:
     require_tool("wrk", package="wrk")
     require_tool("nginx")
     require_tool("taskset")
+
+
+def run_benchmarks(*args: str, timeout: float) -> tuple[subprocess.CompletedProcess[str], str]:
+    """``python -m benchmarks --quick *args`` from the repo root, once its tools are there
+    (:func:`require_benchmark_tools`); the finished process and its output as a report
+    for assertion messages."""
+    require_benchmark_tools()
+    cmd = [sys.executable, "-m", "benchmarks", "--quick", *args]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    return proc, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
