@@ -1,9 +1,10 @@
 """External commands a test needs (curl, ffmpeg, nginx, wrk, ...): ``require_tool``;
 and the benchmark harness run as one (``run_benchmarks``).
 
-Installed where that is possible, else the test is skipped with the reason; under
-CI=true that skip is a failure instead, so CI cannot go green by silently
-skipping. ``make system-deps`` installs the tools.
+A missing tool is installed where that is possible (its Debian package named,
+CI=true, root, apt-get), else the test is skipped with the reason; under CI=true
+that skip is a failure instead, so CI cannot go green by silently skipping.
+``make system-deps`` installs the tools.
 """
 
 from __future__ import annotations
