@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from proxy.observe.view import EngineView, StoreView
+
 __all__ = [
     "Metrics",
     "EngineCollector",
@@ -79,7 +81,7 @@ class CacheVolume:
         self.evictions: int | None = None
         self.updated = 0.0  # time.monotonic() of the last refresh; 0: never
 
-    async def refresh(self, store: Any, max_age: float = 0.0) -> "CacheVolume":
+    async def refresh(self, store: StoreView, max_age: float = 0.0) -> "CacheVolume":
         """Ask the store again unless the last answer is younger than ``max_age`` seconds."""
         if self.updated and time.monotonic() - self.updated < max_age:
             return self
@@ -94,7 +96,7 @@ class CacheVolume:
 class EngineCollector(Collector):
     """Reads the engine's plain counters at scrape time (the engine is bound after startup)."""
 
-    def __init__(self, get_engine: Callable[[], Any], volume: CacheVolume, settings: Any,
+    def __init__(self, get_engine: Callable[[], EngineView | None], volume: CacheVolume, settings: Any,
                  extra: Callable[[], dict[str, tuple[str, str, float]]] | None = None) -> None:
         self._engine = get_engine
         self._volume = volume
@@ -176,7 +178,7 @@ class EngineCollector(Collector):
 class Metrics:
     """The registry of one app and the per-response series."""
 
-    def __init__(self, settings: Any, get_engine: Callable[[], Any],
+    def __init__(self, settings: Any, get_engine: Callable[[], EngineView | None],
                  extra: Callable[[], dict[str, tuple[str, str, float]]] | None = None,
                  process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from proxy.observe.metrics import status_class
+from proxy.observe.view import EngineView
 
 __all__ = ["Stats", "percentiles", "to_ranges", "map_indices", "cached_bytes", "series_of", "rates_of",
            "merge_series", "merge_rates", "timings", "HISTORY", "RATE_WINDOW"]
@@ -262,7 +263,7 @@ class Stats:
         self.history = history
         self.tracked = tracked
         self.top = top
-        self.engine: Any = None
+        self.engine: EngineView | None = None
         self.requests = 0
         self.by_cache_status: Counter[str] = Counter()
         self.by_status_class: Counter[str] = Counter()
@@ -280,7 +281,7 @@ class Stats:
 
     # --- feeding ---------------------------------------------------------------------
 
-    def bind(self, engine: Any) -> None:
+    def bind(self, engine: EngineView) -> None:
         """Start counting against ``engine`` (called once the app has started)."""
         self.engine = engine
         self._ring.clear()

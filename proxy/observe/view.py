@@ -1,0 +1,63 @@
+"""What observe reads of an engine (a Protocol: observe never imports the cache layer)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, Sized
+
+from proxy.core.counters import Counters
+
+__all__ = ["EngineView", "StoreView", "BudgetView", "OriginView"]
+
+
+class StoreView(Protocol):
+    """The store's own tallies."""
+
+    @property
+    def evictions(self) -> int: ...
+
+    @property
+    def corrupt_dropped(self) -> int: ...
+
+    async def volume(self) -> tuple[int, int]: ...
+
+    async def object_count(self) -> int: ...
+
+
+class BudgetView(Protocol):
+    """The fill-memory budget's state."""
+
+    @property
+    def held(self) -> int: ...
+
+    @property
+    def waits(self) -> int: ...
+
+
+class OriginView(Protocol):
+    @property
+    def base_url(self) -> str: ...
+
+
+class EngineView(Protocol):
+    """The engine as the metrics, the stats and the dashboard see it, read at scrape time."""
+
+    @property
+    def counters(self) -> Counters: ...
+
+    @property
+    def store(self) -> StoreView: ...
+
+    @property
+    def upstream(self) -> OriginView: ...
+
+    @property
+    def fill_budget(self) -> BudgetView: ...
+
+    @property
+    def storing(self) -> Sized: ...
+
+    def in_flight(self) -> int: ...
+
+    def waiting(self) -> int: ...
+
+    async def slice_map(self, url: str) -> dict[str, Any] | None: ...
