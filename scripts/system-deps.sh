@@ -3,7 +3,7 @@
 # those whose command is missing.  Never fails the build: when nothing can be
 # installed (not root, no apt-get, no network) it says so and exits 0; the
 # tests that need a missing tool then skip with the reason (and fail when
-# CI=true, see tests/conftest.py).
+# CI=true, see tests/support/tools.py).
 set -uo pipefail
 
 # command -> Debian package

@@ -165,9 +165,14 @@ class Engine:
         if meta is None:
             return None
         n = self.geometry.slice_count(meta.length)
-        cached = await self.store.present(meta.url, meta.validator, range(n))
+        # The fills as they are before the store query (as in CachePlanner.plan): a slice whose
+        # write ends during the query leaves the flights and is not yet seen by the query, so
+        # read after it, it would be neither cached nor in flight. A complete fill is cached.
         fl = self.flights.current(meta)
-        flying = sorted({unit_slice(u) for u in fl.fills}) if fl is not None else []
+        fills = dict(fl.fills) if fl is not None else {}
+        cached = await self.store.present(meta.url, meta.validator, range(n))
+        cached.update(u for u, f in fills.items() if isinstance(u, int) and f.done and f.error is None)
+        flying = sorted({unit_slice(u) for u, f in fills.items() if not f.done} - cached)
         # Slices only partly here, as blocks from small random reads (held files only).
         partial = sorted({u[0] for u in self.store.held_units(url, meta.validator) if not isinstance(u, int)}
                          - cached)

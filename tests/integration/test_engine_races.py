@@ -57,3 +57,33 @@ async def test_a_slice_stored_while_the_plan_asks_the_store_still_counts_as_cach
     # And the same question asked now, with the slice on disk, gives the same answer.
     assert (await engine.plan(meta, (Span(0, 3 * S),))).status == "PARTIAL"
     engine.store.close()
+
+
+async def test_a_slice_stored_while_the_slice_map_asks_the_store_is_cached_not_lost(tmp_path: Path) -> None:
+    """The dashboard's slice map asks the store (a thread hop) while slice 1's write ends and
+    its fill leaves the flights: slice 1 must show as cached, not as neither cached nor in flight
+    (then the map, reused for two seconds, showed one slice too few)."""
+    engine = _engine(tmp_path)
+    meta = ObjectMeta("/x.bin", 4 * S, '"v1"', None, None, 0.0, 1e9)
+    engine.learning.metas.keep(meta)
+    data = bytes(range(256)) * (S // 256)
+    await engine.store.put_slice(meta.url, meta.validator, 0, [data])
+    fl = engine.flights_for(meta)
+    fill = SliceFill(1, S)
+    fill.append(data)
+    fill.finish()
+    fl.fills[1] = fill
+    running = SliceFill(2, S)  # still being fetched
+    fl.fills[2] = running
+
+    map_task = asyncio.get_running_loop().create_task(engine.slice_map(meta.url))
+    await asyncio.sleep(0)  # the map has looked at the fills and is in the store's thread
+    assert not map_task.done()
+    del fl.fills[1]  # the write of slice 1 ends before the store's answer comes back
+    sm = await map_task
+    await engine.store.put_slice(meta.url, meta.validator, 1, fill.chunks)
+
+    assert sm is not None
+    assert sm["cached"] == [0, 1]
+    assert sm["in_flight"] == [2]
+    engine.store.close()
