@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 from proxy.http.dates import parse_http_date
 
@@ -355,14 +355,20 @@ def multipart(
     length: int,
     part_content_type: str | None,
     boundary: str | None = None,
+    *,
+    part_fields: Sequence[tuple[str, str]] = (),
 ) -> Multipart:
-    """Frame ``spans`` as RFC 9110 §14.6 multipart/byteranges, CRLF everywhere."""
+    """Frame ``spans`` as RFC 9110 §14.6 multipart/byteranges, CRLF everywhere.
+
+    ``part_fields`` go into every part's header (e.g. the Content-Encoding the parts' bytes have).
+    """
     boundary = boundary or secrets.token_hex(16)
     pieces: list[bytes | Span] = []
     for i, span in enumerate(spans):
         head = ("\r\n" if i else "") + f"--{boundary}\r\n"
         if part_content_type:
             head += f"Content-Type: {part_content_type}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in part_fields)
         head += f"Content-Range: {format_content_range(span, length)}\r\n\r\n"
         pieces.append(head.encode("latin-1"))
         pieces.append(span)

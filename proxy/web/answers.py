@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from proxy.core.fields import via
 from proxy.core.representation import ObjectMeta
 from proxy.http.errors import ProxyError, UpstreamStatus
 from proxy.http.ranges import format_unsatisfied
@@ -19,9 +21,19 @@ def error(exc: ProxyError) -> web.Response:
     return web.Response(status=status, text=f"{status} {text}: {exc}\n", headers={"Via": VIA})
 
 
-def origin_error(exc: UpstreamStatus) -> web.Response:
-    """The origin's own error status, before any byte was sent: passed through."""
-    return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
+async def origin_error(request: web.Request, exc: UpstreamStatus) -> web.StreamResponse:
+    """The origin's own status, fields and body, before any byte was sent: passed through.
+    A body the proxy could not keep whole is sent as far as it goes and the connection cut."""
+    headers: CIMultiDict[str] = CIMultiDict(exc.headers)
+    headers["Via"] = via(tuple(exc.headers))
+    if exc.complete:
+        return web.Response(status=exc.status, body=exc.body, headers=headers)
+    resp = web.StreamResponse(status=exc.status, headers=headers)
+    await resp.prepare(request)
+    await resp.write(exc.body)
+    if request.transport is not None:
+        request.transport.abort()  # never a clean end for a body we did not get whole
+    return resp
 
 
 def validators(meta: ObjectMeta) -> dict[str, str]:
