@@ -40,6 +40,7 @@ __all__ = [
     "parse_content_range",
     "if_range_matches",
     "etag_matches_weak",
+    "etag_matches_strong",
     "multipart",
     "fill",
 ]
@@ -334,6 +335,17 @@ def etag_matches_weak(if_none_match: str, etag: str | None) -> bool:
         return True
     mine = _opaque(etag)
     return any(_opaque(t.strip(_OWS)) == mine for t in value.split(",") if t.strip(_OWS))
+
+
+def etag_matches_strong(if_match: str, etag: str | None) -> bool:
+    """RFC 9110 §13.1.1: If-Match uses strong comparison (weak tags never match); ``*``
+    matches any current representation."""
+    value = if_match.strip(_OWS)
+    if value == "*":
+        return True  # the caller has a current representation
+    if etag is None or not _is_strong(etag):
+        return False
+    return any(t.strip(_OWS) == etag for t in value.split(",") if t.strip(_OWS))
 
 
 @dataclass(frozen=True, slots=True)

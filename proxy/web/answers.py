@@ -10,7 +10,7 @@ from proxy.core.representation import ObjectMeta
 from proxy.http.errors import ProxyError, UpstreamStatus
 from proxy.http.ranges import format_unsatisfied
 
-__all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators"]
+__all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators", "not_cached"]
 
 VIA = "1.1 rangeproxy"
 
@@ -34,6 +34,12 @@ async def origin_error(request: web.Request, exc: UpstreamStatus) -> web.StreamR
     if request.transport is not None:
         request.transport.abort()  # never a clean end for a body we did not get whole
     return resp
+
+
+def not_cached() -> web.Response:
+    """RFC 9111 §5.2.1.7: only-if-cached and the cache cannot answer: 504."""
+    return web.Response(status=504, text="504 Gateway Timeout: not in the cache (only-if-cached)\n",
+                        headers={"Via": VIA, "Cache-Status": "rangeproxy; fwd=miss; detail=only-if-cached"})
 
 
 def validators(meta: ObjectMeta) -> dict[str, str]:

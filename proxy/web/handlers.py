@@ -17,10 +17,10 @@ from multidict import CIMultiDict
 
 from proxy.cache.engine import Engine
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, part_size
+from proxy.core.conditions import preconditions, request_directives
 from proxy.core.fields import cache_status, not_modified_fields, replay, via
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import Unit, first_units
-from proxy.http.dates import parse_http_date
 from proxy.http.errors import ProxyError, RangeNotSatisfiable, UpstreamStatus, VersionChanged
 from proxy.http.ranges import (
     Conflict,
@@ -29,7 +29,6 @@ from proxy.http.ranges import (
     Satisfiable,
     Span,
     Unsatisfiable,
-    etag_matches_weak,
     evaluate,
     format_content_range,
     if_range_matches,
@@ -57,18 +56,6 @@ class _Restart(Exception):
 
 
 Observer = Callable[[web.Request, web.StreamResponse | None, ResponseInfo], None]
-
-
-def not_modified(request: web.Request, meta: ObjectMeta) -> bool:
-    """RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        return etag_matches_weak(inm, meta.etag)
-    ims = request.headers.get("If-Modified-Since")
-    if ims is not None and meta.last_modified:
-        since, lm = parse_http_date(ims), parse_http_date(meta.last_modified)
-        return since is not None and lm is not None and lm <= since
-    return False
 
 
 def base_fields(meta: ObjectMeta, age: int) -> CIMultiDict[str]:
@@ -145,8 +132,16 @@ class ProxyHandler:
             info.cache_status = "PASS"
             return await passthrough(self.engine, request, url)
         header = select_range_header(request.headers.get("Range"), range_q)
+        directives = request_directives(request.headers)
+        if directives.only_if_cached:
+            # RFC 9111 §5.2.1.7: answer from the cache or not at all.
+            stored = self.engine.fresh_meta(url) or await self.engine.stored_meta(url)
+            if stored is None:
+                return answers.not_cached()
+            info.object_length = stored.length
+            return await self.respond(request, MetaLease(stored), header, info, only_if_cached=True)
         try:
-            fresh = self.engine.fresh_meta(url)  # the hot path: known and fresh, no await
+            fresh = None if directives.revalidate else self.engine.fresh_meta(url)  # the hot path: no await
             if fresh is not None:
                 lease = MetaLease(fresh)
             else:
@@ -154,7 +149,7 @@ class ProxyHandler:
                 if request.method == "HEAD":
                     hint = hint[:1]
                 t0, wall = time.monotonic(), time.time()
-                lease = await self.engine.object_meta(url, hint)
+                lease = await self.engine.object_meta(url, hint, directives.revalidate)
                 if lease.meta.stored_at >= wall:  # learnt or revalidated just now: it asked the origin
                     info.tally.upstream_seconds += time.monotonic() - t0
         except UpstreamStatus as exc:
@@ -177,19 +172,24 @@ class ProxyHandler:
         return evaluate(header, meta.length, max_ranges=self.settings.max_ranges)
 
     async def respond(self, request: web.Request, lease: MetaLease, header: str | Conflict | None,
-                      info: ResponseInfo) -> web.StreamResponse:
+                      info: ResponseInfo, only_if_cached: bool = False) -> web.StreamResponse:
         meta = lease.meta
         engine = self.engine
         try:
             now = time.time()
             base = base_fields(meta, meta.age(now))
-            if not_modified(request, meta):
+            condition = preconditions(request.headers, meta.etag, meta.last_modified)
+            if condition == "failed":  # RFC 9110 §13.1.1, §13.1.4
+                return web.Response(status=412, headers=self._not_modified_fields(meta, base))
+            if condition == "not-modified":
                 return web.Response(status=304, headers=self._not_modified_fields(meta, base))
             outcome = self._outcome(request, meta, header)
             if isinstance(outcome, Unsatisfiable):
                 return answers.unsatisfiable(meta.length, meta)
             reply = frame(lease, outcome, base)
             reply.plan = await engine.plan(meta, reply.spans, lease.held)
+            if only_if_cached and reply.plan.status != "HIT":
+                return answers.not_cached()
             reply.headers["X-Cache"] = info.cache_status = reply.plan.status
             reply.headers["Cache-Status"] = cache_status(reply.plan.status, meta.stored_at + meta.ttl - now,
                                                          meta.storable)
