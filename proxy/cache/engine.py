@@ -106,9 +106,13 @@ class Engine:
         """Metadata already in memory and fresh, or None (then ``object_meta``)."""
         return self.learning.fresh(url)
 
-    async def object_meta(self, url: str, hint: list[Unit]) -> MetaLease:
+    async def object_meta(self, url: str, hint: list[Unit], revalidate: bool = False) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
-        return await self.learning.lease(url, hint)
+        return await self.learning.lease(url, hint, revalidate)
+
+    async def stored_meta(self, url: str) -> ObjectMeta | None:
+        """Fresh metadata the cache holds, without asking the origin."""
+        return await self.learning.stored(url)
 
     def _forget_object(self, url: str, reason: str) -> None:
         self.flights.fail_object(url, VersionChanged(f"{url}: {reason}"))

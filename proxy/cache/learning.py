@@ -49,9 +49,15 @@ class ObjectLearning:
             return meta
         return None
 
-    async def lease(self, url: str, hint: list[Unit]) -> MetaLease:
+    async def stored(self, url: str) -> ObjectMeta | None:
+        """Fresh metadata from memory or the store, never from the origin (only-if-cached)."""
+        meta = self.metas.hot(url) or await self.metas.load(url)
+        return meta if meta is not None and meta.is_fresh(time.time()) else None
+
+    async def lease(self, url: str, hint: list[Unit], revalidate: bool = False) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation.
-        Only the caller that started a discovery gets the interest it holds (``held``)."""
+        Only the caller that started a discovery gets the interest it holds (``held``).
+        ``revalidate``: the client asked for it (RFC 9111 §5.2.1.4), fresh or not."""
         meta = self.metas.hot(url)
         if meta is None and url not in self._pending:
             stored = await self.metas.load(url)
@@ -61,7 +67,7 @@ class ObjectLearning:
                 self.metas.keep(meta)
         elif meta is not None:
             self.metas.touch(url)
-        if meta is not None and meta.is_fresh(time.time()):
+        if meta is not None and meta.is_fresh(time.time()) and not revalidate:
             return MetaLease(meta)
         fut = self._pending.get(url)
         initiator = fut is None

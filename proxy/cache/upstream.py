@@ -12,13 +12,15 @@ from contextlib import asynccontextmanager
 from typing import AsyncIterator, Mapping
 
 import aiohttp
+from yarl import URL
 
+from proxy.core.fields import stored_fields
 from proxy.http.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from proxy.http.ranges import Span
 
 __all__ = ["Upstream", "ERROR_BODY_LIMIT"]
 
-ERROR_BODY_LIMIT = 64 * 1024  # bytes of an origin error body passed through to the client
+ERROR_BODY_LIMIT = 1024 * 1024  # bytes of an origin error body kept to pass through (more: cut, see UpstreamStatus)
 USER_AGENT = "rangeproxy/0.1"
 
 
@@ -58,7 +60,10 @@ class Upstream:
         if headers:
             hdrs.update(headers)
         try:
-            async with self.session.request(method, url, headers=hdrs, data=data, allow_redirects=False) as resp:
+            # encoded=True: the target goes out byte for byte (RFC 3986 §2.2: "%2F" is not "/",
+            # and a signed URL's signature covers the bytes as the client sent them).
+            async with self.session.request(method, URL(url, encoded=True), headers=hdrs, data=data,
+                                            allow_redirects=False) as resp:
                 yield resp
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
             raise UpstreamTimeout(f"origin timed out: {url}") from exc
@@ -67,12 +72,27 @@ class Upstream:
 
     @staticmethod
     async def error_status(resp: aiohttp.ClientResponse) -> UpstreamStatus:
-        """Read (a bounded part of) an error answer so it can be passed through."""
+        """Read an error answer (up to ERROR_BODY_LIMIT) so it can be passed through with its
+        end-to-end fields; a longer or broken body is marked incomplete (then cut, never ended cleanly)."""
+        complete = True
         try:
-            body = await resp.content.read(ERROR_BODY_LIMIT)
+            parts: list[bytes] = []
+            got = 0
+            while got <= ERROR_BODY_LIMIT:  # read() returns what is buffered: loop to the end
+                chunk = await resp.content.read(ERROR_BODY_LIMIT + 1 - got)
+                if not chunk:
+                    break
+                parts.append(chunk)
+                got += len(chunk)
+            body = b"".join(parts)
+            if len(body) > ERROR_BODY_LIMIT:
+                body, complete = body[:ERROR_BODY_LIMIT], False
+            elif resp.content_length is not None and len(body) != resp.content_length:
+                complete = False
         except (aiohttp.ClientError, asyncio.TimeoutError):
-            body = b""
-        keep = {k: v for k, v in resp.headers.items()
-                if k.lower() in ("content-type", "cache-control", "www-authenticate", "retry-after", "location",
-                                 "allow", "content-range")}
-        return UpstreamStatus(resp.status, keep, body)
+            body, complete = b"", False
+        # A collapsed answer goes to every waiting client: a cookie set for one is given to none.
+        keep = [(k, v) for k, v in stored_fields(resp.headers.items()) if k.lower() != "content-range"]
+        if resp.headers.get("Content-Range") is not None and resp.status == 416:
+            keep.append(("Content-Range", resp.headers["Content-Range"]))
+        return UpstreamStatus(resp.status, keep, body, complete)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
+from proxy.core.fields import Fields, as_pairs, freshen, stored_fields
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
 
@@ -41,6 +42,7 @@ class ObjectMeta:
     stored_at: float  # when the origin last confirmed this version (epoch seconds)
     ttl: float
     storable: bool = True
+    headers: Fields = ()  # the origin's header fields as stored (proxy.core.fields.stored_fields)
 
     @property
     def validator(self) -> str:
@@ -55,15 +57,20 @@ class ObjectMeta:
     def age(self, now: float) -> int:
         return max(0, int(now - self.stored_at))
 
-    def revalidated(self, now: float, ttl: float) -> ObjectMeta:
-        return replace(self, stored_at=now, ttl=ttl)
+    def revalidated(self, now: float, ttl: float, update: Mapping[str, str] | None = None) -> ObjectMeta:
+        """Confirmed current at ``now``; RFC 9111 §3.2: the answer's fields freshen the stored ones."""
+        if update is None:
+            return replace(self, stored_at=now, ttl=ttl)
+        return replace(self, stored_at=now, ttl=ttl, headers=freshen(self.headers, as_pairs(update)))
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ObjectMeta:
-        return cls(**{f: d[f] for f in cls.__dataclass_fields__})
+        values = {f: d[f] for f in cls.__dataclass_fields__}
+        values["headers"] = tuple((str(n), str(v)) for n, v in values["headers"])
+        return cls(**values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +165,7 @@ def meta_from_response(
         stored_at=now,
         ttl=fresh.ttl,
         storable=fresh.storable,
+        headers=stored_fields(as_pairs(headers)),
     )
 
 
@@ -258,7 +266,8 @@ def first_answer(url: str, asked: Span, status: int, headers: Mapping[str, str],
             return Unusable(f"{url}: 416 without a complete length")
         if cr.length == 0:
             return Empty(ObjectMeta(url, 0, headers.get("ETag"), headers.get("Last-Modified"),
-                                    headers.get("Content-Type"), now, freshness(headers, now, default_ttl).ttl))
+                                    headers.get("Content-Type"), now, freshness(headers, now, default_ttl).ttl,
+                                    headers=stored_fields(as_pairs(headers))))
         return PastEnd(cr.length)
     if status not in (200, 206):
         return Refused(status)
@@ -311,7 +320,7 @@ def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now:
     """The outcome of a conditional request for ``meta`` (If-None-Match / If-Modified-Since)."""
     if status == 304:
         # RFC 9111 §4.3.4: the 304's own freshness headers update the stored ones.
-        return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl))
+        return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl, headers))
     if status in (200, 206):
         if status == 206:
             cr = parse_content_range(headers.get("Content-Range"))
@@ -320,7 +329,7 @@ def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now:
             length = _content_length(headers)
         changed = same_version(meta, headers, length)
         if changed is None:
-            return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl))
+            return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl, headers))
         return Changed(changed.reason)
     if status in (404, 410):
         return Gone(status)

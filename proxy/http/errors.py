@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 __all__ = ["ProxyError", "UpstreamError", "UpstreamMismatch", "UpstreamTimeout", "UpstreamStatus", "VersionChanged",
            "RangeNotSatisfiable", "ClientGone"]
@@ -29,12 +29,14 @@ class UpstreamTimeout(UpstreamError):
 class UpstreamStatus(UpstreamError):
     """The origin answered an error status before any byte was sent: pass it through."""
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+    def __init__(self, status: int, headers: Sequence[tuple[str, str]] | Mapping[str, str], body: bytes,
+                 complete: bool = True) -> None:
         super().__init__(f"origin answered {status}")
         self.status = status
         self.status_hint = status
-        self.headers = dict(headers)
+        self.headers = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
         self.body = body
+        self.complete = complete  # False: the origin's body was longer than what was kept
 
 
 class VersionChanged(UpstreamError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 from proxy.http.dates import parse_http_date
 
@@ -40,6 +40,7 @@ __all__ = [
     "parse_content_range",
     "if_range_matches",
     "etag_matches_weak",
+    "etag_matches_strong",
     "multipart",
     "fill",
 ]
@@ -336,6 +337,17 @@ def etag_matches_weak(if_none_match: str, etag: str | None) -> bool:
     return any(_opaque(t.strip(_OWS)) == mine for t in value.split(",") if t.strip(_OWS))
 
 
+def etag_matches_strong(if_match: str, etag: str | None) -> bool:
+    """RFC 9110 §13.1.1: If-Match uses strong comparison (weak tags never match); ``*``
+    matches any current representation."""
+    value = if_match.strip(_OWS)
+    if value == "*":
+        return True  # the caller has a current representation
+    if etag is None or not _is_strong(etag):
+        return False
+    return any(t.strip(_OWS) == etag for t in value.split(",") if t.strip(_OWS))
+
+
 @dataclass(frozen=True, slots=True)
 class Multipart:
     """A multipart/byteranges body plan: framing bytes and spans to fill, in order.
@@ -355,14 +367,20 @@ def multipart(
     length: int,
     part_content_type: str | None,
     boundary: str | None = None,
+    *,
+    part_fields: Sequence[tuple[str, str]] = (),
 ) -> Multipart:
-    """Frame ``spans`` as RFC 9110 §14.6 multipart/byteranges, CRLF everywhere."""
+    """Frame ``spans`` as RFC 9110 §14.6 multipart/byteranges, CRLF everywhere.
+
+    ``part_fields`` go into every part's header (e.g. the Content-Encoding the parts' bytes have).
+    """
     boundary = boundary or secrets.token_hex(16)
     pieces: list[bytes | Span] = []
     for i, span in enumerate(spans):
         head = ("\r\n" if i else "") + f"--{boundary}\r\n"
         if part_content_type:
             head += f"Content-Type: {part_content_type}\r\n"
+        head += "".join(f"{name}: {value}\r\n" for name, value in part_fields)
         head += f"Content-Range: {format_content_range(span, length)}\r\n\r\n"
         pieces.append(head.encode("latin-1"))
         pieces.append(span)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import CIMultiDict
 
+from proxy.core.fields import via
 from proxy.core.representation import ObjectMeta
 from proxy.http.errors import ProxyError, UpstreamStatus
 from proxy.http.ranges import format_unsatisfied
 
-__all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators"]
+__all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators", "not_cached"]
 
 VIA = "1.1 rangeproxy"
 
@@ -19,9 +21,25 @@ def error(exc: ProxyError) -> web.Response:
     return web.Response(status=status, text=f"{status} {text}: {exc}\n", headers={"Via": VIA})
 
 
-def origin_error(exc: UpstreamStatus) -> web.Response:
-    """The origin's own error status, before any byte was sent: passed through."""
-    return web.Response(status=exc.status, body=exc.body, headers={**exc.headers, "Via": VIA})
+async def origin_error(request: web.Request, exc: UpstreamStatus) -> web.StreamResponse:
+    """The origin's own status, fields and body, before any byte was sent: passed through.
+    A body the proxy could not keep whole is sent as far as it goes and the connection cut."""
+    headers: CIMultiDict[str] = CIMultiDict(exc.headers)
+    headers["Via"] = via(tuple(exc.headers))
+    if exc.complete:
+        return web.Response(status=exc.status, body=exc.body, headers=headers)
+    resp = web.StreamResponse(status=exc.status, headers=headers)
+    await resp.prepare(request)
+    await resp.write(exc.body)
+    if request.transport is not None:
+        request.transport.abort()  # never a clean end for a body we did not get whole
+    return resp
+
+
+def not_cached() -> web.Response:
+    """RFC 9111 §5.2.1.7: only-if-cached and the cache cannot answer: 504."""
+    return web.Response(status=504, text="504 Gateway Timeout: not in the cache (only-if-cached)\n",
+                        headers={"Via": VIA, "Cache-Status": "rangeproxy; fwd=miss; detail=only-if-cached"})
 
 
 def validators(meta: ObjectMeta) -> dict[str, str]:

@@ -13,12 +13,14 @@ import time
 from typing import AsyncGenerator, Callable
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.cache.engine import Engine
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, part_size
+from proxy.core.conditions import preconditions, request_directives
+from proxy.core.fields import cache_status, not_modified_fields, replay, via
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import Unit, first_units
-from proxy.http.dates import parse_http_date
 from proxy.http.errors import ProxyError, RangeNotSatisfiable, UpstreamStatus, VersionChanged
 from proxy.http.ranges import (
     Conflict,
@@ -27,7 +29,6 @@ from proxy.http.ranges import (
     Satisfiable,
     Span,
     Unsatisfiable,
-    etag_matches_weak,
     evaluate,
     format_content_range,
     if_range_matches,
@@ -36,7 +37,6 @@ from proxy.http.ranges import (
 )
 from proxy.http.target import split_target
 from proxy.web import answers
-from proxy.web.answers import VIA
 from proxy.web.passthrough import passthrough
 from proxy.web.sending import Reply, ResponseInfo, send_files, send_stream
 from proxy.web.sendfile import socket_of
@@ -58,31 +58,39 @@ class _Restart(Exception):
 Observer = Callable[[web.Request, web.StreamResponse | None, ResponseInfo], None]
 
 
-def not_modified(request: web.Request, meta: ObjectMeta) -> bool:
-    """RFC 9110 §13.2.2: If-None-Match wins over If-Modified-Since."""
-    inm = request.headers.get("If-None-Match")
-    if inm is not None:
-        return etag_matches_weak(inm, meta.etag)
-    ims = request.headers.get("If-Modified-Since")
-    if ims is not None and meta.last_modified:
-        since, lm = parse_http_date(ims), parse_http_date(meta.last_modified)
-        return since is not None and lm is not None and lm <= since
-    return False
+def base_fields(meta: ObjectMeta, age: int) -> CIMultiDict[str]:
+    """What every answer from the cache carries: the origin's stored fields (RFC 9111 §4),
+    the proxy's Age (§5.1) and its hop in Via; Content-Type is set by the framing."""
+    out: CIMultiDict[str] = CIMultiDict(replay(meta.headers, drop=("content-type",)))
+    for name, value in answers.validators(meta).items():  # metadata from before stored fields
+        if name not in out:
+            out[name] = value
+    out["Accept-Ranges"] = "bytes"
+    out["Via"] = via(meta.headers)
+    out["Age"] = str(age)
+    return out
 
 
-def frame(lease: MetaLease, outcome: Ignore | Satisfiable, base: dict[str, str]) -> Reply:
+def frame(lease: MetaLease, outcome: Ignore | Satisfiable, base: CIMultiDict[str]) -> Reply:
     """Status, headers and body framing for a satisfiable (or ignored) Range."""
     meta = lease.meta
     ctype = meta.content_type or "application/octet-stream"
+    headers = base.copy()
     if isinstance(outcome, Ignore):
         whole: tuple[Span, ...] = (Span(0, meta.length),) if meta.length else ()
-        return Reply(lease, 200, {**base, "Content-Type": ctype}, meta.length, whole, whole)
+        headers["Content-Type"] = ctype
+        return Reply(lease, 200, headers, meta.length, whole, whole)
     spans = outcome.spans
     if len(spans) == 1:
-        headers = {**base, "Content-Type": ctype, "Content-Range": format_content_range(spans[0], meta.length)}
+        headers["Content-Type"] = ctype
+        headers["Content-Range"] = format_content_range(spans[0], meta.length)
         return Reply(lease, 206, headers, spans[0].size, spans, spans)
-    mp = multipart(spans, meta.length, ctype)
-    return Reply(lease, 206, {**base, "Content-Type": mp.content_type}, mp.content_length, mp.pieces, spans)
+    # RFC 9110 §14.6: each part says what its bytes are; an encoding belongs to the parts'
+    # bytes (ranges apply to the encoded representation, §14.1.2), not to the multipart body.
+    encoding = [("Content-Encoding", v) for v in headers.popall("Content-Encoding", [])]
+    mp = multipart(spans, meta.length, ctype, part_fields=encoding)
+    headers["Content-Type"] = mp.content_type
+    return Reply(lease, 206, headers, mp.content_length, mp.pieces, spans)
 
 
 class ProxyHandler:
@@ -124,8 +132,16 @@ class ProxyHandler:
             info.cache_status = "PASS"
             return await passthrough(self.engine, request, url)
         header = select_range_header(request.headers.get("Range"), range_q)
+        directives = request_directives(request.headers)
+        if directives.only_if_cached:
+            # RFC 9111 §5.2.1.7: answer from the cache or not at all.
+            stored = self.engine.fresh_meta(url) or await self.engine.stored_meta(url)
+            if stored is None:
+                return answers.not_cached()
+            info.object_length = stored.length
+            return await self.respond(request, MetaLease(stored), header, info, only_if_cached=True)
         try:
-            fresh = self.engine.fresh_meta(url)  # the hot path: known and fresh, no await
+            fresh = None if directives.revalidate else self.engine.fresh_meta(url)  # the hot path: no await
             if fresh is not None:
                 lease = MetaLease(fresh)
             else:
@@ -133,12 +149,12 @@ class ProxyHandler:
                 if request.method == "HEAD":
                     hint = hint[:1]
                 t0, wall = time.monotonic(), time.time()
-                lease = await self.engine.object_meta(url, hint)
+                lease = await self.engine.object_meta(url, hint, directives.revalidate)
                 if lease.meta.stored_at >= wall:  # learnt or revalidated just now: it asked the origin
                     info.tally.upstream_seconds += time.monotonic() - t0
         except UpstreamStatus as exc:
             info.cache_status = "ERROR"
-            return answers.origin_error(exc)
+            return await answers.origin_error(request, exc)
         except RangeNotSatisfiable as exc:
             return answers.unsatisfiable(exc.length)
         except ProxyError as exc:
@@ -156,20 +172,27 @@ class ProxyHandler:
         return evaluate(header, meta.length, max_ranges=self.settings.max_ranges)
 
     async def respond(self, request: web.Request, lease: MetaLease, header: str | Conflict | None,
-                      info: ResponseInfo) -> web.StreamResponse:
+                      info: ResponseInfo, only_if_cached: bool = False) -> web.StreamResponse:
         meta = lease.meta
         engine = self.engine
         try:
-            base = {"Accept-Ranges": "bytes", "Via": VIA, "Age": str(meta.age(time.time())),
-                    **answers.validators(meta)}
-            if not_modified(request, meta):
-                return web.Response(status=304, headers=base)
+            now = time.time()
+            base = base_fields(meta, meta.age(now))
+            condition = preconditions(request.headers, meta.etag, meta.last_modified)
+            if condition == "failed":  # RFC 9110 §13.1.1, §13.1.4
+                return web.Response(status=412, headers=self._not_modified_fields(meta, base))
+            if condition == "not-modified":
+                return web.Response(status=304, headers=self._not_modified_fields(meta, base))
             outcome = self._outcome(request, meta, header)
             if isinstance(outcome, Unsatisfiable):
                 return answers.unsatisfiable(meta.length, meta)
             reply = frame(lease, outcome, base)
             reply.plan = await engine.plan(meta, reply.spans, lease.held)
+            if only_if_cached and reply.plan.status != "HIT":
+                return answers.not_cached()
             reply.headers["X-Cache"] = info.cache_status = reply.plan.status
+            reply.headers["Cache-Status"] = cache_status(reply.plan.status, meta.stored_at + meta.ttl - now,
+                                                         meta.storable)
             if request.method == "HEAD":
                 head = web.StreamResponse(status=reply.status, headers=reply.headers)
                 head.content_length = reply.length
@@ -192,6 +215,18 @@ class ProxyHandler:
             if lease.held is not None:  # the discovery run's interest, held for this response
                 engine.release_held(meta, lease.held)
 
+    @staticmethod
+    def _not_modified_fields(meta: ObjectMeta, base: CIMultiDict[str]) -> CIMultiDict[str]:
+        """RFC 9110 §15.4.5: a 304 carries the fields a 200 would have among Cache-Control,
+        Content-Location, Date, ETag, Expires, Vary (and Last-Modified)."""
+        out: CIMultiDict[str] = CIMultiDict(not_modified_fields(meta.headers))
+        for name in ("ETag", "Last-Modified"):
+            if name not in out and name in base:
+                out[name] = base[name]
+        for name in ("Accept-Ranges", "Via", "Age"):
+            out[name] = base[name]
+        return out
+
     async def _body(self, reply: Reply, tally: RequestTally, files: bool) -> AsyncGenerator[bytes | FilePiece, None]:
         """The body in order: framing bytes, and the object's bytes from the engine."""
         stream = self.engine.stream(reply.lease.meta, reply.spans, reply.plan, tally, reply.lease.held, files)
@@ -208,8 +243,8 @@ class ProxyHandler:
         finally:
             await stream.aclose()
 
-    async def _first(self, body: AsyncGenerator[bytes | FilePiece, None], info: ResponseInfo
-                     ) -> bytes | FilePiece | web.Response:
+    async def _first(self, request: web.Request, body: AsyncGenerator[bytes | FilePiece, None], info: ResponseInfo
+                     ) -> bytes | FilePiece | web.StreamResponse:
         """The first non-empty part of the body, or the clean error answer for a fault before it."""
         try:
             first = await body.__anext__()
@@ -218,7 +253,7 @@ class ProxyHandler:
             return first
         except UpstreamStatus as exc:
             info.cache_status = "ERROR"
-            return answers.origin_error(exc)
+            return await answers.origin_error(request, exc)
         except VersionChanged as exc:
             if not info.restarted:
                 info.restarted = True
@@ -235,8 +270,8 @@ class ProxyHandler:
             first: bytes | FilePiece = b""
             if reply.length:
                 # Headers wait for the first byte: a fault before it is still a clean error status.
-                got = await self._first(body, info)
-                if isinstance(got, web.Response):
+                got = await self._first(request, body, info)
+                if isinstance(got, web.StreamResponse):
                     return got
                 first = got
             resp = web.StreamResponse(status=reply.status, headers=reply.headers)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, close_pieces, pread_exact
 from proxy.core.slices import SlicePlan
@@ -55,7 +56,7 @@ class Reply:
 
     lease: MetaLease
     status: int
-    headers: dict[str, str]
+    headers: CIMultiDict[str]
     length: int
     pieces: tuple[bytes | Span, ...]
     spans: tuple[Span, ...]  # the object's spans in ``pieces``, in order

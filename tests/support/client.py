@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import aiohttp
+from yarl import URL
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Outcome:
         return self.headers.get(name)
 
 
-async def fetch(session: aiohttp.ClientSession, url: str, method: str = "GET",
+async def fetch(session: aiohttp.ClientSession, url: str | URL, method: str = "GET",
                 headers: Mapping[str, str] | None = None, timeout: float = 30.0, **kw: Any) -> Outcome:
     """Request and read the whole body; a body cut short is reported, not raised."""
     to = aiohttp.ClientTimeout(total=timeout)

@@ -44,9 +44,10 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 __all__ = ["FaultOrigin", "Faults", "Obj", "Record", "parse_single_range"]
 
@@ -113,6 +114,7 @@ class Faults:
 
     ignore_range: bool = False  # answer 200 with the whole body
     fail_status: int | None = None  # answer with this status and a small body
+    fail_body: bytes | None = None  # the body of a fail_status answer (default: a short text)
     reset_after: int | None = None  # headers + N body bytes, then TCP RST
     short_body: int | None = None  # right Content-Length, only N bytes, clean close
     shift_content_range: int = 0  # 206 for [a+K, b+K] (clipped) instead of [a, b]
@@ -149,6 +151,7 @@ class Obj:
     last_modified: float = 0.0
     faults: Faults = field(default_factory=Faults)
     etag_counter: int = 0
+    extra_headers: tuple[tuple[str, str], ...] = ()  # sent with every answer (repeats kept)
 
     @property
     def size(self) -> int:
@@ -173,6 +176,7 @@ class Record:
     if_none_match: str | None
     status: int | None = None
     query: str = ""
+    raw_path: str = ""  # the request target byte for byte, as it arrived
     name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     size: int | None = None  # object size when answered
@@ -289,11 +293,13 @@ class FaultOrigin:
         etag: str | None = None,
         cache_control: str | None = None,
         content_type: str = "application/octet-stream",
+        headers: Sequence[tuple[str, str]] = (),
         **faults: Any,
     ) -> Obj:
         """Create or replace an object. New bytes bump the version (new ETag,
-        newer Last-Modified) unless ``etag`` is given explicitly; ``faults`` are
-        :class:`Faults` fields set on the object (others are kept)."""
+        newer Last-Modified) unless ``etag`` is given explicitly; ``headers`` are
+        sent with every answer for it; ``faults`` are :class:`Faults` fields set on
+        the object (others are kept)."""
         name = name.lstrip("/")
         data = bytes(data)
         if etag is not None and not (etag.startswith('"') or etag.startswith('W/"')):
@@ -314,6 +320,7 @@ class FaultOrigin:
                 obj.explicit_etag = etag
                 obj.cache_control = cache_control
                 obj.content_type = content_type
+            obj.extra_headers = tuple(headers)
             self._objects[name] = obj
             if faults:
                 self.set_fault(name, **faults)
@@ -399,15 +406,16 @@ class FaultOrigin:
 
     # --- the server ------------------------------------------------------------------
 
-    def _headers_for(self, obj: Obj, etag: str) -> dict[str, str]:
-        h = {
+    def _headers_for(self, obj: Obj, etag: str) -> CIMultiDict[str]:
+        h: CIMultiDict[str] = CIMultiDict({
             "ETag": etag,
             "Last-Modified": _http_date(obj.last_modified),
             "Content-Type": obj.content_type,
             "Accept-Ranges": "bytes",
-        }
+        })
         if obj.cache_control is not None:
             h["Cache-Control"] = obj.cache_control
+        h.extend(obj.extra_headers)
         return h
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -418,6 +426,7 @@ class FaultOrigin:
             range=request.headers.get("Range"),
             if_none_match=request.headers.get("If-None-Match"),
             query=request.query_string,
+            raw_path=request.raw_path,
             name=name,
             headers=dict(request.headers),
             t_start=time.monotonic(),
@@ -534,7 +543,8 @@ class FaultOrigin:
         if faults.fail_status is not None and (is_get or request.method == "HEAD"):
             rec.status = faults.fail_status
             rec.fault = f"fail_status={faults.fail_status}"
-            return web.Response(status=faults.fail_status, text=f"injected {faults.fail_status}\n")
+            body = faults.fail_body if faults.fail_body is not None else f"injected {faults.fail_status}\n".encode()
+            return web.Response(status=faults.fail_status, body=body, headers=obj.extra_headers)
 
         # Preconditions, RFC 9110 section 13.2.2 order.
         if_match = request.headers.get("If-Match")

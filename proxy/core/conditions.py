@@ -1,0 +1,70 @@
+"""What a client's conditional headers and cache directives ask of a stored response (RFC 9110 §13, RFC 9111 §5.2.1).
+
+Pure: the handler passes the request's fields and the object's validators and acts on
+the outcome; evaluation follows RFC 9110 §13.2.2's order.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal, Mapping
+
+from proxy.http.dates import parse_http_date
+from proxy.http.ranges import etag_matches_strong, etag_matches_weak, parse_int
+
+__all__ = ["Precondition", "preconditions", "RequestDirectives", "request_directives"]
+
+Precondition = Literal["proceed", "not-modified", "failed"]  # 200/206, 304, 412
+
+_DIRECTIVE = re.compile(r"\s*([A-Za-z-]+)\s*(?:=\s*(\"[^\"]*\"|[^,\s]*))?\s*(?:,|$)")
+
+
+def preconditions(headers: Mapping[str, str], etag: str | None, last_modified: str | None) -> Precondition:
+    """RFC 9110 §13.2.2 for a GET or HEAD of a representation that exists."""
+    lm = parse_http_date(last_modified)
+    if_match = headers.get("If-Match")
+    if if_match is not None:
+        # §13.1.1: strong comparison; a failed If-Match is 412.
+        if not etag_matches_strong(if_match, etag):
+            return "failed"
+    else:
+        ius = headers.get("If-Unmodified-Since")
+        since = parse_http_date(ius) if ius is not None else None
+        # §13.1.4: ignored when the date is invalid or there is no Last-Modified to compare.
+        if since is not None and lm is not None and lm > since:
+            return "failed"
+    inm = headers.get("If-None-Match")
+    if inm is not None:
+        # §13.1.2: weak comparison; for GET and HEAD a match is 304.
+        return "not-modified" if etag_matches_weak(inm, etag) else "proceed"
+    ims = headers.get("If-Modified-Since")
+    since = parse_http_date(ims) if ims is not None else None
+    if since is not None and lm is not None and lm <= since:
+        return "not-modified"  # §13.1.3
+    return "proceed"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestDirectives:
+    """RFC 9111 §5.2.1: what the client asks of the cache."""
+
+    revalidate: bool = False  # no-cache, max-age=0, or Pragma: no-cache: ask the origin first
+    only_if_cached: bool = False  # never ask the origin: 504 when not stored
+
+
+def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
+    cc: dict[str, str | None] = {}
+    getall = getattr(headers, "getall", None)
+    lines = getall("Cache-Control", []) if getall is not None else [headers.get("Cache-Control") or ""]
+    for line in lines:
+        for m in _DIRECTIVE.finditer(line):
+            if m.group(1):
+                cc.setdefault(m.group(1).lower(), (m.group(2) or "").strip('"') if m.group(2) is not None else None)
+    max_age = cc.get("max-age")
+    revalidate = "no-cache" in cc or (max_age is not None and parse_int(max_age) == 0)
+    if headers.get("Cache-Control") is None:
+        # RFC 9111 §5.4: Pragma: no-cache counts only without a Cache-Control field.
+        revalidate = revalidate or any(t.strip().lower() == "no-cache"
+                                       for t in (headers.get("Pragma") or "").split(","))
+    return RequestDirectives(revalidate=revalidate, only_if_cached="only-if-cached" in cc)

@@ -1,0 +1,107 @@
+"""The origin's header fields as a cache keeps and replays them (RFC 9111 §3.1, §3.2, §4; RFC 9211).
+
+Pure: a stored response is its header fields less the hop-by-hop ones and less what a
+shared cache must not keep; every answer built from the cache replays them with its
+own framing (Content-Length, Content-Range, Accept-Ranges), its own Age, its hop added
+to Via, and a Cache-Status entry.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable, Mapping, Sequence
+
+__all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "as_pairs",
+           "HOP_BY_HOP", "CACHE_NAME"]
+
+Fields = tuple[tuple[str, str], ...]  # header fields in the origin's order, repeated names kept
+CACHE_NAME = "rangeproxy"  # this cache in Via and Cache-Status
+
+# RFC 9110 §7.6.1 (Connection, Proxy-Connection, Keep-Alive, TE, Transfer-Encoding, Upgrade)
+# and RFC 9111 §3.1 (Proxy-Authenticate, Proxy-Authentication-Info, Proxy-Authorization).
+HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding",
+                        "upgrade", "proxy-authenticate", "proxy-authentication-info", "proxy-authorization"})
+# Framed per answer by the proxy itself, never replayed from the store.
+_FRAMING = frozenset({"content-length", "content-range", "accept-ranges", "age", "cache-status", "x-cache"})
+# RFC 9111 §7.4 / RFC 6265: a cookie set for one client is never given to another.
+_PERSONAL = frozenset({"set-cookie", "set-cookie2"})
+# RFC 9111 §4.3.4: these describe the stored response itself and are not freshened by a 304.
+_NOT_FRESHENED = frozenset({"content-length", "content-encoding", "content-range", "transfer-encoding",
+                            "content-type"})
+# RFC 9110 §15.4.5: what a 304 carries of what a 200 would have sent.
+_NOT_MODIFIED = ("cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified")
+_NAMED = re.compile(r'(?:^|,)\s*(?:private|no-cache)\s*=\s*"([^"]*)"', re.IGNORECASE)
+
+
+def _connection_named(fields: Iterable[tuple[str, str]]) -> set[str]:
+    """Fields the Connection header names: hop-by-hop for this message (RFC 9110 §7.6.1)."""
+    out: set[str] = set()
+    for name, value in fields:
+        if name.lower() == "connection":
+            out.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return out
+
+
+def _qualified(fields: Iterable[tuple[str, str]]) -> set[str]:
+    """Fields named by ``private="..."`` / ``no-cache="..."`` (RFC 9111 §5.2.2.4, §5.2.2.7):
+    a shared cache stores the response without them."""
+    out: set[str] = set()
+    for name, value in fields:
+        if name.lower() == "cache-control":
+            for m in _NAMED.finditer(value):
+                out.update(t.strip().lower() for t in m.group(1).split(",") if t.strip())
+    return out
+
+
+def stored_fields(fields: Iterable[tuple[str, str]]) -> Fields:
+    """The header fields a shared cache keeps of an origin response."""
+    items = list(fields)
+    drop = HOP_BY_HOP | _FRAMING | _PERSONAL | _connection_named(items) | _qualified(items)
+    return tuple((n, v) for n, v in items if n.lower() not in drop)
+
+
+def freshen(stored: Fields, update: Iterable[tuple[str, str]]) -> Fields:
+    """RFC 9111 §3.2: the stored fields, each one named in ``update`` replaced by its new values."""
+    new = stored_fields(update)
+    replaced = {n.lower() for n, _ in new} - _NOT_FRESHENED
+    kept = tuple((n, v) for n, v in stored if n.lower() not in replaced)
+    return kept + tuple((n, v) for n, v in new if n.lower() in replaced)
+
+
+def via(stored: Fields) -> str:
+    """RFC 9110 §7.6.3: this hop appended to the Via the origin sent, never replacing it."""
+    prior = [v for n, v in stored if n.lower() == "via"]
+    return ", ".join([*prior, f"1.1 {CACHE_NAME}"])
+
+
+def cache_status(x_cache: str, ttl: float | None = None, stored: bool = True) -> str:
+    """RFC 9211 §2: ``hit``, or ``fwd=`` why the origin was asked (a miss, or part of the answer)."""
+    if x_cache == "HIT":
+        out = f"{CACHE_NAME}; hit"
+    elif x_cache == "PARTIAL":
+        out = f"{CACHE_NAME}; fwd=partial"
+    elif x_cache == "PASS":
+        return f"{CACHE_NAME}; fwd=method"
+    else:
+        out = f"{CACHE_NAME}; fwd=miss"
+    if x_cache != "HIT" and stored:
+        out += "; stored"
+    if ttl is not None:
+        out += f"; ttl={int(ttl)}"
+    return out
+
+
+def replay(stored: Fields, *, drop: Sequence[str] = ()) -> list[tuple[str, str]]:
+    """The stored fields for an answer, less Via (see :func:`via`) and any in ``drop``."""
+    skip = {"via", *(d.lower() for d in drop)}
+    return [(n, v) for n, v in stored if n.lower() not in skip]
+
+
+def not_modified_fields(stored: Fields) -> list[tuple[str, str]]:
+    """The stored fields a 304 answer carries (RFC 9110 §15.4.5)."""
+    return [(n, v) for n, v in stored if n.lower() in _NOT_MODIFIED]
+
+
+def as_pairs(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Header fields as pairs, repeated names kept (aiohttp's multidicts iterate all of them)."""
+    return list(headers.items())
