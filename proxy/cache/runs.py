@@ -60,7 +60,10 @@ class RunLauncher:
     def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
                   cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, list[Unit]]:
         """Start fetching slice ``first`` and the contiguous wanted, uncached, idle slices after it."""
-        limit = min(first + self.settings.max_run_slices, self.files.geometry.slice_count(meta.length))
+        count = self.files.geometry.slice_count(meta.length)
+        # An object not stored (no strong validator, or not storable) is read in one upstream
+        # answer for the rest of the response: pieces of two fetches are never combined.
+        limit = min(first + self.settings.max_run_slices, count) if meta.storable else count
         run = cut_run(first, limit, wanted, lambda j: self.fetchable(meta, fl, j, cached))
         return self._launch(meta, fl, run, hold), run
 

@@ -17,7 +17,7 @@ from proxy.core.fields import Fields, as_pairs, freshen, stored_fields
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
 
-__all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "same_version", "check_piece",
+__all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "strong_validator", "same_version", "check_piece",
            "Learned", "Empty", "PastEnd", "Refused", "Unusable", "FirstAnswer", "first_answer",
            "Refreshed", "Changed", "Gone", "Stale", "Revalidation", "revalidation"]
 
@@ -139,6 +139,19 @@ def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Fre
     return Freshness(True, max(0.0, default_ttl - age))
 
 
+def strong_validator(headers: Mapping[str, str]) -> bool:
+    """Can pieces of this response be combined with pieces of another fetch (RFC 9111 §3.4)?
+
+    Only under a strong validator: a strong ETag, or a Last-Modified that RFC 9110 §8.8.2.2
+    lets a cache count as strong (the response's Date at least one second after it).
+    """
+    etag = headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return True
+    lm, date = parse_http_date(headers.get("Last-Modified")), parse_http_date(headers.get("Date"))
+    return lm is not None and date is not None and date - lm >= 1
+
+
 def meta_from_response(
     url: str, status: int, headers: Mapping[str, str], now: float, default_ttl: float
 ) -> ObjectMeta | None:
@@ -164,7 +177,9 @@ def meta_from_response(
         content_type=headers.get("Content-Type"),
         stored_at=now,
         ttl=fresh.ttl,
-        storable=fresh.storable,
+        # Without a strong validator nothing is stored: slices of two fetches could be two
+        # versions, and nothing would tell them apart.
+        storable=fresh.storable and strong_validator(headers),
         headers=stored_fields(as_pairs(headers)),
     )
 

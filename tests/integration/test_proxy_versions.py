@@ -235,3 +235,22 @@ async def test_no_store_and_private_are_never_stored(fault_origin: FaultOrigin, 
     assert out.status == 200 and out.body == new
     # nothing of this object reached the disk cache
     assert not any(p.stat().st_size >= S for p in proxy.cache_dir.rglob("*.val")), "slices were written to disk"
+
+
+async def test_without_a_strong_validator_slices_of_two_fetches_are_never_combined(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """RFC 9111 §3.4: an object with neither ETag nor Last-Modified changes without a trace;
+    its slices are not stored, and one response is one upstream answer."""
+    size = 6 * S
+    v1, v2 = seeded_bytes(size, 44), seeded_bytes(size, 45)  # same length: nothing else differs
+    fault_origin.set_object("plain.bin", v1, validators=False, cache_control="max-age=600")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, max_run_slices=2)
+    url = proxy.url_for("plain.bin")
+    out = await fetch(http, url, headers=rng(0, 2 * S - 1))
+    assert out.status == 206 and out.body == v1[:2 * S]
+    fault_origin.set_object("plain.bin", v2, validators=False, cache_control="max-age=600")
+    fault_origin.reset_counters()
+    out = await fetch(http, url, headers=rng(0, size - 1))
+    assert out.status == 206 and out.complete
+    assert out.body == v2, which_version(out, [v1, v2])  # not v1's first slices and v2's last ones
+    assert len(fault_origin.gets_for("plain.bin")) == 1  # one upstream answer for the whole response

@@ -152,6 +152,7 @@ class Obj:
     faults: Faults = field(default_factory=Faults)
     etag_counter: int = 0
     extra_headers: tuple[tuple[str, str], ...] = ()  # sent with every answer (repeats kept)
+    validators: bool = True  # False: no ETag and no Last-Modified (nothing tells versions apart)
 
     @property
     def size(self) -> int:
@@ -294,6 +295,7 @@ class FaultOrigin:
         cache_control: str | None = None,
         content_type: str = "application/octet-stream",
         headers: Sequence[tuple[str, str]] = (),
+        validators: bool = True,
         **faults: Any,
     ) -> Obj:
         """Create or replace an object. New bytes bump the version (new ETag,
@@ -321,6 +323,7 @@ class FaultOrigin:
                 obj.cache_control = cache_control
                 obj.content_type = content_type
             obj.extra_headers = tuple(headers)
+            obj.validators = validators
             self._objects[name] = obj
             if faults:
                 self.set_fault(name, **faults)
@@ -415,6 +418,8 @@ class FaultOrigin:
         })
         if obj.cache_control is not None:
             h["Cache-Control"] = obj.cache_control
+        if not obj.validators:
+            del h["ETag"], h["Last-Modified"]
         h.extend(obj.extra_headers)
         return h
 

@@ -28,6 +28,7 @@ from proxy.core.representation import (
     freshness,
     meta_from_response,
     revalidation,
+    strong_validator,
 )
 
 NOW = 1_700_000_000.0
@@ -265,10 +266,33 @@ def test_meta_from_a_200_takes_the_length_from_content_length() -> None:
 )
 def test_meta_from_response_learns_length_and_freshness(status: int, headers: dict[str, str], length: int,
                                                         storable: bool, ttl: float) -> None:
-    m = meta_from_response("u", status, headers, NOW, DEFAULT_TTL)
+    # With a Last-Modified a cache may count as strong (RFC 9110 §8.8.2.2), so only freshness decides.
+    validated = {**headers, "Last-Modified": LM, "Date": LM2}
+    m = meta_from_response("u", status, validated, NOW, DEFAULT_TTL)
     assert m is not None
     assert (m.length, m.storable, m.ttl, m.stored_at) == (length, storable, ttl, NOW)
-    assert (m.etag, m.last_modified, m.content_type) == (None, None, None)
+    assert (m.etag, m.last_modified, m.content_type) == (None, LM, None)
+
+
+@pytest.mark.parametrize(
+    ("headers", "strong"),
+    [
+        ({"ETag": '"a"'}, True),
+        ({"ETag": 'W/"a"'}, False),
+        ({}, False),  # no validator at all: two fetches cannot be told apart
+        ({"Last-Modified": LM}, False),  # no Date to compare with
+        ({"Last-Modified": LM, "Date": LM}, False),  # could have changed twice within that second
+        ({"Last-Modified": LM, "Date": "Mon, 01 Jan 2024 00:00:01 GMT"}, True),
+        ({"ETag": 'W/"a"', "Last-Modified": LM, "Date": LM2}, True),
+    ],
+)
+def test_strong_validator_follows_rfc9110_8_8_2_2(headers: dict[str, str], strong: bool) -> None:
+    assert strong_validator(headers) is strong
+
+
+def test_an_object_without_a_strong_validator_is_not_stored() -> None:
+    m = meta_from_response("u", 206, {"Content-Range": "bytes 0-9/10", "Cache-Control": "max-age=60"}, NOW, 60)
+    assert m is not None and not m.storable
 
 
 @pytest.mark.parametrize(
