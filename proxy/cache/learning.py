@@ -21,6 +21,7 @@ from proxy.core.representation import (
     Changed, Empty, Gone, Learned, ObjectMeta, PastEnd, Refreshed, Refused, Stale, Unusable, first_answer,
     revalidation,
 )
+from proxy.core.fields import cookies
 from proxy.core.slices import UNKNOWN_LENGTH, Unit, leading_idle
 from proxy.http.errors import RangeNotSatisfiable, UpstreamError, UpstreamMismatch, UpstreamStatus
 from proxy.http.ranges import Span
@@ -156,13 +157,14 @@ class ObjectLearning:
                 if not isinstance(answer, Learned):
                     assert_never(answer)
                 meta = answer.meta
+                personal = cookies(resp.headers.items())
                 self.metas.keep(meta)
                 fl = runs.flights.for_meta(meta)
                 run = leading_idle([u for u in claimed if geometry.unit_span(u, UNKNOWN_LENGTH).start < meta.length],
                                    fl.busy)
                 fills.update(runs.flights.register(fl, meta, run))
                 fl.want(run)  # held for the initiator until it registers its own interest
-                settle(MetaLease(meta, tuple(run)))  # waiters go on at once
+                settle(MetaLease(meta, tuple(run), personal))  # waiters go on at once
                 if meta.storable:
                     if not runs.sync.shared:
                         self.metas.persist(meta)  # written beside the body, not before its first byte

@@ -38,6 +38,7 @@ class MetaLease:
 
     meta: ObjectMeta
     held: tuple[Unit, ...] | None = None  # units the initiator's discovery run is fetching
+    personal: tuple[tuple[str, str], ...] = ()  # Set-Cookie of the answer the initiator's request caused
 
 
 def part_size(part: bytes | FilePiece) -> int:

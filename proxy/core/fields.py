@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping, Sequence
 
-__all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "as_pairs",
+__all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "as_pairs", "cookies",
            "HOP_BY_HOP", "CACHE_NAME"]
 
 Fields = tuple[tuple[str, str], ...]  # header fields in the origin's order, repeated names kept
@@ -66,6 +66,11 @@ def freshen(stored: Fields, update: Iterable[tuple[str, str]]) -> Fields:
     replaced = {n.lower() for n, _ in new} - _NOT_FRESHENED
     kept = tuple((n, v) for n, v in stored if n.lower() not in replaced)
     return kept + tuple((n, v) for n, v in new if n.lower() in replaced)
+
+
+def cookies(fields: Iterable[tuple[str, str]]) -> Fields:
+    """The Set-Cookie fields of an answer: for the one client whose request caused it."""
+    return tuple((n, v) for n, v in fields if n.lower() in _PERSONAL)
 
 
 def via(stored: Fields) -> str:

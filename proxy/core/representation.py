@@ -179,7 +179,8 @@ def meta_from_response(
         ttl=fresh.ttl,
         # Without a strong validator nothing is stored: slices of two fetches could be two
         # versions, and nothing would tell them apart.
-        storable=fresh.storable and strong_validator(headers),
+        # RFC 9111 §7.4 / RFC 6265: a response setting a cookie is one client's: not stored.
+        storable=fresh.storable and strong_validator(headers) and headers.get("Set-Cookie") is None,
         headers=stored_fields(as_pairs(headers)),
     )
 

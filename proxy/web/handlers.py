@@ -178,6 +178,7 @@ class ProxyHandler:
         try:
             now = time.time()
             base = base_fields(meta, meta.age(now))
+            base.extend(lease.personal)  # only the client whose request the origin answered
             condition = preconditions(request.headers, meta.etag, meta.last_modified)
             if condition == "failed":  # RFC 9110 §13.1.1, §13.1.4
                 return web.Response(status=412, headers=self._not_modified_fields(meta, base))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.core.fields import cache_status, freshen, not_modified_fields, replay, stored_fields, via
+from proxy.core.fields import cache_status, cookies, freshen, not_modified_fields, replay, stored_fields, via
 
 ORIGIN = [
     ("Content-Type", "video/mp4"),
@@ -96,3 +96,8 @@ def test_a_304_carries_only_the_fields_rfc9110_lists() -> None:
               ("Link", "<x>"), ("Date", "d"), ("Expires", "x"), ("Content-Location", "/a"))
     assert [n for n, _ in not_modified_fields(stored)] == ["ETag", "Cache-Control", "Vary", "Date", "Expires",
                                                            "Content-Location"]
+
+
+def test_cookies_are_the_set_cookie_fields_only() -> None:
+    assert cookies(ORIGIN) == (("Set-Cookie", "session=abc"),)
+    assert cookies([("ETag", '"e"')]) == ()

@@ -575,3 +575,9 @@ def test_404_and_410_mean_gone(status: int) -> None:
 def test_other_statuses_mean_serve_stale(status: int) -> None:
     got = revalidation(meta(), status, {}, NOW, DEFAULT_TTL)
     assert isinstance(got, Stale) and str(status) in got.reason
+
+
+def test_a_response_setting_a_cookie_is_not_stored() -> None:
+    h = {"Content-Range": "bytes 0-9/10", "ETag": '"a"', "Cache-Control": "max-age=60", "Set-Cookie": "s=1"}
+    m = meta_from_response("u", 206, h, NOW, 60)
+    assert m is not None and not m.storable and all(n != "Set-Cookie" for n, _ in m.headers)
