@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from proxy.cache.engine import Engine
 from proxy.http.errors import UpstreamError
@@ -22,9 +23,23 @@ HOP_BY_HOP = frozenset(
 UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
 
 
+def forwarded(request: web.Request) -> CIMultiDict[str]:
+    """The client's end-to-end fields for the origin, plus who asked (the X-Forwarded-* fields
+    proxies send) and this hop appended to Via (RFC 9110 §7.6.3)."""
+    headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in request.headers.items()
+                                            if k.lower() not in HOP_BY_HOP)
+    client = request.remote or "unknown"
+    prior = ", ".join(headers.popall("X-Forwarded-For", []))
+    headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
+    headers.setdefault("X-Forwarded-Proto", request.scheme)
+    headers.setdefault("X-Forwarded-Host", request.host)
+    via_in = headers.popall("Via", [])
+    headers["Via"] = ", ".join([*via_in, VIA])
+    return headers
+
+
 async def passthrough(engine: Engine, request: web.Request, url: str) -> web.StreamResponse:
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
-    headers["Via"] = VIA
+    headers = forwarded(request)
     data = None
     if request.body_exists:
         if request.content_length is not None:
@@ -33,8 +48,9 @@ async def passthrough(engine: Engine, request: web.Request, url: str) -> web.Str
     try:
         async with engine.upstream.get(url, None, headers, method=request.method, data=data) as up:
             # Fetched with the client's own headers: pass the origin's answer back as is.
-            out = {k: v for k, v in up.headers.items() if k.lower() not in HOP_BY_HOP}
-            out["Via"] = VIA
+            out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in up.headers.items()
+                                                if k.lower() not in HOP_BY_HOP)
+            out["Via"] = ", ".join([*out.popall("Via", []), VIA])
             resp = web.StreamResponse(status=up.status, headers=out)
             if up.content_length is not None:
                 resp.content_length = up.content_length

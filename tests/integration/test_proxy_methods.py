@@ -139,3 +139,19 @@ async def test_failed_unsafe_method_is_passed_through(fault_origin: FaultOrigin,
     out = await fetch(http, proxy.url_for("f.bin"), method="POST", data=b"x" * 100)
     assert out.status == 500
     assert fault_origin.requests_for("f.bin")[-1].body_len == 100
+
+
+async def test_pass_through_says_who_asked_and_appends_its_hop(fault_origin: FaultOrigin, proxy_factory,
+                                                              http) -> None:
+    fault_origin.set_object("form", b"x")
+    proxy = proxy_factory(fault_origin.url)
+    out = await fetch(http, proxy.url_for("form"), method="POST", data=b"hello",
+                      headers={"X-Forwarded-For": "203.0.113.7", "Via": "1.1 client-side", "X-Trace": "t-1"})
+    assert out.status == 200
+    assert out.header("Via") == "1.1 rangeproxy"
+    rec = [r for r in fault_origin.requests_for("form") if r.method == "POST"][-1]
+    h = {k.lower(): v for k, v in rec.headers.items()}
+    assert h["x-forwarded-for"] == "203.0.113.7, 127.0.0.1"  # appended, not replaced
+    assert h["x-forwarded-proto"] == "http" and h["x-forwarded-host"] == proxy.url.split("//", 1)[1]
+    assert h["via"] == "1.1 client-side, 1.1 rangeproxy"
+    assert h["x-trace"] == "t-1"  # the client's own end-to-end fields reach the origin
