@@ -22,7 +22,7 @@ from proxy.cache.sync import WorkerSync
 from proxy.cache.tasks import Jobs
 from proxy.core.representation import ObjectMeta, check_piece
 from proxy.core.settings import Settings
-from proxy.core.slices import Unit, cut_run
+from proxy.core.slices import Unit, cut_run, unit_slice
 from proxy.http.errors import ProxyError, UpstreamError, UpstreamMismatch, UpstreamTimeout, VersionChanged
 
 __all__ = ["RunLauncher", "UpstreamRun", "Invalidate", "STORE_BEHIND", "CLAIM_POLL"]
@@ -50,7 +50,7 @@ class RunLauncher:
 
     def fetchable(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, cached: frozenset[int]) -> bool:
         """Neither cached (at plan time, or stored since: its fd is held), nor in flight."""
-        i = u if isinstance(u, int) else u[0]
+        i = unit_slice(u)
         if i in fl.fills or self.files.holds(meta, i):
             return False
         if isinstance(u, int):

@@ -6,10 +6,10 @@ the outcome; evaluation follows RFC 9110 §13.2.2's order.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
+from proxy.core.representation import directives, field_value
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import etag_matches_strong, etag_matches_weak, parse_int
 
@@ -17,12 +17,8 @@ __all__ = ["Precondition", "preconditions", "RequestDirectives", "request_direct
 
 Precondition = Literal["proceed", "not-modified", "failed"]  # 200/206, 304, 412
 
-_DIRECTIVE = re.compile(r"\s*([A-Za-z-]+)\s*(?:=\s*(\"[^\"]*\"|[^,\s]*))?\s*(?:,|$)")
-
-
 def preconditions(headers: Mapping[str, str], etag: str | None, last_modified: str | None) -> Precondition:
     """RFC 9110 §13.2.2 for a GET or HEAD of a representation that exists."""
-    lm = parse_http_date(last_modified)
     if_match = headers.get("If-Match")
     if if_match is not None:
         # §13.1.1: strong comparison; a failed If-Match is 412.
@@ -31,6 +27,7 @@ def preconditions(headers: Mapping[str, str], etag: str | None, last_modified: s
     else:
         ius = headers.get("If-Unmodified-Since")
         since = parse_http_date(ius) if ius is not None else None
+        lm = parse_http_date(last_modified) if since is not None else None
         # §13.1.4: ignored when the date is invalid or there is no Last-Modified to compare.
         if since is not None and lm is not None and lm > since:
             return "failed"
@@ -40,6 +37,7 @@ def preconditions(headers: Mapping[str, str], etag: str | None, last_modified: s
         return "not-modified" if etag_matches_weak(inm, etag) else "proceed"
     ims = headers.get("If-Modified-Since")
     since = parse_http_date(ims) if ims is not None else None
+    lm = parse_http_date(last_modified) if since is not None else None
     if since is not None and lm is not None and lm <= since:
         return "not-modified"  # §13.1.3
     return "proceed"
@@ -54,13 +52,7 @@ class RequestDirectives:
 
 
 def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
-    cc: dict[str, str | None] = {}
-    getall = getattr(headers, "getall", None)
-    lines = getall("Cache-Control", []) if getall is not None else [headers.get("Cache-Control") or ""]
-    for line in lines:
-        for m in _DIRECTIVE.finditer(line):
-            if m.group(1):
-                cc.setdefault(m.group(1).lower(), (m.group(2) or "").strip('"') if m.group(2) is not None else None)
+    cc = directives(field_value(headers, "Cache-Control"))
     max_age = cc.get("max-age")
     revalidate = "no-cache" in cc or (max_age is not None and parse_int(max_age) == 0)
     if headers.get("Cache-Control") is None:

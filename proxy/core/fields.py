@@ -9,9 +9,9 @@ to Via, and a Cache-Status entry.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
-__all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "as_pairs", "cookies",
+__all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "cookies",
            "HOP_BY_HOP", "CACHE_NAME"]
 
 Fields = tuple[tuple[str, str], ...]  # header fields in the origin's order, repeated names kept
@@ -105,8 +105,3 @@ def replay(stored: Fields, *, drop: Sequence[str] = ()) -> list[tuple[str, str]]
 def not_modified_fields(stored: Fields) -> list[tuple[str, str]]:
     """The stored fields a 304 answer carries (RFC 9110 §15.4.5)."""
     return [(n, v) for n, v in stored if n.lower() in _NOT_MODIFIED]
-
-
-def as_pairs(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    """Header fields as pairs, repeated names kept (aiohttp's multidicts iterate all of them)."""
-    return list(headers.items())

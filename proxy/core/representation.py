@@ -13,11 +13,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from proxy.core.fields import Fields, as_pairs, freshen, stored_fields
+from proxy.core.fields import Fields, freshen, stored_fields
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
 
-__all__ = ["ObjectMeta", "Freshness", "Mismatch", "freshness", "meta_from_response", "strong_validator", "same_version", "check_piece",
+__all__ = ["ObjectMeta", "Freshness", "Mismatch", "directives", "field_value", "freshness", "meta_from_response", "strong_validator", "same_version", "check_piece",
            "Learned", "Empty", "PastEnd", "Refused", "Unusable", "FirstAnswer", "first_answer",
            "Refreshed", "Changed", "Gone", "Stale", "Revalidation", "revalidation"]
 
@@ -61,7 +61,7 @@ class ObjectMeta:
         """Confirmed current at ``now``; RFC 9111 §3.2: the answer's fields freshen the stored ones."""
         if update is None:
             return replace(self, stored_at=now, ttl=ttl)
-        return replace(self, stored_at=now, ttl=ttl, headers=freshen(self.headers, as_pairs(update)))
+        return replace(self, stored_at=now, ttl=ttl, headers=freshen(self.headers, update.items()))
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -84,7 +84,8 @@ class Mismatch:
 _DIRECTIVE = re.compile(r"\s*([A-Za-z-]+)\s*(?:=\s*(\"[^\"]*\"|[^,\s]*))?\s*(?:,|$)")
 
 
-def _directives(value: str | None) -> dict[str, str | None]:
+def directives(value: str | None) -> dict[str, str | None]:
+    """Cache-Control directives, names lowercased, quoted arguments unquoted (RFC 9111 §5.2)."""
     out: dict[str, str | None] = {}
     if not value:
         return out
@@ -96,7 +97,7 @@ def _directives(value: str | None) -> dict[str, str | None]:
     return out
 
 
-def _all(headers: Mapping[str, str], name: str) -> str | None:
+def field_value(headers: Mapping[str, str], name: str) -> str | None:
     """Every line of a list header, joined (aiohttp keeps repeated lines apart)."""
     getall = getattr(headers, "getall", None)
     if getall is not None:
@@ -116,7 +117,7 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
 
 def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Freshness:
     """Storability and lifetime for a shared cache (RFC 9111 §3, §4.2.1, §5.2.2)."""
-    cc = _directives(_all(headers, "Cache-Control"))
+    cc = directives(field_value(headers, "Cache-Control"))
     # RFC 9111 §4.2.3: an upstream cache's Age has already used part of the lifetime.
     age = _seconds(headers.get("Age")) or 0
     # RFC 9111 §5.2.2.5/§5.2.2.7: no-store and private forbid a shared cache to store.
@@ -181,7 +182,7 @@ def meta_from_response(
         # versions, and nothing would tell them apart.
         # RFC 9111 §7.4 / RFC 6265: a response setting a cookie is one client's: not stored.
         storable=fresh.storable and strong_validator(headers) and headers.get("Set-Cookie") is None,
-        headers=stored_fields(as_pairs(headers)),
+        headers=stored_fields(headers.items()),
     )
 
 
@@ -283,7 +284,7 @@ def first_answer(url: str, asked: Span, status: int, headers: Mapping[str, str],
         if cr.length == 0:
             return Empty(ObjectMeta(url, 0, headers.get("ETag"), headers.get("Last-Modified"),
                                     headers.get("Content-Type"), now, freshness(headers, now, default_ttl).ttl,
-                                    headers=stored_fields(as_pairs(headers))))
+                                    headers=stored_fields(headers.items())))
         return PastEnd(cr.length)
     if status not in (200, 206):
         return Refused(status)

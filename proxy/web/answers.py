@@ -9,6 +9,7 @@ from proxy.core.fields import via
 from proxy.core.representation import ObjectMeta
 from proxy.http.errors import ProxyError, UpstreamStatus
 from proxy.http.ranges import format_unsatisfied
+from proxy.web.sending import cut
 
 __all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators", "not_cached"]
 
@@ -31,8 +32,7 @@ async def origin_error(request: web.Request, exc: UpstreamStatus) -> web.StreamR
     resp = web.StreamResponse(status=exc.status, headers=headers)
     await resp.prepare(request)
     await resp.write(exc.body)
-    if request.transport is not None:
-        request.transport.abort()  # never a clean end for a body we did not get whole
+    cut(request)  # never a clean end for a body we did not get whole
     return resp
 
 

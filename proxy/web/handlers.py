@@ -62,9 +62,6 @@ def base_fields(meta: ObjectMeta, age: int) -> CIMultiDict[str]:
     """What every answer from the cache carries: the origin's stored fields (RFC 9111 §4),
     the proxy's Age (§5.1) and its hop in Via; Content-Type is set by the framing."""
     out: CIMultiDict[str] = CIMultiDict(replay(meta.headers, drop=("content-type",)))
-    for name, value in answers.validators(meta).items():  # metadata from before stored fields
-        if name not in out:
-            out[name] = value
     out["Accept-Ranges"] = "bytes"
     out["Via"] = via(meta.headers)
     out["Age"] = str(age)
@@ -72,10 +69,10 @@ def base_fields(meta: ObjectMeta, age: int) -> CIMultiDict[str]:
 
 
 def frame(lease: MetaLease, outcome: Ignore | Satisfiable, base: CIMultiDict[str]) -> Reply:
-    """Status, headers and body framing for a satisfiable (or ignored) Range."""
+    """Status, headers and body framing for a satisfiable (or ignored) Range (``base`` becomes its headers)."""
     meta = lease.meta
     ctype = meta.content_type or "application/octet-stream"
-    headers = base.copy()
+    headers = base
     if isinstance(outcome, Ignore):
         whole: tuple[Span, ...] = (Span(0, meta.length),) if meta.length else ()
         headers["Content-Type"] = ctype
@@ -221,9 +218,6 @@ class ProxyHandler:
         """RFC 9110 §15.4.5: a 304 carries the fields a 200 would have among Cache-Control,
         Content-Location, Date, ETag, Expires, Vary (and Last-Modified)."""
         out: CIMultiDict[str] = CIMultiDict(not_modified_fields(meta.headers))
-        for name in ("ETag", "Last-Modified"):
-            if name not in out and name in base:
-                out[name] = base[name]
         for name in ("Accept-Ranges", "Via", "Age"):
             out[name] = base[name]
         return out

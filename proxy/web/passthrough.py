@@ -8,6 +8,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.cache.engine import Engine
+from proxy.core import fields
 from proxy.http.errors import UpstreamError
 from proxy.web import answers
 from proxy.web.answers import VIA
@@ -16,10 +17,8 @@ from proxy.web.sending import cut
 __all__ = ["passthrough", "HOP_BY_HOP", "UNSAFE"]
 
 log = logging.getLogger("rangeproxy.handlers")
-HOP_BY_HOP = frozenset(
-    h.lower() for h in ("Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer",
-                        "Transfer-Encoding", "Upgrade", "Host", "Content-Length")
-)
+# Hop-by-hop fields (proxy.core.fields), and Host and Content-Length, which the client session sets itself.
+HOP_BY_HOP = fields.HOP_BY_HOP | {"host", "content-length"}
 UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
 
 
