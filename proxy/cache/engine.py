@@ -131,10 +131,9 @@ class Engine:
                    fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
         return await self.planner.plan(meta, spans, fetched)
 
-    def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
-               tally: RequestTally | None = None, started: tuple[Unit, ...] | None = None,
-               files: bool = False) -> AsyncGenerator[bytes | FilePiece, None]:
-        return self.reader.stream(meta, spans, plan, tally, started, files)
+    def stream(self, lease: MetaLease, spans: tuple[Span, ...], plan: SlicePlan,
+               tally: RequestTally | None = None, files: bool = False) -> AsyncGenerator[bytes | FilePiece, None]:
+        return self.reader.stream(lease, spans, plan, tally, files)
 
     def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
                   tally: RequestTally) -> list[bytes | FilePiece] | None:
@@ -146,9 +145,12 @@ class Engine:
     def note_hits(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> None:
         self.ahead.note_hits(meta, spans)
 
-    def release_held(self, meta: ObjectMeta, units: tuple[Unit, ...]) -> None:
+    def release_held(self, lease: MetaLease) -> None:
         """Drop the interest a discovery run held for the response that started it."""
-        self.flights.release(meta, units)
+        if lease.flights is not None:
+            lease.flights.release(lease.held or ())
+        else:
+            self.flights.release(lease.meta, lease.held or ())
 
     def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
         return self.flights.for_meta(meta)

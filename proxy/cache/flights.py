@@ -28,7 +28,8 @@ class FillAbandoned(UpstreamError):
 class SliceFill:
     """One slice being filled; ``read(lo, hi)`` yields its bytes as they arrive."""
 
-    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "budget", "stored", "_waiters")
+    __slots__ = ("index", "size", "chunks", "filled", "done", "error", "budget", "stored", "spent",
+                 "_waiters", "_spent_waiters")
 
     def __init__(self, index: int, size: int) -> None:
         self.index = index
@@ -39,7 +40,9 @@ class SliceFill:
         self.error: BaseException | None = None
         self.budget = 0  # bytes of the engine's fill budget this fill holds (see proxy.cache.budget)
         self.stored = False  # on disk: readers may go on from the file
+        self.spent = False  # a private read is through with it (see ObjectFlights.private)
         self._waiters: list[asyncio.Future[None]] = []
+        self._spent_waiters: list[asyncio.Future[None]] = []
 
     def _wake(self) -> None:
         waiters, self._waiters = self._waiters, []
@@ -49,7 +52,8 @@ class SliceFill:
 
     def append(self, data: bytes) -> None:
         assert not self.done and self.filled + len(data) <= self.size
-        self.chunks.append(data)
+        if not self.spent:
+            self.chunks.append(data)
         self.filled += len(data)
         self._wake()
 
@@ -72,6 +76,22 @@ class SliceFill:
         reading here and goes on from the file, so slow clients pin no fill memory."""
         self.stored = True
         self.chunks = []
+
+    def spend(self) -> None:
+        """Its only reader is through with it: drop its bytes and let its run go on."""
+        self.spent = True
+        self.chunks = []
+        waiters, self._spent_waiters = self._spent_waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    async def until_spent(self) -> None:
+        """Wait until the reader of a private read is through with this fill (its pace)."""
+        if not self.spent:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._spent_waiters.append(fut)
+            await fut
 
     def found_stored(self) -> None:
         """Complete without bytes in memory: the unit turned out to be in the store
@@ -110,11 +130,17 @@ class SliceFill:
 
 
 class ObjectFlights:
-    """Per-object, per-version registry: fills in flight and who still wants which slice."""
+    """Per-object, per-version registry: fills in flight and who still wants which slice.
 
-    def __init__(self, validator: str, url: str = "") -> None:
+    ``private`` flights belong to one response, for an object that is not stored (no
+    strong validator, or not storable): its bytes are one upstream answer, never shared
+    with another response, and each fill stays until that response has read it.
+    """
+
+    def __init__(self, validator: str, url: str = "", private: bool = False) -> None:
         self.validator = validator
         self.url = url
+        self.private = private
         self.fills: dict[Unit, SliceFill] = {}  # whole slices (int) and blocks ((slice, block))
         self.interest: Counter[int] = Counter()
         self.dead = False  # set when the version changed: nothing new attaches here
@@ -153,7 +179,14 @@ class ObjectFlights:
         self.dead = True
         for fill in list(self.fills.values()):
             fill.fail(exc)
+            if self.private:
+                fill.spend()
         self.fills.clear()
+
+    def spend(self, i: int) -> None:
+        """A private read is through with slice ``i`` (whole or blocks): let them go."""
+        for u in [u for u in self.fills if unit_slice(u) == i]:
+            self.fills.pop(u).spend()
 
 
 class FlightRegistry:
@@ -165,7 +198,11 @@ class FlightRegistry:
         self._by_url: dict[str, ObjectFlights] = {}
 
     def for_meta(self, meta: ObjectMeta) -> ObjectFlights:
-        """The flights of this version of the object, new if it had none (or an old version's)."""
+        """The flights of this version of the object, new if it had none (or an old version's).
+        An object that is not stored gets private flights each time (RFC 9111 §3.4: pieces
+        of two answers without a strong validator must not be combined)."""
+        if not meta.storable:
+            return ObjectFlights(meta.validator, meta.url, private=True)
         fl = self._by_url.get(meta.url)
         if fl is None or fl.validator != meta.validator or fl.dead:
             fl = ObjectFlights(meta.validator, meta.url)

@@ -164,7 +164,8 @@ class ObjectLearning:
                                    fl.busy)
                 fills.update(runs.flights.register(fl, meta, run))
                 fl.want(run)  # held for the initiator until it registers its own interest
-                settle(MetaLease(meta, tuple(run), personal))  # waiters go on at once
+                # Waiters go on at once; only the initiator reads a private (not stored) answer.
+                settle(MetaLease(meta, tuple(run), personal, fl if fl.private else None))
                 if meta.storable:
                     if not runs.sync.shared:
                         self.metas.persist(meta)  # written beside the body, not before its first byte

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from proxy.cache.flights import ObjectFlights
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import Unit
 
@@ -39,6 +40,7 @@ class MetaLease:
     meta: ObjectMeta
     held: tuple[Unit, ...] | None = None  # units the initiator's discovery run is fetching
     personal: tuple[tuple[str, str], ...] = ()  # Set-Cookie of the answer the initiator's request caused
+    flights: ObjectFlights | None = None  # the initiator's private flights (an object not stored)
 
 
 def part_size(part: bytes | FilePiece) -> int:

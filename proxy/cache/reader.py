@@ -9,14 +9,15 @@ reader ahead of the origin.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import AsyncGenerator, AsyncIterator
 
 from proxy.cache.flights import FillAbandoned, ObjectFlights, SliceFill
-from proxy.cache.pieces import FilePiece, RequestTally, part_size
+from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, part_size
 from proxy.cache.readahead import ReadAhead
 from proxy.cache.runs import RunLauncher
 from proxy.core.representation import ObjectMeta
-from proxy.core.slices import SliceCut, SlicePlan, Unit, block_range, cuts, prefers_blocks
+from proxy.core.slices import SliceCut, SlicePlan, Unit, block_range, cuts, prefers_blocks, unit_slice
 from proxy.http.errors import VersionChanged
 from proxy.http.ranges import Span
 
@@ -33,17 +34,16 @@ class ResponseReader:
         self.ahead = ahead
         self.active = 0  # responses reading slices right now (from the store or from fills)
 
-    async def stream(self, meta: ObjectMeta, spans: tuple[Span, ...], plan: SlicePlan,
-                     tally: RequestTally | None = None, started: tuple[Unit, ...] | None = None,
-                     files: bool = False) -> AsyncGenerator[bytes | FilePiece, None]:
+    async def stream(self, lease: MetaLease, spans: tuple[Span, ...], plan: SlicePlan,
+                     tally: RequestTally | None = None, files: bool = False) -> AsyncGenerator[bytes | FilePiece, None]:
         """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs.
 
         With ``files``, a stored slice comes as a :class:`FilePiece` (the caller sends it
         with sendfile and closes its fd), and a reader of a fill switches to the file
         once the fill is stored: nothing pins a megabyte per response in memory.
         """
-        read = ResponseRead(self, meta, plan, tally if tally is not None else RequestTally(), files)
-        read.mine.update(started or ())
+        read = ResponseRead(self, lease, plan, tally if tally is not None else RequestTally(), files)
+        read.mine.update(lease.held or ())
         self.active += 1
         try:
             async for chunk in read.bytes_of(spans):
@@ -56,8 +56,9 @@ class ResponseReader:
 class ResponseRead:
     """One response's read: the units it wants, those whose fetch it started, what it cost."""
 
-    def __init__(self, reader: ResponseReader, meta: ObjectMeta, plan: SlicePlan, tally: RequestTally,
+    def __init__(self, reader: ResponseReader, lease: MetaLease, plan: SlicePlan, tally: RequestTally,
                  files: bool) -> None:
+        meta = lease.meta
         self.runs = reader.runs
         self.ahead = reader.ahead
         self.files = self.runs.files
@@ -66,19 +67,25 @@ class ResponseRead:
         self.plan = plan
         self.tally = tally
         self.sendfile = files
-        self.fl: ObjectFlights = self.runs.flights.for_meta(meta)
+        self.fl: ObjectFlights = lease.flights or self.runs.flights.for_meta(meta)
         self.fl.want(plan.needed)
+        self.later: Counter[int] = Counter()  # cuts still to read, per slice (a private read's pace)
         self.wanted = frozenset(plan.needed)
         self.mine: set[Unit] = set()  # units whose fetch this response started (misses)
 
     def close(self) -> None:
+        if self.fl.private:  # nothing else reads these fills: let their run go on, or stop
+            for i in {unit_slice(u) for u in self.fl.fills}:
+                self.fl.spend(i)
         self.fl.release(self.plan.needed)
         self.runs.flights.forget_idle(self.meta.url, self.fl)
 
     async def bytes_of(self, spans: tuple[Span, ...]) -> AsyncIterator[bytes | FilePiece]:
         geometry = self.files.geometry
         S = geometry.slice_size
-        for cut in cuts(spans, S):
+        all_cuts = list(cuts(spans, S))
+        self.later.update(cut.index for cut in all_cuts)
+        for cut in all_cuts:
             if self.fl.dead:
                 raise VersionChanged(f"{self.meta.url}: version changed during the response")
             ahead = True
@@ -93,6 +100,9 @@ class ResponseRead:
                     ahead = False
                     self._look_ahead(cut.index, run, small)
                 yield chunk
+            self.later[cut.index] -= 1
+            if self.fl.private and not self.later[cut.index]:
+                self.fl.spend(cut.index)
 
     def _look_ahead(self, i: int, run: int, small: bool) -> None:
         """Pipelining and read-ahead while slice ``i`` is being read.

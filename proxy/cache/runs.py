@@ -78,7 +78,8 @@ class RunLauncher:
         return self._launch(meta, fl, run, False), run
 
     def _launch(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], hold: bool) -> SliceFill:
-        claimed = self.sync.claim_prefix(meta.url, run)
+        # A private read (an object not stored) is nobody else's business: no claims.
+        claimed = self.sync.claim_prefix(meta.url, run) if not fl.private else run
         if not claimed:
             # Another worker is fetching it: wait for that, then read it from the shared store.
             fill = self.flights.register(fl, meta, run[:1])[run[0]]
@@ -273,7 +274,9 @@ class UpstreamRun:
         """Write one verified unit; the fill serves readers from memory until it is on disk."""
         la, meta, fl = self.launcher, self.meta, self.fl
         try:
-            if meta.storable and not fl.dead:
+            if fl.private:
+                await fill.until_spent()  # the reader's pace: at most STORE_BEHIND unread units
+            elif meta.storable and not fl.dead:
                 await la.files.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
                 if isinstance(idx, int):
                     fill.release()  # whole slices: readers go on from the file (blocks are small)

@@ -211,7 +211,7 @@ class ProxyHandler:
             return await self._send(request, reply, info)
         finally:
             if lease.held is not None:  # the discovery run's interest, held for this response
-                engine.release_held(meta, lease.held)
+                engine.release_held(lease)
 
     @staticmethod
     def _not_modified_fields(meta: ObjectMeta, base: CIMultiDict[str]) -> CIMultiDict[str]:
@@ -224,7 +224,7 @@ class ProxyHandler:
 
     async def _body(self, reply: Reply, tally: RequestTally, files: bool) -> AsyncGenerator[bytes | FilePiece, None]:
         """The body in order: framing bytes, and the object's bytes from the engine."""
-        stream = self.engine.stream(reply.lease.meta, reply.spans, reply.plan, tally, reply.lease.held, files)
+        stream = self.engine.stream(reply.lease, reply.spans, reply.plan, tally, files)
         try:
             for piece in reply.pieces:
                 if isinstance(piece, bytes):

@@ -254,3 +254,37 @@ async def test_without_a_strong_validator_slices_of_two_fetches_are_never_combin
     assert out.status == 206 and out.complete
     assert out.body == v2, which_version(out, [v1, v2])  # not v1's first slices and v2's last ones
     assert len(fault_origin.gets_for("plain.bin")) == 1  # one upstream answer for the whole response
+
+
+async def test_an_object_not_stored_is_read_by_each_response_from_its_own_answer(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """Without a strong validator two responses never share an upstream answer (neither can
+    tell which version the other got), and a reader that stops early lets its run go."""
+    size = 24 * S
+    data = seeded_bytes(size, 46)
+    fault_origin.set_object("own.bin", data, validators=False, cache_control="max-age=600")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0, max_run_slices=2)
+    url = proxy.url_for("own.bin")
+    out = await fetch(http, url, headers=rng(0, 0))  # learn it
+    assert out.status == 206 and out.body == data[:1]
+    fault_origin.reset_counters()
+    a, b = await asyncio.gather(fetch(http, url), fetch(http, url, headers=rng(S, size - 1)))
+    assert a.status == 200 and a.body == data
+    assert b.status == 206 and b.body == data[S:]
+    assert sorted(r.range for r in fault_origin.gets_for("own.bin")) == [f"bytes=0-{size - 1}",
+                                                                        f"bytes={S}-{size - 1}"]
+    # A client that reads one slice of a big one and hangs up: its run stops (the origin's
+    # answer, far larger than the socket buffers, is cut), and nothing is left stuck.
+    big = seeded_bytes(1024 * S, 47)
+    fault_origin.set_object("big.bin", big, validators=False, cache_control="max-age=600")
+    big_url = proxy.url_for("big.bin")
+    assert (await fetch(http, big_url, headers=rng(0, 0))).body == big[:1]
+    fault_origin.reset_counters()
+    async with http.get(big_url) as resp:
+        assert resp.status == 200
+        assert await resp.content.readexactly(S) == big[:S]
+        resp.close()  # hang up, unread rest and all
+    # (waited for in a thread: the loop must run to close the client's socket)
+    assert await asyncio.to_thread(fault_origin.wait_idle, 3), "the abandoned read's upstream answer is stuck"
+    out = await fetch(http, big_url, headers=rng(3 * S, 5 * S))
+    assert out.status == 206 and out.body == big[3 * S:5 * S + 1]
