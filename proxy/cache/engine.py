@@ -28,7 +28,11 @@ from proxy.cache.store import SliceStore
 from proxy.cache.sync import SingleProcess, WorkerSync
 from proxy.cache.tasks import Jobs
 from proxy.cache.upstream import Upstream
+from proxy.cache.varies import VaryIndex
 from proxy.core.counters import Counters
+from proxy.core.fields import Fields
+from proxy.core.forwarding import Forwarded
+from proxy.core.variants import ANY, is_variant, variant_key
 from proxy.core.representation import ObjectMeta
 from proxy.core.settings import Settings
 from proxy.core.slices import SliceGeometry, SlicePlan, Unit, unit_slice
@@ -63,7 +67,8 @@ class Engine:
         self.metas = MetaCache(store, self.jobs)
         self.runs = RunLauncher(settings, self.flights, self.files, Origin(upstream, self.counters), self.sync,
                                 self.jobs, self.invalidate)
-        self.learning = ObjectLearning(self.metas, self.runs, self.invalidate)
+        self.varies = VaryIndex(settings.max_variants)
+        self.learning = ObjectLearning(self.metas, self.runs, self.invalidate, self.varies)
         self.planner = CachePlanner(self.files, self.flights)
         self.hits = HitReader(self.files, self.counters)
         self.ahead = ReadAhead(self.runs, self.flights, SequentialReads())
@@ -106,9 +111,10 @@ class Engine:
         """Metadata already in memory and fresh, or None (then ``object_meta``)."""
         return self.learning.fresh(url)
 
-    async def object_meta(self, url: str, hint: list[Unit], revalidate: bool = False) -> MetaLease:
+    async def object_meta(self, url: str, hint: list[Unit], revalidate: bool = False,
+                          asking: Forwarded = Forwarded()) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
-        return await self.learning.lease(url, hint, revalidate)
+        return await self.learning.lease(url, hint, revalidate, asking)
 
     async def stored_meta(self, url: str) -> ObjectMeta | None:
         """Fresh metadata the cache holds, without asking the origin."""
@@ -119,11 +125,30 @@ class Engine:
         self.metas.forget(url)
         self.store.forget_fds(url)
 
+    def variant_of(self, url: str, fields: Fields) -> str | None:
+        """The key of the variant a request with these fields selects, if ``url`` varies;
+        :data:`~proxy.core.variants.ANY` as the key when nothing stored may be used."""
+        names = self.varies.names(url)
+        if names is None:
+            return None
+        if names == ANY:
+            return ANY[0]
+        key = variant_key(url, names, fields)
+        for old in self.varies.use(url, key):
+            self.jobs.spawn(self.invalidate(old, "more variants than max_variants"))
+        return key
+
     async def invalidate(self, url: str, reason: str) -> None:
-        """Drop an object: its fills fail, its slices and metadata leave the store."""
-        self._forget_object(url, reason)
-        self.sync.announce_invalidation(url)
-        await self.metas.evict(url)
+        """Drop an object: its fills fail, its slices and metadata leave the store. A URL
+        (not one variant's key) takes all its variants with it."""
+        keys = [url]
+        if not is_variant(url):
+            keys += {*self.varies.variants(url), *await self.store.variant_keys(url)}
+            self.varies.forget(url)
+        for key in keys:
+            self._forget_object(key, reason)
+            self.sync.announce_invalidation(key)
+            await self.metas.evict(key)
 
     # --- responses -------------------------------------------------------------------
 
@@ -132,8 +157,9 @@ class Engine:
         return await self.planner.plan(meta, spans, fetched)
 
     def stream(self, lease: MetaLease, spans: tuple[Span, ...], plan: SlicePlan,
-               tally: RequestTally | None = None, files: bool = False) -> AsyncGenerator[bytes | FilePiece, None]:
-        return self.reader.stream(lease, spans, plan, tally, files)
+               tally: RequestTally | None = None, files: bool = False,
+               fields: Fields = ()) -> AsyncGenerator[bytes | FilePiece, None]:
+        return self.reader.stream(lease, spans, plan, tally, files, fields)
 
     def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
                   tally: RequestTally) -> list[bytes | FilePiece] | None:

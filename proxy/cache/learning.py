@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, assert_never
+from dataclasses import replace
+from typing import Callable, Mapping, assert_never
 
 from proxy.cache.metadata import MetaCache
+from proxy.cache.varies import VaryIndex
 from proxy.cache.pieces import MetaLease
 from proxy.cache.runs import CLAIM_POLL, Invalidate, RunLauncher, UpstreamRun
 from proxy.cache.flights import SliceFill
@@ -22,6 +24,8 @@ from proxy.core.representation import (
     revalidation,
 )
 from proxy.core.fields import cookies
+from proxy.core.forwarding import Forwarded
+from proxy.core.variants import ANY, target_url, variant_key, vary_names
 from proxy.core.slices import UNKNOWN_LENGTH, Unit, leading_idle
 from proxy.http.errors import RangeNotSatisfiable, UpstreamError, UpstreamMismatch, UpstreamStatus
 from proxy.http.ranges import Span
@@ -36,10 +40,11 @@ Settle = Callable[[MetaLease | BaseException], None]
 class ObjectLearning:
     """Fresh metadata for any URL: from memory, the store, a discovery or a revalidation."""
 
-    def __init__(self, metas: MetaCache, runs: RunLauncher, invalidate: Invalidate) -> None:
+    def __init__(self, metas: MetaCache, runs: RunLauncher, invalidate: Invalidate, varies: VaryIndex) -> None:
         self.metas = metas
         self.runs = runs
         self.invalidate = invalidate
+        self.varies = varies
         self.settings = runs.settings
         self._pending: dict[str, asyncio.Future[MetaLease]] = {}
 
@@ -55,10 +60,13 @@ class ObjectLearning:
         meta = self.metas.hot(url) or await self.metas.load(url)
         return meta if meta is not None and meta.is_fresh(time.time()) else None
 
-    async def lease(self, url: str, hint: list[Unit], revalidate: bool = False) -> MetaLease:
+    async def lease(self, url: str, hint: list[Unit], revalidate: bool = False,
+                    asking: Forwarded = Forwarded()) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation.
         Only the caller that started a discovery gets the interest it holds (``held``).
-        ``revalidate``: the client asked for it (RFC 9111 §5.2.1.4), fresh or not."""
+        ``revalidate``: the client asked for it (RFC 9111 §5.2.1.4), fresh or not.
+        ``asking``: the fields the origin gets; a request with credentials shares its
+        discovery with nobody (RFC 9111 §3.5: its answer may be for it alone)."""
         meta = self.metas.hot(url)
         if meta is None and url not in self._pending:
             stored = await self.metas.load(url)
@@ -70,16 +78,17 @@ class ObjectLearning:
             self.metas.touch(url)
         if meta is not None and meta.is_fresh(time.time()) and not revalidate:
             return MetaLease(meta)
-        fut = self._pending.get(url)
+        fut = None if asking.sharing.authorized else self._pending.get(url)
         initiator = fut is None
         if fut is None:
             fut = asyncio.get_running_loop().create_future()
-            self._pending[url] = fut
+            if not asking.sharing.authorized:
+                self._pending[url] = fut
             settle = self._settler(url, fut)
             if meta is not None:
-                self.runs.jobs.spawn(self._revalidate(meta, hint, settle))
+                self.runs.jobs.spawn(self._revalidate(meta, hint, settle, asking))
             else:
-                self.runs.jobs.spawn(self._discover(url, hint, settle))
+                self.runs.jobs.spawn(self._discover(url, hint, settle, asking))
         lease = await asyncio.shield(fut)
         return lease if initiator else MetaLease(lease.meta)
 
@@ -126,10 +135,12 @@ class ObjectLearning:
                 return [], meta
         return claimed, None
 
-    async def _discover(self, url: str, hint: list[Unit], settle: Settle, attempt: int = 0) -> None:
+    async def _discover(self, url: str, hint: list[Unit], settle: Settle, asking: Forwarded,
+                        attempt: int = 0) -> None:
         """Learn an object from its first ranged GET, and keep filling the units it brings."""
         runs = self.runs
         claimed, known = await self._claim_first(url, hint)
+        claim_key = url
         if known is not None:
             settle(MetaLease(known))
             return
@@ -137,9 +148,10 @@ class ObjectLearning:
         asked = geometry.units_span(claimed, UNKNOWN_LENGTH)
         fills: dict[Unit, SliceFill] = {}
         try:
-            async with runs.origin.get(url, asked) as resp:
+            async with runs.origin.get(url, asked, asking.fields) as resp:
                 now = time.time()
-                answer = first_answer(url, asked, resp.status, resp.headers, now, self.settings.default_ttl)
+                answer = first_answer(url, asked, resp.status, resp.headers, now, self.settings.default_ttl,
+                                      asking.sharing)
                 if isinstance(answer, Empty):
                     await self.metas.remember(answer.meta)
                     settle(MetaLease(answer.meta))
@@ -147,7 +159,7 @@ class ObjectLearning:
                 if isinstance(answer, PastEnd):
                     if attempt == 0:
                         # Asked past the end: learn the object from its first slice instead.
-                        runs.jobs.spawn(self._discover(url, [0], settle, attempt + 1))
+                        runs.jobs.spawn(self._discover(url, [0], settle, asking, attempt + 1))
                         return
                     raise RangeNotSatisfiable(answer.length)
                 if isinstance(answer, Refused):
@@ -156,9 +168,14 @@ class ObjectLearning:
                     raise (UpstreamMismatch if answer.mismatch else UpstreamError)(answer.reason)
                 if not isinstance(answer, Learned):
                     assert_never(answer)
-                meta = answer.meta
+                meta = self._variant(answer.meta, resp.headers, asking)
+                if meta.url != claim_key:  # learnt as a variant: its units are claimed under its own key
+                    runs.sync.release(claim_key, claimed)
+                    claim_key, claimed = meta.url, runs.sync.claim_prefix(meta.url, claimed)
                 personal = cookies(resp.headers.items())
-                self.metas.keep(meta)
+                alone = asking.sharing.authorized or self.varies.names(target_url(url)) == ANY
+                if meta.storable or not alone:  # an answer for one client alone is not kept
+                    self.metas.keep(meta)
                 fl = runs.flights.for_meta(meta)
                 run = leading_idle([u for u in claimed if geometry.unit_span(u, UNKNOWN_LENGTH).start < meta.length],
                                    fl.busy)
@@ -185,16 +202,31 @@ class ObjectLearning:
                 raise
             runs.log_fault(url, exc)
         finally:
-            runs.sync.release(url, [u for u in claimed if u not in fills])  # fills release their own
+            runs.sync.release(claim_key, [u for u in claimed if u not in fills])  # fills release their own
 
-    async def _revalidate(self, meta: ObjectMeta, hint: list[Unit], settle: Settle) -> None:
+    def _variant(self, meta: ObjectMeta, headers: Mapping[str, str], asking: Forwarded) -> ObjectMeta:
+        """RFC 9111 §4.1: an answer that varies is the variant its request's fields select
+        (stored under that key); with ``Vary: *`` it is nobody else's."""
+        url = target_url(meta.url)
+        names = vary_names(headers)
+        self.varies.learn(url, names)
+        if names is None:
+            return meta
+        if names == ANY:
+            return replace(meta, storable=False)
+        key = variant_key(url, names, asking.fields)
+        for old in self.varies.use(url, key):  # beyond max_variants: the least recently used go
+            self.runs.jobs.spawn(self.invalidate(old, "more variants than max_variants"))
+        return replace(meta, url=key)
+
+    async def _revalidate(self, meta: ObjectMeta, hint: list[Unit], settle: Settle, asking: Forwarded) -> None:
         """One conditional request per object (RFC 9111 §4.3), not one per slice."""
         url, runs = meta.url, self.runs
-        hdrs = {}
+        hdrs = list(asking.fields)
         if meta.etag:
-            hdrs["If-None-Match"] = meta.etag
+            hdrs.append(("If-None-Match", meta.etag))
         if meta.last_modified:
-            hdrs["If-Modified-Since"] = meta.last_modified
+            hdrs.append(("If-Modified-Since", meta.last_modified))
         try:
             async with runs.origin.get(url, Span(0, 1) if meta.length else None, hdrs) as resp:
                 outcome = revalidation(meta, resp.status, resp.headers, time.time(), self.settings.default_ttl)
@@ -229,4 +261,4 @@ class ObjectLearning:
             settle(exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
             raise
         # Changed: learn the new version now (the waiters get it, whole).
-        await self._discover(url, hint, settle)
+        await self._discover(url, hint, settle, asking)

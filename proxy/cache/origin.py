@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterable
 
 import aiohttp
 
 from proxy.cache.upstream import Upstream
 from proxy.core.counters import Counters
+from proxy.core.variants import target_url
 from proxy.http.errors import UpstreamMismatch, UpstreamStatus, UpstreamTimeout, VersionChanged
 from proxy.http.ranges import Span
 
@@ -25,11 +26,12 @@ class Origin:
 
     @asynccontextmanager
     async def get(self, url: str, span: Span | None,
-                  headers: dict[str, str] | None = None) -> AsyncIterator[aiohttp.ClientResponse]:
+                  headers: Iterable[tuple[str, str]] = ()) -> AsyncIterator[aiohttp.ClientResponse]:
         status, outcome = "none", "ok"
         t0 = time.monotonic()
         try:
-            async with self.upstream.get(url, span, headers) as resp:
+            # ``url`` is a cache key: a variant's key stands for its URL (proxy.core.variants).
+            async with self.upstream.get(target_url(url), span, headers) as resp:
                 status = str(resp.status)
                 yield resp
         except UpstreamTimeout:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from proxy.cache.flights import FlightRegistry
-from proxy.cache.runs import RunLauncher
+from proxy.cache.runs import RunLauncher, RunWants
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import cuts
 from proxy.http.ranges import Span
@@ -72,7 +72,7 @@ class ReadAhead:
         for j in sorted(todo):
             if not fl.dead and self.runs.fetchable(meta, fl, j, cached):
                 self.runs.origin.counters.prefetches += 1
-                self.runs.start_run(meta, fl, j, todo, cached, hold=True)
+                self.runs.start_run(meta, fl, j, RunWants(todo, cached), hold=True)  # no client's fields
 
     def note_hits(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> None:
         """A response sent whole from held files still counts as reading: keep the

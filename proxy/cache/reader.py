@@ -15,7 +15,8 @@ from typing import AsyncGenerator, AsyncIterator
 from proxy.cache.flights import FillAbandoned, ObjectFlights, SliceFill
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, part_size
 from proxy.cache.readahead import ReadAhead
-from proxy.cache.runs import RunLauncher
+from proxy.cache.runs import RunLauncher, RunWants
+from proxy.core.fields import Fields
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import SliceCut, SlicePlan, Unit, block_range, cuts, prefers_blocks, unit_slice
 from proxy.http.errors import VersionChanged
@@ -35,14 +36,17 @@ class ResponseReader:
         self.active = 0  # responses reading slices right now (from the store or from fills)
 
     async def stream(self, lease: MetaLease, spans: tuple[Span, ...], plan: SlicePlan,
-                     tally: RequestTally | None = None, files: bool = False) -> AsyncGenerator[bytes | FilePiece, None]:
+                     tally: RequestTally | None = None, files: bool = False,
+                     fields: Fields = ()) -> AsyncGenerator[bytes | FilePiece, None]:
         """Yield the bytes of ``spans`` in order, from the store, fills in flight, or new runs.
 
         With ``files``, a stored slice comes as a :class:`FilePiece` (the caller sends it
         with sendfile and closes its fd), and a reader of a fill switches to the file
         once the fill is stored: nothing pins a megabyte per response in memory.
+        ``fields`` go with the fetches this response starts (the client's, for the origin).
         """
-        read = ResponseRead(self, lease, plan, tally if tally is not None else RequestTally(), files)
+        read = ResponseRead(self, lease, RunWants(frozenset(plan.needed), plan.cached, fields),
+                            tally if tally is not None else RequestTally(), files)
         read.mine.update(lease.held or ())
         self.active += 1
         try:
@@ -56,7 +60,7 @@ class ResponseReader:
 class ResponseRead:
     """One response's read: the units it wants, those whose fetch it started, what it cost."""
 
-    def __init__(self, reader: ResponseReader, lease: MetaLease, plan: SlicePlan, tally: RequestTally,
+    def __init__(self, reader: ResponseReader, lease: MetaLease, wants: RunWants, tally: RequestTally,
                  files: bool) -> None:
         meta = lease.meta
         self.runs = reader.runs
@@ -64,20 +68,19 @@ class ResponseRead:
         self.files = self.runs.files
         self.counters = self.runs.origin.counters
         self.meta = meta
-        self.plan = plan
+        self.wants = wants
         self.tally = tally
         self.sendfile = files
         self.fl: ObjectFlights = lease.flights or self.runs.flights.for_meta(meta)
-        self.fl.want(plan.needed)
+        self.fl.want(wants.wanted)
         self.later: Counter[int] = Counter()  # cuts still to read, per slice (a private read's pace)
-        self.wanted = frozenset(plan.needed)
         self.mine: set[Unit] = set()  # units whose fetch this response started (misses)
 
     def close(self) -> None:
         if self.fl.private:  # nothing else reads these fills: let their run go on, or stop
             for i in {unit_slice(u) for u in self.fl.fills}:
                 self.fl.spend(i)
-        self.fl.release(self.plan.needed)
+        self.fl.release(self.wants.wanted)
         self.runs.flights.forget_idle(self.meta.url, self.fl)
 
     async def bytes_of(self, spans: tuple[Span, ...]) -> AsyncIterator[bytes | FilePiece]:
@@ -115,10 +118,10 @@ class ResponseRead:
             return
         nxt = i + 1
         # A small read (blocks) pipelines nothing: the rest of it is small too, or it would not be.
-        if not small and nxt in self.wanted and self.runs.fetchable(self.meta, self.fl, nxt, self.plan.cached):
-            self.mine.update(self.runs.start_run(self.meta, self.fl, nxt, self.wanted, self.plan.cached)[1])
+        if not small and nxt in self.wants.wanted and self.runs.fetchable(self.meta, self.fl, nxt, self.wants.cached):
+            self.mine.update(self.runs.start_run(self.meta, self.fl, nxt, self.wants)[1])
         if self.ahead.sequential(run):
-            self.ahead.after(self.meta, i, self.wanted)
+            self.ahead.after(self.meta, i, self.wants.wanted)
 
     def _lookup(self, result: str) -> str:
         """Count one unit lookup: hit (the store), miss (our fetch) or collapsed (another's)."""
@@ -156,7 +159,7 @@ class ResponseRead:
                 yield chunk
             return
         if fill is None:
-            fill, run = self.runs.start_run(meta, fl, i, self.wanted, self.plan.cached)
+            fill, run = self.runs.start_run(meta, fl, i, self.wants)
             self.mine.update(run)
         async for part in self._fill_bytes(fill, i, lo, hi, self.sendfile):
             yield part
@@ -209,7 +212,7 @@ class ResponseRead:
                     continue
                 fill = fl.fills.get(u)
             if fill is None:
-                fill, run = self.runs.start_block_run(meta, fl, i, blocks[blocks.index(k):])
+                fill, run = self.runs.start_block_run(meta, fl, i, blocks[blocks.index(k):], self.wants.fields)
                 self.mine.update(run)
             async for chunk in self._fill_bytes(fill, u, a, b, False):
                 yield chunk

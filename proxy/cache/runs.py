@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Coroutine
 
 import aiohttp
 
@@ -20,19 +21,29 @@ from proxy.cache.flights import FillAbandoned, FlightRegistry, ObjectFlights, Sl
 from proxy.cache.origin import Origin
 from proxy.cache.sync import WorkerSync
 from proxy.cache.tasks import Jobs
+from proxy.core.fields import Fields
 from proxy.core.representation import ObjectMeta, check_piece
 from proxy.core.settings import Settings
 from proxy.core.slices import Unit, cut_run, unit_slice
 from proxy.http.errors import ProxyError, UpstreamError, UpstreamMismatch, UpstreamTimeout, VersionChanged
 
-__all__ = ["RunLauncher", "UpstreamRun", "Invalidate", "STORE_BEHIND", "CLAIM_POLL"]
+__all__ = ["RunLauncher", "RunWants", "UpstreamRun", "Invalidate", "STORE_BEHIND", "CLAIM_POLL"]
 
 log = logging.getLogger("rangeproxy.engine")
 STORE_BEHIND = 4  # verified slices of one run that may wait for the disk at once
 FILL_PIECE = 60 * 1024  # largest object in a fill: what one slow reader can pin (see UpstreamRun.pump)
 CLAIM_POLL = 0.002  # seconds between looks at a unit another worker is fetching
 
-Invalidate = Callable[[str, str], Awaitable[None]]  # (url, reason): drop the object everywhere
+Invalidate = Callable[[str, str], Coroutine[Any, Any, None]]  # (url, reason): drop the object everywhere
+
+
+@dataclass(frozen=True, slots=True)
+class RunWants:
+    """What runs started for one response may take, and the fields their requests carry."""
+
+    wanted: frozenset[int]  # the slices the response needs
+    cached: frozenset[int] = frozenset()  # those the store held when it was planned
+    fields: Fields = ()  # the client's fields for the origin (proxy.core.forwarding)
 
 
 class RunLauncher:
@@ -57,27 +68,28 @@ class RunLauncher:
             return u not in cached
         return u not in fl.fills and not self.files.holds(meta, u)
 
-    def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wanted: frozenset[int],
-                  cached: frozenset[int], hold: bool = False) -> tuple[SliceFill, list[Unit]]:
+    def start_run(self, meta: ObjectMeta, fl: ObjectFlights, first: int, wants: RunWants,
+                  hold: bool = False) -> tuple[SliceFill, list[Unit]]:
         """Start fetching slice ``first`` and the contiguous wanted, uncached, idle slices after it."""
         count = self.files.geometry.slice_count(meta.length)
         # An object not stored (no strong validator, or not storable) is read in one upstream
         # answer for the rest of the response: pieces of two fetches are never combined.
         limit = min(first + self.settings.max_run_slices, count) if meta.storable else count
-        run = cut_run(first, limit, wanted, lambda j: self.fetchable(meta, fl, j, cached))
-        return self._launch(meta, fl, run, hold), run
+        run = cut_run(first, limit, wants.wanted, lambda j: self.fetchable(meta, fl, j, wants.cached))
+        return self._launch(meta, fl, run, hold, wants.fields), run
 
-    def start_block_run(self, meta: ObjectMeta, fl: ObjectFlights, i: int,
-                        blocks: range) -> tuple[SliceFill, list[Unit]]:
+    def start_block_run(self, meta: ObjectMeta, fl: ObjectFlights, i: int, blocks: range,
+                        fields: Fields = ()) -> tuple[SliceFill, list[Unit]]:
         """Start fetching block ``blocks.start`` of slice ``i`` and the idle missing blocks after it."""
         run: list[Unit] = [(i, blocks.start)]
         for k in blocks[1:]:
             if not self.fetchable(meta, fl, (i, k), frozenset()):
                 break
             run.append((i, k))
-        return self._launch(meta, fl, run, False), run
+        return self._launch(meta, fl, run, False, fields), run
 
-    def _launch(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], hold: bool) -> SliceFill:
+    def _launch(self, meta: ObjectMeta, fl: ObjectFlights, run: list[Unit], hold: bool,
+                fields: Fields) -> SliceFill:
         # A private read (an object not stored) is nobody else's business: no claims.
         claimed = self.sync.claim_prefix(meta.url, run) if not fl.private else run
         if not claimed:
@@ -85,18 +97,18 @@ class RunLauncher:
             fill = self.flights.register(fl, meta, run[:1])[run[0]]
             if hold:
                 fl.want(run[:1])
-            self.jobs.spawn(self._await_other_worker(meta, fl, run[0], fill, hold))
+            self.jobs.spawn(self._await_other_worker(meta, fl, run[0], fill, hold, fields))
             return fill
         run = claimed
         log.debug("run %s units %s..%s", meta.url, run[0], run[-1])
         fills = self.flights.register(fl, meta, run)
         if hold:  # a prefetch: nobody reads it yet, so the run holds its own interest
             fl.want(run)
-        self.jobs.spawn(UpstreamRun(self, meta, fl, fills).fetch(hold))
+        self.jobs.spawn(UpstreamRun(self, meta, fl, fills, fields).fetch(hold))
         return fills[run[0]]
 
     async def _await_other_worker(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, fill: SliceFill,
-                                  hold: bool) -> None:
+                                  hold: bool, fields: Fields) -> None:
         """Fill ``u`` from the store once the worker that claimed it is done (or fetch it)."""
         deadline = time.monotonic() + self.settings.upstream_read_timeout * 4 + 30
         try:
@@ -106,7 +118,7 @@ class RunLauncher:
                 if meta.storable and await self.fill_from_store(meta, fl, u, fill):
                     return
                 if self.sync.try_claim(meta.url, u):  # it failed or gave up over there: fetch it here
-                    await UpstreamRun(self, meta, fl, {u: fill}).fetch(False)
+                    await UpstreamRun(self, meta, fl, {u: fill}, fields).fetch(False)
                     return
             raise UpstreamTimeout(f"{meta.url}: waited too long for another worker's fetch of {u}")
         except Exception as exc:
@@ -147,8 +159,9 @@ class UpstreamRun:
     """One upstream request for contiguous units of one object version, and its fills."""
 
     def __init__(self, launcher: RunLauncher, meta: ObjectMeta, fl: ObjectFlights,
-                 fills: dict[Unit, SliceFill]) -> None:
+                 fills: dict[Unit, SliceFill], fields: Fields = ()) -> None:
         self.launcher = launcher
+        self.fields = fields  # the client's, for the origin (none for read-ahead)
         self.meta = meta
         self.fl = fl
         self.fills = fills
@@ -169,7 +182,7 @@ class UpstreamRun:
             # holds no upstream response with bytes piling up in its buffers.
             await la.flights.room_for(self.fills[self.units[0]])
             asked = la.files.geometry.units_span(self.units, meta.length)
-            async with la.origin.get(meta.url, asked) as resp:
+            async with la.origin.get(meta.url, asked, self.fields) as resp:
                 if resp.status not in (200, 206):
                     err = await la.origin.error_status(resp)
                     if resp.status in (404, 410):

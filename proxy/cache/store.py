@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import diskcache
 
 from proxy.core.representation import ObjectMeta
+from proxy.core.variants import SEPARATOR
 from proxy.core.slices import Unit
 
 __all__ = ["SliceStore", "FORMAT"]
@@ -407,6 +408,15 @@ class SliceStore:
         for key in [k for k in self._fds if k[0] == url]:
             self._forget_fd(key)
         self._touched = {k for k in self._touched if k[0] != url}
+
+    def _variant_keys(self, url: str) -> list[str]:
+        """The keys of the stored variants of ``url`` (proxy.core.variants): one index range."""
+        lo = _meta_key(url + SEPARATOR)
+        rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ?", (lo, lo + "\U0010ffff")).fetchall()
+        return [key[len(_META):] for (key,) in rows if isinstance(key, str)]
+
+    async def variant_keys(self, url: str) -> list[str]:
+        return await self._run(self._variant_keys, url)
 
     async def evict_object(self, url: str) -> int:
         """Drop every slice and the metadata of one object (all versions)."""

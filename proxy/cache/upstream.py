@@ -1,17 +1,18 @@
 """The origin side: one ClientSession with a bounded pool; faults become typed errors.
 
-Slice fetches are shared by every client that collapses onto them, so they carry
-no client headers: only ``Range``, ``Accept-Encoding: identity`` (byte offsets must
-mean the stored bytes) and the conditional headers of a revalidation.
+A fetch carries the fields its caller gives (a client's, see :mod:`proxy.core.forwarding`),
+then ``Accept-Encoding: identity`` unless they name one (byte offsets must mean the
+stored bytes), a User-Agent unless they have one, and its ``Range``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Mapping
+from typing import AsyncIterator, Iterable
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.core.fields import stored_fields
@@ -51,14 +52,14 @@ class Upstream:
         return self.base_url + path_qs
 
     @asynccontextmanager
-    async def get(self, url: str, span: Span | None, headers: Mapping[str, str] | None = None,
+    async def get(self, url: str, span: Span | None, headers: Iterable[tuple[str, str]] = (),
                   method: str = "GET", data: object = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A ranged request; connection faults map to 502, timeouts to 504."""
-        hdrs = {"Accept-Encoding": "identity", "User-Agent": USER_AGENT}
+        hdrs: CIMultiDict[str] = CIMultiDict(headers)
+        hdrs.setdefault("Accept-Encoding", "identity")
+        hdrs.setdefault("User-Agent", USER_AGENT)
         if span is not None:
             hdrs["Range"] = f"bytes={span.start}-{span.end - 1}"
-        if headers:
-            hdrs.update(headers)
         try:
             # encoded=True: the target goes out byte for byte (RFC 3986 §2.2: "%2F" is not "/",
             # and a signed URL's signature covers the bytes as the client sent them).

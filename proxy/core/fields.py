@@ -103,5 +103,7 @@ def replay(stored: Fields, *, drop: Sequence[str] = ()) -> list[tuple[str, str]]
 
 
 def not_modified_fields(stored: Fields) -> list[tuple[str, str]]:
-    """The stored fields a 304 answer carries (RFC 9110 §15.4.5)."""
-    return [(n, v) for n, v in stored if n.lower() in _NOT_MODIFIED]
+    """The stored fields a 304 (or 412) answer carries: those RFC 9110 §15.4.5 lists, and the
+    CORS ones, without which a browser hides the status from a script on another origin."""
+    return [(n, v) for n, v in stored
+            if (low := n.lower()) in _NOT_MODIFIED or low.startswith("access-control-") or low == "timing-allow-origin"]

@@ -17,7 +17,7 @@ from proxy.core.fields import Fields, freshen, stored_fields
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
 
-__all__ = ["ObjectMeta", "Freshness", "Mismatch", "directives", "field_value", "freshness", "meta_from_response", "strong_validator", "same_version", "check_piece",
+__all__ = ["ObjectMeta", "Freshness", "Mismatch", "directives", "field_value", "freshness", "meta_from_response", "Sharing", "shareable", "strong_validator", "same_version", "check_piece",
            "Learned", "Empty", "PastEnd", "Refused", "Unusable", "FirstAnswer", "first_answer",
            "Refreshed", "Changed", "Gone", "Stale", "Revalidation", "revalidation"]
 
@@ -28,6 +28,14 @@ class Freshness:
 
     storable: bool
     ttl: float  # seconds the stored object is fresh; 0 means "revalidate every time"
+
+
+@dataclass(frozen=True, slots=True)
+class Sharing:
+    """Who asked, and what the operator allows: whether an answer may serve other clients."""
+
+    authorized: bool = False  # the request carried Authorization (RFC 9111 §3.5)
+    keep_cookies: bool = False  # the setting store_set_cookie
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +162,7 @@ def strong_validator(headers: Mapping[str, str]) -> bool:
 
 
 def meta_from_response(
-    url: str, status: int, headers: Mapping[str, str], now: float, default_ttl: float
+    url: str, status: int, headers: Mapping[str, str], now: float, default_ttl: float, sharing: Sharing = Sharing()
 ) -> ObjectMeta | None:
     """Learn an object's reference from a 206 (Content-Range total) or a 200 (Content-Length)."""
     if status == 206:
@@ -179,11 +187,24 @@ def meta_from_response(
         stored_at=now,
         ttl=fresh.ttl,
         # Without a strong validator nothing is stored: slices of two fetches could be two
-        # versions, and nothing would tell them apart.
-        # RFC 9111 §7.4 / RFC 6265: a response setting a cookie is one client's: not stored.
-        storable=fresh.storable and strong_validator(headers) and headers.get("Set-Cookie") is None,
+        # versions, and nothing would tell them apart. (Who may share it: :func:`shareable`.)
+        storable=fresh.storable and strong_validator(headers) and shareable(headers, sharing),
         headers=stored_fields(headers.items()),
     )
+
+
+def shareable(headers: Mapping[str, str], sharing: Sharing = Sharing()) -> bool:
+    """May an answer that a cache could store serve other clients than the one it answered?
+
+    RFC 9111 §3.5: not an answer to a request with Authorization, unless it says
+    must-revalidate, public or s-maxage. RFC 9111 §7.4 / RFC 6265: not one that sets a
+    cookie, unless the operator says so (``keep_cookies``; its Set-Cookie is never stored).
+    """
+    if sharing.authorized:
+        cc = directives(field_value(headers, "Cache-Control"))
+        if not ("must-revalidate" in cc or "public" in cc or "s-maxage" in cc):
+            return False
+    return sharing.keep_cookies or headers.get("Set-Cookie") is None
 
 
 def same_version(meta: ObjectMeta, headers: Mapping[str, str], length: int | None) -> Mismatch | None:
@@ -270,7 +291,7 @@ FirstAnswer = Learned | Empty | PastEnd | Refused | Unusable
 
 
 def first_answer(url: str, asked: Span, status: int, headers: Mapping[str, str], now: float,
-                 default_ttl: float) -> FirstAnswer:
+                 default_ttl: float, sharing: Sharing = Sharing()) -> FirstAnswer:
     """What the origin's answer to the first ``Range: asked`` for ``url`` tells us.
 
     ``asked`` is not clipped (the length is not known yet); a 206 must cover it up to
@@ -288,7 +309,7 @@ def first_answer(url: str, asked: Span, status: int, headers: Mapping[str, str],
         return PastEnd(cr.length)
     if status not in (200, 206):
         return Refused(status)
-    meta = meta_from_response(url, status, headers, now, default_ttl)
+    meta = meta_from_response(url, status, headers, now, default_ttl, sharing)
     if meta is None:
         return Unusable(f"{url}: origin answer {status} has no usable length")
     if status == 206:

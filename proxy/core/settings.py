@@ -211,7 +211,7 @@ def _got(value: object) -> str:
 # --- the settings ---------------------------------------------------------------
 #
 # Each field's metadata says how to parse and check it:
-#   kind: url | str | path | route | prefix | token | level | int | size | duration | bool
+#   kind: url | str | path | route | prefix | token | level | fieldnames | int | size | duration | bool
 #   lo, hi: inclusive bounds (int/size/duration); lo_open: lo itself is excluded
 #   help: one line for --help and the docs
 
@@ -268,6 +268,18 @@ class Settings:
     metrics_path: str = _f("/metrics", "route", "Prometheus metrics")
     health_path: str = _f("/healthz", "route", "health check")
     purge_prefix: str = _f("/_cache/", "prefix", "DELETE <purge_prefix><path> purges <path>")
+    drop_request_fields: str = _f("", "fieldnames",
+                                  "client request fields never sent to the origin (comma-separated; hop-by-hop "
+                                  "fields and those the cache controls are never sent with its fetches)")
+    max_variants: int = _f(8, "int", "variants of one URL stored at once (Vary), least recently used dropped",
+                           1, 1000)
+    store_set_cookie: bool = _f(False, "bool",
+                                "store responses that set a cookie (never their Set-Cookie, which goes "
+                                "only to the client that caused it)")
+
+    def dropped_request_fields(self) -> tuple[str, ...]:
+        """``drop_request_fields`` as lower-case names."""
+        return tuple(n for n in self.drop_request_fields.split(",") if n)
 
     def describe(self) -> dict[str, Any]:
         """All values, for logging; a set ``admin_token`` is shown as ``"***"``."""
@@ -308,6 +320,8 @@ def _allowed(name: str) -> str:
         return "one of " + ", ".join(LOG_FORMATS)
     if kind == "bool":
         return "true or false (or 1/0, yes/no)"
+    if kind == "fieldnames":
+        return 'header field names separated by commas, e.g. "Cookie, X-Debug" (empty: none)'
     if kind == "int":
         return f"an integer between {lo} and {hi}"
     if kind == "size":
@@ -325,6 +339,7 @@ def _bad(name: str, value: object, source: str | None) -> ConfigError:
 
 
 _VISIBLE = re.compile(r"[\x21-\x7e]+", re.ASCII)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # a field name (RFC 9110 §5.1)
 _ROUTE = re.compile(r"/[\x21-\x7e]*", re.ASCII)
 
 
@@ -337,7 +352,9 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
     meta = _FIELDS[name].metadata
     kind = meta["kind"]
     bad = _bad(name, value, source)
-    if kind in ("url", "str", "path", "route", "prefix", "token", "level", "logformat"):
+    if kind in ("url", "str", "path", "route", "prefix", "token", "level", "logformat", "fieldnames"):
+        if kind == "fieldnames" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+            value = ",".join(value)  # a TOML array of names
         if not isinstance(value, str):
             raise bad
         return _check_text(kind, value, bad)
@@ -401,6 +418,13 @@ def _check_text(kind: str, value: str, bad: ConfigError) -> str:
         if level not in LOG_LEVELS:
             raise bad
         return level
+    if kind == "fieldnames":
+        names = [n.strip().lower() for n in value.split(",")]
+        if names == [""]:
+            return ""
+        if not all(_TOKEN.fullmatch(n) for n in names):
+            raise bad
+        return ",".join(names)
     if kind == "logformat":
         fmt = value.strip().lower()
         if fmt not in LOG_FORMATS:

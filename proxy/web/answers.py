@@ -11,9 +11,9 @@ from proxy.http.errors import ProxyError, UpstreamStatus
 from proxy.http.ranges import format_unsatisfied
 from proxy.web.sending import cut
 
+from proxy.core.forwarding import VIA
 __all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators", "not_cached"]
 
-VIA = "1.1 rangeproxy"
 
 
 def error(exc: ProxyError) -> web.Response:

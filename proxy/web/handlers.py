@@ -18,9 +18,11 @@ from multidict import CIMultiDict
 from proxy.cache.engine import Engine
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, part_size
 from proxy.core.conditions import preconditions, request_directives
-from proxy.core.fields import cache_status, not_modified_fields, replay, via
-from proxy.core.representation import ObjectMeta
+from proxy.core.fields import Fields, cache_status, not_modified_fields, replay, via
+from proxy.core.forwarding import Forwarded, authorized, origin_fields
+from proxy.core.representation import ObjectMeta, Sharing
 from proxy.core.slices import Unit, first_units
+from proxy.core.variants import ANY
 from proxy.http.errors import ProxyError, RangeNotSatisfiable, UpstreamStatus, VersionChanged
 from proxy.http.ranges import (
     Conflict,
@@ -37,7 +39,7 @@ from proxy.http.ranges import (
 )
 from proxy.http.target import split_target
 from proxy.web import answers
-from proxy.web.passthrough import passthrough
+from proxy.web.passthrough import asker, passthrough
 from proxy.web.sending import Reply, ResponseInfo, send_files, send_stream
 from proxy.web.sendfile import socket_of
 
@@ -96,6 +98,19 @@ class ProxyHandler:
         self.observer = observer
         self.settings = engine.settings
 
+    def forwarded(self, request: web.Request) -> Forwarded:
+        """What this request lends the fetches it starts (built on a miss only)."""
+        fields = origin_fields(request.headers.items(), asker(request), self.settings.dropped_request_fields())
+        return Forwarded(fields, Sharing(authorized(request.headers), self.settings.store_set_cookie))
+
+    def key(self, request: web.Request, url: str) -> str | None:
+        """The cache key of the stored response this GET or HEAD may use: the URL, or for one
+        that varies (RFC 9111 §4.1) its variant's key; None when no stored one can do (Vary: *)."""
+        if self.engine.varies.names(url) is None:  # the hot path: a dict lookup
+            return url
+        key = self.engine.variant_of(url, self.forwarded(request).fields)
+        return None if key == ANY[0] else key
+
     def hint(self, header: str | None) -> list[Unit]:
         """What to fetch first for an object we know nothing about yet."""
         return first_units(header, self.engine.geometry, self.settings.max_run_slices)
@@ -125,20 +140,21 @@ class ProxyHandler:
         target, range_q = split_target(request.raw_path)
         url = self.engine.upstream.url_for(target)
         info.url = url
-        if request.method not in ("GET", "HEAD"):
+        key = self.key(request, url) if request.method in ("GET", "HEAD") else None
+        if key is None:  # another method, or an object that varies on everything (Vary: *)
             info.cache_status = "PASS"
             return await passthrough(self.engine, request, url)
         header = select_range_header(request.headers.get("Range"), range_q)
         directives = request_directives(request.headers)
         if directives.only_if_cached:
             # RFC 9111 §5.2.1.7: answer from the cache or not at all.
-            stored = self.engine.fresh_meta(url) or await self.engine.stored_meta(url)
+            stored = self.engine.fresh_meta(key) or await self.engine.stored_meta(key)
             if stored is None:
                 return answers.not_cached()
             info.object_length = stored.length
             return await self.respond(request, MetaLease(stored), header, info, only_if_cached=True)
         try:
-            fresh = None if directives.revalidate else self.engine.fresh_meta(url)  # the hot path: no await
+            fresh = None if directives.revalidate else self.engine.fresh_meta(key)  # the hot path: no await
             if fresh is not None:
                 lease = MetaLease(fresh)
             else:
@@ -146,7 +162,17 @@ class ProxyHandler:
                 if request.method == "HEAD":
                     hint = hint[:1]
                 t0, wall = time.monotonic(), time.time()
-                lease = await self.engine.object_meta(url, hint, directives.revalidate)
+                asking = self.forwarded(request)
+                lease = await self.engine.object_meta(key, hint, directives.revalidate, asking)
+                if lease.meta.url != key and lease.held is None:
+                    # It turned out to vary (RFC 9111 §4.1), learnt for another request: ours may be
+                    # another variant, or (Vary: *) none that can be stored.
+                    key = self.key(request, url)
+                    if key is None:
+                        info.cache_status = "PASS"
+                        return await passthrough(self.engine, request, url)
+                    if key != lease.meta.url:
+                        lease = await self.engine.object_meta(key, hint, directives.revalidate, asking)
                 if lease.meta.stored_at >= wall:  # learnt or revalidated just now: it asked the origin
                     info.tally.upstream_seconds += time.monotonic() - t0
         except UpstreamStatus as exc:
@@ -222,9 +248,10 @@ class ProxyHandler:
             out[name] = base[name]
         return out
 
-    async def _body(self, reply: Reply, tally: RequestTally, files: bool) -> AsyncGenerator[bytes | FilePiece, None]:
+    async def _body(self, reply: Reply, tally: RequestTally, files: bool,
+                    fields: Fields) -> AsyncGenerator[bytes | FilePiece, None]:
         """The body in order: framing bytes, and the object's bytes from the engine."""
-        stream = self.engine.stream(reply.lease, reply.spans, reply.plan, tally, files)
+        stream = self.engine.stream(reply.lease, reply.spans, reply.plan, tally, files, fields)
         try:
             for piece in reply.pieces:
                 if isinstance(piece, bytes):
@@ -260,7 +287,7 @@ class ProxyHandler:
             return answers.error(exc)
 
     async def _send(self, request: web.Request, reply: Reply, info: ResponseInfo) -> web.StreamResponse:
-        body = self._body(reply, info.tally, socket_of(request.transport) is not None)
+        body = self._body(reply, info.tally, socket_of(request.transport) is not None, self.forwarded(request).fields)
         try:
             first: bytes | FilePiece = b""
             if reply.length:

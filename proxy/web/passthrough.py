@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Iterable
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from proxy.cache.engine import Engine
 from proxy.core import fields
+from proxy.core.forwarding import Asker, origin_fields
 from proxy.http.errors import UpstreamError
 from proxy.web import answers
 from proxy.web.answers import VIA
@@ -22,30 +24,25 @@ HOP_BY_HOP = fields.HOP_BY_HOP | {"host", "content-length"}
 UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
 
 
-def forwarded(request: web.Request) -> CIMultiDict[str]:
-    """The client's end-to-end fields for the origin, plus who asked (the X-Forwarded-* fields
-    proxies send) and this hop appended to Via (RFC 9110 §7.6.3)."""
-    headers: CIMultiDict[str] = CIMultiDict((k, v) for k, v in request.headers.items()
-                                            if k.lower() not in HOP_BY_HOP)
-    client = request.remote or "unknown"
-    prior = ", ".join(headers.popall("X-Forwarded-For", []))
-    headers["X-Forwarded-For"] = f"{prior}, {client}" if prior else client
-    headers.setdefault("X-Forwarded-Proto", request.scheme)
-    headers.setdefault("X-Forwarded-Host", request.host)
-    via_in = headers.popall("Via", [])
-    headers["Via"] = ", ".join([*via_in, VIA])
-    return headers
+def asker(request: web.Request) -> Asker:
+    return Asker(request.remote or "unknown", request.scheme, request.host)
+
+
+def forwarded(request: web.Request, drop: Iterable[str] = ()) -> CIMultiDict[str]:
+    """The client's end-to-end fields for the origin, as they are (nothing is cached),
+    plus who asked and this hop in Via (:func:`proxy.core.forwarding.origin_fields`)."""
+    return CIMultiDict(origin_fields(request.headers.items(), asker(request), drop, cache_controlled=False))
 
 
 async def passthrough(engine: Engine, request: web.Request, url: str) -> web.StreamResponse:
-    headers = forwarded(request)
+    headers = forwarded(request, engine.settings.dropped_request_fields())
     data = None
     if request.body_exists:
         if request.content_length is not None:
             headers["Content-Length"] = str(request.content_length)
         data = request.content.iter_chunked(64 * 1024)
     try:
-        async with engine.upstream.get(url, None, headers, method=request.method, data=data) as up:
+        async with engine.upstream.get(url, None, headers.items(), method=request.method, data=data) as up:
             # Fetched with the client's own headers: pass the origin's answer back as is.
             out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in up.headers.items()
                                                 if k.lower() not in HOP_BY_HOP)

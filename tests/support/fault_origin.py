@@ -122,6 +122,8 @@ class Faults:
     chunk_delay: float = 0.0  # seconds between body chunks
     chunk_size: int = 64 * 1024
     change_etag_every_request: bool = False  # same bytes, a new ETag on each answer
+    authorization: str | None = None  # GET/HEAD without exactly this Authorization: 401 + WWW-Authenticate
+    vary: str | None = None  # answers vary on this request field: "Vary: <it>", its value in X-Variant
     # If set, the "breaking" faults (ignore_range, fail_status, reset_after,
     # short_body, shift_content_range) apply to this many more GETs only and
     # are then cleared; delays and change_etag_every_request stay.
@@ -458,6 +460,10 @@ class FaultOrigin:
             if obj is None:
                 rec.status = 404
                 return web.Response(status=404, text="not found\n")
+            if faults.authorization is not None and request.headers.get("Authorization") != faults.authorization:
+                rec.status = 401
+                return web.Response(status=401, text="who are you?\n",
+                                    headers={"WWW-Authenticate": 'Bearer realm="media"'})
             return await self._get(request, rec, obj, faults)
         if faults.fail_status is not None and obj is not None:
             await self._read_body(request, rec)
@@ -536,6 +542,10 @@ class FaultOrigin:
             else:
                 etag = obj.etag
             headers = self._headers_for(obj, etag)
+            if faults.vary is not None:
+                headers["Vary"] = faults.vary
+                if faults.vary != "*":
+                    headers["X-Variant"] = request.headers.get(faults.vary, "-")
             last_modified = obj.last_modified
         size = len(data)
         rec.size = size

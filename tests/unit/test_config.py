@@ -73,6 +73,9 @@ DEFAULTS = {
     "metrics_path": "/metrics",
     "health_path": "/healthz",
     "purge_prefix": "/_cache/",
+    "drop_request_fields": "",
+    "max_variants": 8,
+    "store_set_cookie": False,
 }
 
 
@@ -202,6 +205,8 @@ TEXT_VALUES = [
     ("admin_token", "", ""),
     ("health_path", "/-/health", "/-/health"),
     ("purge_prefix", "/admin/purge/", "/admin/purge/"),
+    ("drop_request_fields", "Cookie, X-Debug", "cookie,x-debug"),
+    ("drop_request_fields", "", ""),
 ]
 
 
@@ -272,6 +277,8 @@ BAD_TEXT = [
     ("metrics_path", "/metrics?x=1", 'starting with "/"'),
     ("health_path", "/health z", 'starting with "/"'),
     ("purge_prefix", "/_cache", 'ending with "/"'),
+    ("drop_request_fields", "Cookie; X-Debug", "header field names separated by commas"),
+    ("drop_request_fields", "Cookie,,X", "header field names separated by commas"),
     ("upstream", "ftp://origin", "http:// or https://"),
     ("upstream", "127.0.0.1:8081", "http:// or https://"),
     ("upstream", "http://", "with a host"),

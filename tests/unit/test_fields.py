@@ -101,3 +101,11 @@ def test_a_304_carries_only_the_fields_rfc9110_lists() -> None:
 def test_cookies_are_the_set_cookie_fields_only() -> None:
     assert cookies(ORIGIN) == (("Set-Cookie", "session=abc"),)
     assert cookies([("ETag", '"e"')]) == ()
+
+
+def test_a_304_keeps_the_cors_fields_a_browser_checks() -> None:
+    stored = (("Access-Control-Allow-Origin", "*"), ("Access-Control-Expose-Headers", "Content-Range"),
+              ("Timing-Allow-Origin", "*"), ("Content-Disposition", "inline"), ("ETag", '"e"'))
+    assert [n for n, _ in not_modified_fields(stored)] == ["Access-Control-Allow-Origin",
+                                                           "Access-Control-Expose-Headers", "Timing-Allow-Origin",
+                                                           "ETag"]
