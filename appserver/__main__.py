@@ -1,6 +1,7 @@
 """The demo origin's command line (``python -m appserver``, the ``rangeproxy-origin`` script).
 
-``python -m appserver [--config F] [--media-dir D] [--host H] [--port P] [--server aiohttp|granian]``
+``python -m appserver [--config F] [--media-dir D] [--host H] [--port P] [--server aiohttp|granian]
+[--cors-origin ORIGIN]``
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if settings.server == "granian":
         from . import runner_granian
 
-        return runner_granian.run(settings.media_dir, settings.host, settings.port)
+        return runner_granian.run(settings.media_dir, settings.host, settings.port,
+                                  cors_origin=settings.cors_origin)
 
     from . import runner_aiohttp
     from .app import MediaApp
 
-    app = MediaApp(settings.media_dir)
+    app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin)
     return runner_aiohttp.run(app, settings.host, settings.port)
 
 

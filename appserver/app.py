@@ -3,7 +3,7 @@
 Range semantics come from :mod:`proxy.http.ranges` (pure); this module only does the
 HTTP plumbing and the file I/O:
 
-- GET / HEAD; anything else is 405 with ``Allow: GET, HEAD``.
+- GET / HEAD; anything else is 405 with ``Allow: GET, HEAD`` (but see CORS below).
 - ``/`` is a JSON catalogue ``[{name, size, type, etag}]``; ``/healthz`` is ``ok``.
 - Strong ETag ``"<inode hex>-<size hex>-<mtime_ns hex>"``, ``Last-Modified``,
   ``Accept-Ranges: bytes``, Content-Type by extension.
@@ -17,6 +17,17 @@ HTTP plumbing and the file I/O:
   percent-encoded, checked in both ``path`` and ``raw_path``), empty segments,
   NUL bytes, backslashes, symlinks resolving outside the root, non-regular files:
   all 404.
+
+CORS, off by default: with ``MediaApp(..., cors_origin="*")`` (``--cors-origin``,
+``cors_origin`` in the TOML file) every response also carries
+``Access-Control-Allow-Origin: <cors_origin>``, ``Timing-Allow-Origin:
+<cors_origin>`` and ``Access-Control-Expose-Headers`` naming the range fields a
+script needs (``Accept-Ranges, Content-Range, Content-Length, Content-Encoding,
+ETag, Last-Modified``: pdf.js reads ``Accept-Ranges`` to decide on range requests);
+a preflight (``OPTIONS`` with ``Access-Control-Request-Method``) gets 204 allowing
+GET/HEAD and the range and conditional request fields. So a page on another origin
+can play ``<video crossorigin>`` and fetch ranges. One fixed value, whatever the
+request's ``Origin``: nothing varies, so no ``Vary: Origin``; no credentials.
 
 Body transport, by what the server advertises in ``scope["extensions"]``:
 
@@ -45,7 +56,7 @@ from urllib.parse import parse_qs, unquote_to_bytes
 from proxy.http import ranges as R
 from proxy.http.dates import format_http_date, parse_http_date
 
-__all__ = ["MediaApp", "app_from_env", "factory", "MEDIA_DIR_ENV", "make_etag"]
+__all__ = ["MediaApp", "app_from_env", "factory", "CORS_ORIGIN_ENV", "MEDIA_DIR_ENV", "make_etag"]
 
 log = logging.getLogger("appserver")
 
@@ -55,10 +66,14 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 MEDIA_DIR_ENV = "RANGEPROXY_MEDIA_DIR"
+CORS_ORIGIN_ENV = "RANGEPROXY_CORS_ORIGIN"
 PATHSEND = "http.response.pathsend"
 DEFAULT_CHUNK_SIZE = 256 * 1024
 _INLINE_READ = 64 * 1024  # reads up to this size are done on the loop, larger in a thread
 ALLOW = b"GET, HEAD"
+CORS_EXPOSE = b"Accept-Ranges, Content-Range, Content-Length, Content-Encoding, ETag, Last-Modified"
+CORS_ALLOW_HEADERS = b"Range, If-Range, If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since"
+CORS_MAX_AGE = b"600"
 
 # The stdlib's built-in table only (MimeTypes() ignores /etc/mime.types), plus the
 # media types this project cares about, so results do not depend on the machine.
@@ -157,6 +172,7 @@ class MediaApp:
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_ranges: int = R.DEFAULT_MAX_RANGES,
+        cors_origin: str | None = None,
     ):
         root = os.path.realpath(os.fspath(media_dir))
         if not os.path.isdir(root):
@@ -166,6 +182,15 @@ class MediaApp:
         self.root = root
         self.chunk_size = chunk_size
         self.max_ranges = max_ranges
+        self.cors_origin = cors_origin or None
+        self._cors: list[tuple[bytes, bytes]] = []
+        if self.cors_origin is not None:
+            origin = self.cors_origin.encode("latin-1")
+            self._cors = [
+                (b"access-control-allow-origin", origin),
+                (b"access-control-expose-headers", CORS_EXPOSE),
+                (b"timing-allow-origin", origin),
+            ]
 
     # ------------------------------------------------------------------ entry
 
@@ -188,8 +213,19 @@ class MediaApp:
                 return
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._cors:
+            send = self._with_cors(send)
         method = scope["method"]
         path = scope["path"]
+        if method == "OPTIONS" and self._cors and _Headers(scope.get("headers", ())).get(
+            "access-control-request-method"
+        ) is not None:
+            await _simple(send, 204, b"", method, [
+                (b"access-control-allow-methods", ALLOW),
+                (b"access-control-allow-headers", CORS_ALLOW_HEADERS),
+                (b"access-control-max-age", CORS_MAX_AGE),
+            ])
+            return
         if method not in ("GET", "HEAD"):
             await _simple(send, 405, b"method not allowed\n", method, [(b"allow", ALLOW)])
             return
@@ -207,6 +243,17 @@ class MediaApp:
             await self._serve_file(scope, receive, send, f)
         finally:
             os.close(f.fd)
+
+    def _with_cors(self, send: Send) -> Send:
+        """``send`` with the CORS fields appended to the response start."""
+        cors = self._cors
+
+        async def send_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *cors]}
+            await send(message)
+
+        return send_cors
 
     # ---------------------------------------------------------------- lookups
 
@@ -472,7 +519,8 @@ async def _simple(
     hdrs = list(headers or ())
     if body or status == 200:
         hdrs.append((b"content-type", content_type))
-    hdrs.append((b"content-length", str(len(body)).encode()))
+    if status != 204:  # RFC 9110 §8.6: no Content-Length in a 204
+        hdrs.append((b"content-length", str(len(body)).encode()))
     await _start(send, status, hdrs)
     await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body, "more_body": False})
 
@@ -485,12 +533,13 @@ async def _not_modified(send: Send, validators: list[tuple[bytes, bytes]]) -> No
 def app_from_env() -> MediaApp:
     """ASGI app factory for servers that import by name (granian ``--factory``).
 
-    Reads the media directory from ``$RANGEPROXY_MEDIA_DIR``.
+    Reads the media directory from ``$RANGEPROXY_MEDIA_DIR`` and the CORS origin
+    (optional) from ``$RANGEPROXY_CORS_ORIGIN``.
     """
     media_dir = os.environ.get(MEDIA_DIR_ENV)
     if not media_dir:
         raise RuntimeError(f"{MEDIA_DIR_ENV} is not set")
-    return MediaApp(media_dir)
+    return MediaApp(media_dir, cors_origin=os.environ.get(CORS_ORIGIN_ENV) or None)
 
 
 factory = app_from_env

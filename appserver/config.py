@@ -7,8 +7,9 @@ a missing default file just means "all defaults") holds top-level keys:
     host = "127.0.0.1"
     port = 8081
     server = "aiohttp"       # "aiohttp" | "granian"
+    cors_origin = "*"        # optional: send CORS headers (see appserver.app); off by default
 
-``--config --media-dir --host --port --server`` win over the file. A bad value
+``--config --media-dir --host --port --server --cors-origin`` win over the file. A bad value
 exits with a message naming the key (``SystemExit`` via :class:`ConfigError`).
 """
 
@@ -30,6 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1",
     "port": 8081,
     "server": "aiohttp",
+    "cors_origin": None,
 }
 
 
@@ -43,6 +45,7 @@ class Settings:
     host: str
     port: int
     server: str
+    cors_origin: str | None = None
     config_path: str | None = None
 
 
@@ -91,12 +94,34 @@ def _check_media_dir(value: Any) -> str:
     return path
 
 
+def _check_cors_origin(value: Any) -> str | None:
+    """``None``/``""`` (off), ``"*"``, or one serialized origin ``scheme://host[:port]``."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"cors_origin: expected \"*\" or an origin like https://example.org, got {value!r}")
+    value = value.strip()
+    if value == "*":
+        return value
+    scheme, sep, rest = value.partition("://")
+    host, _, port = rest.partition(":")
+    if (not sep or scheme not in ("http", "https") or not host or "/" in rest or "?" in rest or "#" in rest
+            or "@" in rest or (port and not (port.isdigit() and 0 < int(port) < 65536))):
+        raise ConfigError(f"cors_origin: expected \"*\" or an origin like https://example.org, got {value!r}")
+    try:
+        _check_host(host)
+    except ConfigError:
+        raise ConfigError(f"cors_origin: not a valid origin host: {value!r}") from None
+    return value
+
+
 # Each check returns the value of the Settings field of its name.
 _CHECKS: dict[str, Callable[[Any], Any]] = {
     "media_dir": _check_media_dir,
     "host": _check_host,
     "port": _check_port,
     "server": _check_server,
+    "cors_origin": _check_cors_origin,
 }
 
 
@@ -128,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to bind")
     p.add_argument("--port", help="TCP port to bind (0: any free port)")
     p.add_argument("--server", help="ASGI server: aiohttp (pathsend with ranges) or granian")
+    p.add_argument("--cors-origin", dest="cors_origin",
+                   help='send CORS headers allowing this origin ("*" or scheme://host[:port]); "" turns them off')
     return p
 
 

@@ -1,7 +1,8 @@
 """Run :class:`appserver.app.MediaApp` under granian (``--interface asgi``).
 
 granian imports the app by name in its worker process, so the media directory
-travels in ``$RANGEPROXY_MEDIA_DIR`` and the target is the factory
+travels in ``$RANGEPROXY_MEDIA_DIR`` (the CORS origin, if any, in
+``$RANGEPROXY_CORS_ORIGIN``) and the target is the factory
 ``appserver.app:app_from_env``. The equivalent command line is::
 
     RANGEPROXY_MEDIA_DIR=media granian --interface asgi --factory \\
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .app import MEDIA_DIR_ENV
+from .app import CORS_ORIGIN_ENV, MEDIA_DIR_ENV
 
 __all__ = ["TARGET", "run", "command"]
 
@@ -35,12 +36,16 @@ def command(host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run(media_dir: str, host: str, port: int, *, log_access: bool = False) -> int:
+def run(media_dir: str, host: str, port: int, *, log_access: bool = False, cors_origin: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT (granian handles the signals and exits 0)."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
     os.environ[MEDIA_DIR_ENV] = os.path.abspath(media_dir)
+    if cors_origin:
+        os.environ[CORS_ORIGIN_ENV] = cors_origin
+    else:
+        os.environ.pop(CORS_ORIGIN_ENV, None)
     # The worker imports TARGET: make sure the project root is importable there
     # even when we were started from elsewhere with PYTHONPATH unset.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

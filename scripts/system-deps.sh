@@ -15,6 +15,10 @@ declare -a WANT=(
     "wrk:wrk"
     "chromium:chromium"
 )
+# Debian packages without a command of their own, checked with dpkg-query.
+declare -a WANT_PACKAGES=(
+    "libjs-pdf"  # pdf.js, served to headless Chromium by tests/browser/test_cors_chromium.py
+)
 
 have() {
     # nginx lives in /usr/sbin, which is not on every user's PATH.
@@ -31,9 +35,15 @@ for entry in "${WANT[@]}"; do
         missing_pkgs+=("$pkg")
     fi
 done
+for pkg in "${WANT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing_cmds+=("($pkg)")
+        missing_pkgs+=("$pkg")
+    fi
+done
 
 if [ ${#missing_pkgs[@]} -eq 0 ]; then
-    echo "system-deps: all present (${WANT[*]%%:*})"
+    echo "system-deps: all present (${WANT[*]%%:*} ${WANT_PACKAGES[*]})"
     exit 0
 fi
 
@@ -74,7 +84,14 @@ if ! apt-get install -y -q --no-install-recommends "${pkgs[@]}"; then
 fi
 
 for cmd in "${missing_cmds[@]}"; do
-    if have "$cmd"; then
+    if [[ $cmd == "("*")" ]]; then
+        pkg=${cmd:1:-1}
+        if dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            echo "system-deps: $pkg OK"
+        else
+            echo "system-deps: $pkg still missing after install" >&2
+        fi
+    elif have "$cmd"; then
         echo "system-deps: $cmd OK"
     else
         echo "system-deps: $cmd still missing after install" >&2

@@ -260,12 +260,15 @@ class AppServerProc(ServerProc):
 
 
 def start_appserver(media_dir: Path, workdir: Path, server: str = "aiohttp",
-                    timeout: float = STARTUP_TIMEOUT) -> AppServerProc:
-    """Start ``python -m appserver --server <server>`` serving ``media_dir`` on a free port."""
+                    timeout: float = STARTUP_TIMEOUT, cors_origin: str | None = None) -> AppServerProc:
+    """Start ``python -m appserver --server <server>`` serving ``media_dir`` on a free port
+    (with ``--cors-origin`` when ``cors_origin`` is given)."""
 
     def make(port: int) -> AppServerProc:
         args = [sys.executable, "-m", "appserver", "--server", server, "--media-dir", str(media_dir),
                 "--host", "127.0.0.1", "--port", str(port)]
+        if cors_origin is not None:
+            args += ["--cors-origin", cors_origin]
         return AppServerProc(args, Path(workdir), port, Path(media_dir))
 
     return _start_on_free_port(make, timeout)

@@ -1,4 +1,5 @@
-"""External commands a test needs (curl, ffmpeg, nginx, wrk, ...): ``require_tool``;
+"""External commands a test needs (curl, ffmpeg, nginx, wrk, ...): ``require_tool``
+(``require_package_file`` for a Debian package without a command, e.g. pdf.js);
 and the benchmark harness run as one (``run_benchmarks``).
 
 A missing tool is installed where that is possible (its Debian package named,
@@ -13,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +37,41 @@ def require_tool(name: str, package: str | None = None) -> str:
         except BenchError:
             pass  # reported below
     reason = f"{name!r} is not installed (run `make system-deps`)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI=true missing tools are failures", pytrace=False)
+    pytest.skip(reason)
+
+
+def package_file(package: str, suffix: str) -> Path | None:
+    """The first file installed by Debian package ``package`` whose path ends with
+    ``suffix`` (from ``dpkg -L``), or None (package not installed, no dpkg)."""
+    dpkg = shutil.which("dpkg")
+    if dpkg is None:
+        return None
+    out = subprocess.run([dpkg, "-L", package], capture_output=True, text=True, check=False, timeout=30)
+    if out.returncode != 0:
+        return None
+    for line in out.stdout.splitlines():
+        if line.endswith(suffix) and Path(line).is_file():
+            return Path(line)
+    return None
+
+
+def require_package_file(package: str, suffix: str) -> Path:
+    """Like :func:`require_tool`, for a Debian package without a command (e.g. ``libjs-pdf``):
+    the path of its installed file ending with ``suffix``; installed first under CI=true
+    as root, else the test is skipped (a failure under CI=true)."""
+    path = package_file(package, suffix)
+    if path is not None:
+        return path
+    if os.environ.get("CI") == "true" and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package],
+                       env=env, check=False, timeout=600)
+        path = package_file(package, suffix)
+        if path is not None:
+            return path
+    reason = f"Debian package {package!r} is not installed (run `make system-deps`)"
     if os.environ.get("CI") == "true":
         pytest.fail(f"{reason}; under CI=true missing tools are failures", pytrace=False)
     pytest.skip(reason)

@@ -56,6 +56,11 @@ def test_file_then_flags_win(tmp_path: Path, media: Path, monkeypatch: pytest.Mo
         ('media_dir = "does/not/exist"\n', [], "media_dir"),
         ("colour = 1\n", [], "colour"),
         ("port = [\n", [], "config"),
+        ('cors_origin = "example.org"\n', [], "cors_origin"),
+        ('cors_origin = "https://example.org/path"\n', [], "cors_origin"),
+        ('cors_origin = "ftp://example.org"\n', [], "cors_origin"),
+        ("cors_origin = 1\n", [], "cors_origin"),
+        ("", ["--cors-origin", "http://a.test:99999"], "cors_origin"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, media: Path, text: str, flags: list[str], key: str) -> None:
@@ -66,6 +71,16 @@ def test_bad_values_name_the_key(tmp_path: Path, media: Path, text: str, flags: 
     with pytest.raises(ConfigError) as err:
         load(argv)
     assert str(err.value).startswith(key + ":")
+
+
+def test_cors_origin(tmp_path: Path, media: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load(["--media-dir", str(media)]).cors_origin is None  # off by default
+    cfg = write(tmp_path, 'cors_origin = "*"\n')
+    assert load(["--config", cfg, "--media-dir", str(media)]).cors_origin == "*"
+    s = load(["--config", cfg, "--media-dir", str(media), "--cors-origin", "http://127.0.0.1:8000"])
+    assert s.cors_origin == "http://127.0.0.1:8000"
+    assert load(["--config", cfg, "--media-dir", str(media), "--cors-origin", ""]).cors_origin is None
 
 
 def test_missing_explicit_config_file(tmp_path: Path) -> None:

@@ -456,6 +456,65 @@ def test_app_from_env(media, monkeypatch) -> None:
         app_from_env()
 
 
+# ------------------------------------------------------------------ CORS (off by default)
+
+CORS_FIELDS = ("access-control-allow-origin", "access-control-expose-headers", "timing-allow-origin")
+
+
+async def test_no_cors_fields_by_default(app) -> None:
+    s = StrictServer(RANGES)
+    for res in (await s.request(app, path="/big.bin", headers=[("Range", "bytes=0-9")]),
+                await s.request(app, path="/nope.bin")):
+        assert not set(CORS_FIELDS) & set(res.headers)
+    pre = await s.request(app, method="OPTIONS", path="/big.bin",
+                          headers=[("Origin", "http://a.test"), ("Access-Control-Request-Method", "GET")])
+    assert pre.status == 405
+
+
+@pytest.mark.parametrize("origin", ["*", "http://page.test:8000"])
+async def test_cors_fields_on_every_answer(media, data, origin) -> None:
+    app = MediaApp(media, cors_origin=origin)
+    s = StrictServer(RANGES)
+    res = await s.request(app, path="/big.bin", headers=[("Range", "bytes=10-19"), ("Origin", "http://x.test")])
+    assert res.status == 206 and res.body == data[10:20]
+    assert res.headers["access-control-allow-origin"] == origin
+    assert res.headers["timing-allow-origin"] == origin
+    exposed = {v.strip().lower() for v in res.headers["access-control-expose-headers"].split(",")}
+    assert {"accept-ranges", "content-range", "content-length", "etag"} <= exposed
+    assert "vary" not in res.headers  # one fixed value, whatever the Origin
+    etag = res.headers["etag"]
+    for extra in ([], [("If-None-Match", etag)], [("Range", "bytes=999999-")], [("If-Match", '"other"')]):
+        r = await s.request(app, path="/big.bin", headers=extra)
+        assert r.status in (200, 304, 416, 412)
+        assert r.headers["access-control-allow-origin"] == origin, (extra, r.status)
+    assert (await s.request(app, path="/nope.bin")).headers["access-control-allow-origin"] == origin
+    head = await s.request(app, method="HEAD", path="/big.bin")
+    assert head.headers["access-control-allow-origin"] == origin
+
+
+async def test_cors_preflight(media) -> None:
+    app = MediaApp(media, cors_origin="*")
+    s = StrictServer(RANGES)
+    pre = await s.request(app, method="OPTIONS", path="/big.bin", headers=[
+        ("Origin", "http://a.test"), ("Access-Control-Request-Method", "GET"),
+        ("Access-Control-Request-Headers", "range")])
+    assert pre.status == 204 and pre.body == b"" and "content-length" not in pre.headers
+    assert pre.headers["access-control-allow-origin"] == "*"
+    assert pre.headers["access-control-allow-methods"] == "GET, HEAD"
+    assert "range" in pre.headers["access-control-allow-headers"].lower().split(", ")
+    # A plain OPTIONS (no preflight) is still refused; so are other methods.
+    assert (await s.request(app, method="OPTIONS", path="/big.bin")).status == 405
+    assert (await s.request(app, method="PUT", path="/big.bin")).status == 405
+
+
+def test_app_from_env_cors(media, monkeypatch) -> None:
+    monkeypatch.setenv("RANGEPROXY_MEDIA_DIR", str(media))
+    monkeypatch.delenv("RANGEPROXY_CORS_ORIGIN", raising=False)
+    assert app_from_env().cors_origin is None
+    monkeypatch.setenv("RANGEPROXY_CORS_ORIGIN", "*")
+    assert app_from_env().cors_origin == "*"
+
+
 def test_ranges_api_used_matches() -> None:
     # The app relies on these names from the pure core.
     for name in ("evaluate", "select_range_header", "format_content_range", "format_unsatisfied",
