@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 MEDIA_DIR   := data/media
 PYTEST_ARGS ?=
 
-.PHONY: all venv install system-deps test typecheck media demo bench clean distclean docker-config-check test-docker
+.PHONY: all venv install system-deps test typecheck media demo bench cache-tests clean distclean docker-config-check test-docker
 
 all: test
 
@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml | $(VPY)
 	$(VPY) -m pip install -e '.[test]'
 	touch $@
 
-# --- Tools from Debian (ffmpeg, curl, nginx, aria2c) ---------------------------
+# --- Tools from Debian (ffmpeg, curl, nginx, aria2c, node, npm) ----------------
 
 system-deps:
 	bash scripts/system-deps.sh
@@ -34,9 +34,9 @@ system-deps:
 test: $(STAMP) system-deps docker-config-check typecheck
 	$(VPY) -m pytest -q $(PYTEST_ARGS)
 
-# mypy on proxy/ and appserver/ (strict for proxy/http and proxy/core; config in pyproject.toml).
+# mypy on proxy/, appserver/ and conformance/ (strict for proxy/http and proxy/core; config in pyproject.toml).
 typecheck: $(STAMP)
-	$(VPY) -m mypy proxy appserver
+	$(VPY) -m mypy proxy appserver conformance
 
 # `docker compose config -q` on docker-compose.yml (+ profile monitoring) and with
 # docker-compose.ci.yml; skipped with a message without Docker Compose v2 (not under CI=true).
@@ -57,8 +57,16 @@ demo: $(STAMP) media
 bench: $(STAMP) system-deps
 	$(VPY) -m benchmarks
 
+# The HTTP caching test suite behind cache-tests.fyi (npm http-cache-tests, installed with npm
+# into .cache-tests/ on the first run) through the proxy; prints the figures beside the
+# published ones. Needs node and npm (`make system-deps`). CACHE_TESTS_ARGS: e.g. --json,
+# --set default_ttl=0s, --id TEST_ID (one test with its requests and responses).
+CACHE_TESTS_ARGS ?=
+cache-tests: $(STAMP)
+	$(VPY) -m conformance.cache_tests $(CACHE_TESTS_ARGS)
+
 clean:
-	rm -rf build/ *.egg-info .pytest_cache .mypy_cache .hypothesis benchmarks/out $(MEDIA_DIR)
+	rm -rf build/ *.egg-info .pytest_cache .mypy_cache .hypothesis benchmarks/out .cache-tests $(MEDIA_DIR)
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +
 
 distclean: clean

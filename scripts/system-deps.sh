@@ -14,6 +14,8 @@ declare -a WANT=(
     "aria2c:aria2"
     "wrk:wrk"
     "chromium:chromium"
+    "node:nodejs"
+    "npm:npm"
 )
 # Debian packages without a command of their own, checked with dpkg-query.
 declare -a WANT_PACKAGES=(

@@ -1,0 +1,1 @@
+"""Conformance runs against public test suites (real servers on loopback, node/npm)."""
