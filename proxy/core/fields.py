@@ -12,6 +12,7 @@ import re
 from typing import Iterable, Sequence
 
 __all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "cookies",
+           "initial_age",
            "HOP_BY_HOP", "CACHE_NAME"]
 
 Fields = tuple[tuple[str, str], ...]  # header fields in the origin's order, repeated names kept
@@ -21,8 +22,9 @@ CACHE_NAME = "rangeproxy"  # this cache in Via and Cache-Status
 # and RFC 9111 §3.1 (Proxy-Authenticate, Proxy-Authentication-Info, Proxy-Authorization).
 HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "te", "trailer", "transfer-encoding",
                         "upgrade", "proxy-authenticate", "proxy-authentication-info", "proxy-authorization"})
-# Framed per answer by the proxy itself, never replayed from the store.
-_FRAMING = frozenset({"content-length", "content-range", "accept-ranges", "age", "cache-status", "x-cache"})
+# Framed per answer by the proxy itself, never replayed from the store. (The origin's Age is
+# stored, as the age the response had when it arrived, RFC 9111 §4.2.3, and never replayed.)
+_FRAMING = frozenset({"content-length", "content-range", "accept-ranges", "cache-status", "x-cache"})
 # RFC 9111 §7.4 / RFC 6265: a cookie set for one client is never given to another.
 _PERSONAL = frozenset({"set-cookie", "set-cookie2"})
 # RFC 9111 §4.3.4: these describe the stored response itself and are not freshened by a 304.
@@ -68,6 +70,16 @@ def freshen(stored: Fields, update: Iterable[tuple[str, str]]) -> Fields:
     return kept + tuple((n, v) for n, v in new if n.lower() in replaced)
 
 
+def initial_age(stored: Fields) -> int:
+    """RFC 9111 §4.2.3: the age the response already had when it reached the cache (its Age,
+    a non-negative integer; an invalid one counts as none)."""
+    for name, value in stored:
+        if name.lower() == "age":
+            v = value.split(",")[0].strip()
+            return int(v) if v.isascii() and v.isdigit() else 0
+    return 0
+
+
 def cookies(fields: Iterable[tuple[str, str]]) -> Fields:
     """The Set-Cookie fields of an answer: for the one client whose request caused it."""
     return tuple((n, v) for n, v in fields if n.lower() in _PERSONAL)
@@ -98,7 +110,7 @@ def cache_status(x_cache: str, ttl: float | None = None, stored: bool = True) ->
 
 def replay(stored: Fields, *, drop: Sequence[str] = ()) -> list[tuple[str, str]]:
     """The stored fields for an answer, less Via (see :func:`via`) and any in ``drop``."""
-    skip = {"via", *(d.lower() for d in drop)}
+    skip = {"via", "age", *(d.lower() for d in drop)}
     return [(n, v) for n, v in stored if n.lower() not in skip]
 
 

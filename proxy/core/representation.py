@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from proxy.core.fields import Fields, freshen, stored_fields
+from proxy.core.fields import Fields, freshen, initial_age, stored_fields
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
 
@@ -63,13 +63,16 @@ class ObjectMeta:
         return now < self.stored_at + self.ttl
 
     def age(self, now: float) -> int:
-        return max(0, int(now - self.stored_at))
+        """RFC 9111 §4.2.3: the age it arrived with, plus the time it has been here since."""
+        return initial_age(self.headers) + max(0, int(now - self.stored_at))
 
     def revalidated(self, now: float, ttl: float, update: Mapping[str, str] | None = None) -> ObjectMeta:
         """Confirmed current at ``now``; RFC 9111 §3.2: the answer's fields freshen the stored ones."""
         if update is None:
             return replace(self, stored_at=now, ttl=ttl)
-        return replace(self, stored_at=now, ttl=ttl, headers=freshen(self.headers, update.items()))
+        # The stored Age was that of the old answer: the new one's (or none) counts from now.
+        kept = tuple((n, v) for n, v in self.headers if n.lower() != "age")
+        return replace(self, stored_at=now, ttl=ttl, headers=freshen(kept, update.items()))
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}

@@ -11,17 +11,17 @@ from multidict import CIMultiDict
 from proxy.cache.engine import Engine
 from proxy.core import fields
 from proxy.core.forwarding import Asker, origin_fields
+from proxy.core.unsafe import invalidated, invalidates
 from proxy.http.errors import UpstreamError
 from proxy.web import answers
 from proxy.web.answers import VIA
 from proxy.web.sending import cut
 
-__all__ = ["passthrough", "HOP_BY_HOP", "UNSAFE"]
+__all__ = ["passthrough", "HOP_BY_HOP"]
 
 log = logging.getLogger("rangeproxy.handlers")
 # Hop-by-hop fields (proxy.core.fields), and Host and Content-Length, which the client session sets itself.
 HOP_BY_HOP = fields.HOP_BY_HOP | {"host", "content-length"}
-UNSAFE = frozenset(("POST", "PUT", "DELETE", "PATCH"))
 
 
 def asker(request: web.Request) -> Asker:
@@ -50,9 +50,11 @@ async def passthrough(engine: Engine, request: web.Request, url: str) -> web.Str
             resp = web.StreamResponse(status=up.status, headers=out)
             if up.content_length is not None:
                 resp.content_length = up.content_length
-            if request.method in UNSAFE and 200 <= up.status < 400:
-                # RFC 9111 §4.4: a successful unsafe method invalidates the target URI.
-                await engine.invalidate(url, f"{request.method} {up.status}")
+            if invalidates(request.method, up.status):
+                # RFC 9111 §4.4: a successful unsafe method invalidates the target URI (and
+                # what its Location and Content-Location name on the same origin).
+                for gone in invalidated(url, up.headers.items()):
+                    await engine.invalidate(gone, f"{request.method} {up.status}")
             await resp.prepare(request)
             try:
                 async for chunk in up.content.iter_any():

@@ -175,3 +175,15 @@ async def test_a_cookie_goes_to_the_client_that_caused_it_and_the_answer_is_not_
     assert "Set-Cookie" not in other.headers  # never another client's cookie
     assert other.header("X-Cache") == "MISS"  # RFC 9111 §7.4: not stored, fetched again
     assert len(fault_origin.gets_for("me.bin")) > asked
+
+
+async def test_age_counts_the_age_the_origin_gave(fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """RFC 9111 §4.2.3: an answer that arrives 100 s old is at least 100 s old from the cache;
+    its freshness lifetime is used up by as much."""
+    fault_origin.set_object("aged.bin", seeded_bytes(S, 68), cache_control="max-age=3600", headers=[("Age", "100")])
+    proxy = proxy_factory(fault_origin.url)
+    first = await fetch(http, proxy.url_for("aged.bin"))
+    second = await fetch(http, proxy.url_for("aged.bin"))
+    assert second.header("X-Cache") == "HIT" and len(fault_origin.gets_for("aged.bin")) == 1
+    for out in (first, second):
+        assert 100 <= int(out.header("Age")) < 110 and out.headers.getall("Age") == [out.header("Age")]

@@ -132,6 +132,24 @@ async def test_successful_unsafe_method_invalidates(fault_origin: FaultOrigin, p
         assert out.status == 206 and out.body == expected[S:2 * S + 1]
 
 
+async def test_an_unsafe_method_invalidates_what_its_location_and_content_location_name(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """RFC 9111 §4.4: the target and the same-origin URLs in Location / Content-Location."""
+    for name in ("a.bin", "b.bin", "c.bin"):
+        fault_origin.set_object(name, seeded_bytes(S, 67), cache_control="max-age=3600")
+    fault_origin.set_object("form", b"", headers=[("Location", "/a.bin"), ("Content-Location", "b.bin")])
+    proxy = proxy_factory(fault_origin.url)
+    for name in ("a.bin", "b.bin", "c.bin"):
+        assert (await fetch(http, proxy.url_for(name))).status == 200
+    gets = {n: len(fault_origin.gets_for(n)) for n in ("a.bin", "b.bin", "c.bin")}
+    out = await fetch(http, proxy.url_for("form"), method="POST", data=b"{}")
+    assert out.status == 200 and out.header("Location") == "/a.bin"
+    for name in ("a.bin", "b.bin", "c.bin"):
+        assert (await fetch(http, proxy.url_for(name))).status == 200
+    assert len(fault_origin.gets_for("a.bin")) > gets["a.bin"] and len(fault_origin.gets_for("b.bin")) > gets["b.bin"]
+    assert len(fault_origin.gets_for("c.bin")) == gets["c.bin"]  # named by nobody: still cached
+
+
 async def test_failed_unsafe_method_is_passed_through(fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(S, 67)
     fault_origin.set_object("f.bin", data, fail_status=500)

@@ -480,7 +480,8 @@ class FaultOrigin:
             body = await self._read_body(request, rec)
             rec.status = 200
             return web.json_response(
-                {
+                headers=obj.extra_headers if obj is not None else None,
+                data={
                     "method": request.method,
                     "name": name,
                     "query": request.query_string,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.core.fields import cache_status, cookies, freshen, not_modified_fields, replay, stored_fields, via
+from proxy.core.fields import (
+    cache_status, cookies, freshen, initial_age, not_modified_fields, replay, stored_fields, via,
+)
 
 ORIGIN = [
     ("Content-Type", "video/mp4"),
@@ -35,6 +37,7 @@ def test_stored_fields_keep_end_to_end_fields_in_order_with_repeats() -> None:
         ("Access-Control-Allow-Origin", "*"),
         ("Link", "</a.vtt>; rel=preload"),
         ("Link", "</b.vtt>; rel=preload"),
+        ("Age", "30"),
         ("Content-Disposition", 'attachment; filename="a.mp4"'),
     )
 
@@ -42,7 +45,7 @@ def test_stored_fields_keep_end_to_end_fields_in_order_with_repeats() -> None:
 @pytest.mark.parametrize(
     "name",
     ["Connection", "Keep-Alive", "Proxy-Connection", "TE", "Transfer-Encoding", "Upgrade", "Proxy-Authenticate",
-     "Proxy-Authentication-Info", "Proxy-Authorization", "Set-Cookie", "Content-Length", "Age", "X-Cache"],
+     "Proxy-Authentication-Info", "Proxy-Authorization", "Set-Cookie", "Content-Length", "X-Cache"],
 )
 def test_hop_by_hop_personal_and_framing_fields_are_never_stored(name: str) -> None:
     assert stored_fields([(name.lower(), "x"), ("ETag", '"e"')]) == (("ETag", '"e"'),)
@@ -109,3 +112,10 @@ def test_a_304_keeps_the_cors_fields_a_browser_checks() -> None:
     assert [n for n, _ in not_modified_fields(stored)] == ["Access-Control-Allow-Origin",
                                                            "Access-Control-Expose-Headers", "Timing-Allow-Origin",
                                                            "ETag"]
+
+
+def test_the_origins_age_is_stored_as_the_initial_age_and_never_replayed() -> None:
+    """RFC 9111 §4.2.3: the Age sent is the age it arrived with plus the time spent here."""
+    stored = stored_fields([("Age", "30"), ("ETag", '"e"')])
+    assert initial_age(stored) == 30 and ("Age", "30") not in replay(stored)
+    assert initial_age(stored_fields([("Age", "soon")])) == 0 and initial_age(()) == 0
