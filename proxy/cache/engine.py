@@ -147,10 +147,7 @@ class Engine:
 
     def release_held(self, lease: MetaLease) -> None:
         """Drop the interest a discovery run held for the response that started it."""
-        if lease.flights is not None:
-            lease.flights.release(lease.held or ())
-        else:
-            self.flights.release(lease.meta, lease.held or ())
+        self.learning.release_held(lease)
 
     def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
         return self.flights.for_meta(meta)

@@ -189,8 +189,13 @@ class ProxyHandler:
             if only_if_cached and reply.plan.status != "HIT":
                 return answers.not_cached()
             reply.headers["X-Cache"] = info.cache_status = reply.plan.status
-            reply.headers["Cache-Status"] = cache_status(reply.plan.status, meta.stored_at + meta.ttl - now,
-                                                         meta.storable)
+            stale = lease.stale
+            # RFC 9211 §2, §3: served stale while revalidating is a hit with a negative ttl;
+            # after a failed revalidation it is fwd=stale with the origin's fwd-status.
+            reply.headers["Cache-Status"] = cache_status(
+                reply.plan.status, meta.stored_at + meta.ttl - now, meta.storable,
+                fwd=stale.fwd if stale else None, fwd_status=stale.fwd_status if stale else None,
+                detail=stale.detail if stale else None)
             if request.method == "HEAD":
                 head = web.StreamResponse(status=reply.status, headers=reply.headers)
                 head.content_length = reply.length
