@@ -16,7 +16,7 @@ from proxy.cache.budget import ByteBudget
 from proxy.cache.files import UnitFiles
 from proxy.cache.flights import FlightRegistry, ObjectFlights
 from proxy.cache.hits import HitReader
-from proxy.cache.learning import ObjectLearning
+from proxy.cache.learning import ASK_NOTHING, ObjectLearning
 from proxy.cache.metadata import MetaCache
 from proxy.cache.origin import Origin
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally
@@ -28,6 +28,7 @@ from proxy.cache.store import SliceStore
 from proxy.cache.sync import SingleProcess, WorkerSync
 from proxy.cache.tasks import Jobs
 from proxy.cache.upstream import Upstream
+from proxy.core.conditions import RequestDirectives
 from proxy.core.counters import Counters
 from proxy.core.representation import ObjectMeta
 from proxy.core.settings import Settings
@@ -106,13 +107,14 @@ class Engine:
         """Metadata already in memory and fresh, or None (then ``object_meta``)."""
         return self.learning.fresh(url)
 
-    async def object_meta(self, url: str, hint: list[Unit], revalidate: bool = False) -> MetaLease:
-        """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
-        return await self.learning.lease(url, hint, revalidate)
+    async def object_meta(self, url: str, hint: list[Unit], asks: RequestDirectives = ASK_NOTHING) -> MetaLease:
+        """Fresh metadata for ``url`` (or stale where allowed); concurrent callers share one
+        discovery/revalidation."""
+        return await self.learning.lease(url, hint, asks)
 
-    async def stored_meta(self, url: str) -> ObjectMeta | None:
-        """Fresh metadata the cache holds, without asking the origin."""
-        return await self.learning.stored(url)
+    async def stored_meta(self, url: str, asks: RequestDirectives = ASK_NOTHING) -> MetaLease | None:
+        """Metadata the cache holds that may answer without asking the origin."""
+        return await self.learning.stored(url, asks)
 
     def _forget_object(self, url: str, reason: str) -> None:
         self.flights.fail_object(url, VersionChanged(f"{url}: {reason}"))

@@ -24,7 +24,8 @@ from proxy.core.representation import (
     Changed, Empty, Erred, Gone, Learned, ObjectMeta, PastEnd, Refreshed, Refused, Unusable, first_answer,
     revalidation,
 )
-from proxy.core.staleness import PassError, Revalidate, ServeStale, on_error, on_request
+from proxy.core.conditions import RequestDirectives
+from proxy.core.staleness import Fresh, PassError, Revalidate, ServeStale, on_error, on_request, usable_without_origin
 from proxy.core.fields import cookies
 from proxy.core.slices import UNKNOWN_LENGTH, Unit, leading_idle
 from proxy.http.errors import RangeNotSatisfiable, UpstreamError, UpstreamMismatch, UpstreamStatus
@@ -35,6 +36,7 @@ __all__ = ["ObjectLearning"]
 log = logging.getLogger("rangeproxy.engine")
 
 Settle = Callable[[MetaLease | BaseException], None]
+ASK_NOTHING = RequestDirectives()  # a request without cache directives
 
 
 class ObjectLearning:
@@ -54,15 +56,21 @@ class ObjectLearning:
             return meta
         return None
 
-    async def stored(self, url: str) -> ObjectMeta | None:
-        """Fresh metadata from memory or the store, never from the origin (only-if-cached)."""
+    async def stored(self, url: str, asks: RequestDirectives = ASK_NOTHING) -> MetaLease | None:
+        """Metadata from memory or the store that may answer without the origin (only-if-cached):
+        fresh, or as stale as the client's max-stale accepts (then ``stale`` says so)."""
         meta = self.metas.hot(url) or await self.metas.load(url)
-        return meta if meta is not None and meta.is_fresh(time.time()) else None
+        if meta is None:
+            return None
+        decision = usable_without_origin(meta, time.time(), asks)
+        if isinstance(decision, Fresh):
+            return MetaLease(meta)
+        return MetaLease(meta, stale=decision) if decision is not None else None
 
-    async def lease(self, url: str, hint: list[Unit], revalidate: bool = False) -> MetaLease:
+    async def lease(self, url: str, hint: list[Unit], asks: RequestDirectives = ASK_NOTHING) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation.
         Only the caller that started a discovery gets the interest it holds (``held``).
-        ``revalidate``: the client asked for it (RFC 9111 §5.2.1.4), fresh or not.
+        ``asks``: the client's directives (RFC 9111 §5.2.1): no-cache revalidates, fresh or not.
         A stale object comes back as it is (``stale`` set) where :mod:`proxy.core.staleness` allows."""
         meta = self.metas.hot(url)
         if meta is None and url not in self._pending:
@@ -73,13 +81,12 @@ class ObjectLearning:
                 self.metas.keep(meta)
         elif meta is not None:
             self.metas.touch(url)
-        now = time.time()
-        if meta is not None and meta.is_fresh(now) and not revalidate:
-            return MetaLease(meta)
         fut = self._pending.get(url)
         initiator = fut is None
         if meta is not None:
-            decision = on_request(meta, now, revalidate)
+            decision = on_request(meta, time.time(), asks)
+            if isinstance(decision, Fresh):
+                return MetaLease(meta)
             if isinstance(decision, ServeStale):
                 # RFC 5861 §3: answer now; one revalidation (collapsed in _pending) runs behind it.
                 if fut is None:
@@ -90,7 +97,7 @@ class ObjectLearning:
         if fut is None:
             fut = self._start(url, meta, hint)
         lease = await asyncio.shield(fut)
-        if revalidate and lease.failure is not None:
+        if asks.revalidate and lease.failure is not None:
             # RFC 9111 §5.2.1.4: a client asking for validation is not answered stale.
             raise lease.failure
         return lease if initiator else replace(lease, held=None, personal=(), flights=None)

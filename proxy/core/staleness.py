@@ -7,10 +7,12 @@ where a rule allows it, and only within a window counted from its expiry:
   one revalidation runs in the background;
 * ``stale-if-error=N`` (RFC 5861 §4), else the ``stale_if_error`` setting: for N seconds
   it answers when the revalidation fails (unreachable, timeout, a 5xx);
-* ``must-revalidate``, ``proxy-revalidate`` and ``no-cache`` forbid both (RFC 9111
+* the client's ``max-stale[=N]`` (RFC 9111 §5.2.1.2): answered like stale-while-revalidate;
+  ``min-fresh=N`` (§5.2.1.3) asks for N more seconds of freshness;
+* ``must-revalidate``, ``proxy-revalidate`` and ``no-cache`` forbid them all (RFC 9111
   §5.2.2.2, §5.2.2.8, §5.2.2.4), as does an object that is not stored.
 
-The cache layer asks :func:`on_request` when a request finds the object stale and
+The cache layer asks :func:`on_request` what a request gets from a stored object and
 :func:`on_error` when a revalidation fails, and acts on the value it gets.
 """
 
@@ -18,14 +20,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxy.core.conditions import RequestDirectives
 from proxy.core.representation import ObjectMeta, directives
 from proxy.http.ranges import parse_int
 
-__all__ = ["StaleWindows", "stale_windows", "stale_for", "ServeStale", "Revalidate", "PassError",
-           "on_request", "on_error", "is_error_status", "WHILE_REVALIDATE", "IF_ERROR"]
+__all__ = ["StaleWindows", "stale_windows", "stale_for", "client_may_take_stale", "ServeStale", "Fresh",
+           "Revalidate", "PassError", "on_request", "usable_without_origin", "on_error", "is_error_status",
+           "WHILE_REVALIDATE", "IF_ERROR", "MAX_STALE"]
 
 WHILE_REVALIDATE = "stale-while-revalidate"
 IF_ERROR = "stale-if-error"
+MAX_STALE = "max-stale"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,13 +52,17 @@ def _seconds(cc: dict[str, str | None], name: str) -> int | None:
     return parse_int(arg) if arg is not None else None
 
 
+def _forbidden(meta: ObjectMeta, cc: dict[str, str | None]) -> bool:
+    """RFC 9111 §4.2.4: never stale where a directive forbids it: must-revalidate (§5.2.2.2),
+    proxy-revalidate (§5.2.2.8, for a shared cache), no-cache (§5.2.2.4: each use is validated).
+    An object that is not stored is never reused at all."""
+    return not meta.storable or "must-revalidate" in cc or "proxy-revalidate" in cc or "no-cache" in cc
+
+
 def stale_windows(meta: ObjectMeta, default_if_error: float) -> StaleWindows:
     """The windows the origin's directives (and the ``stale_if_error`` setting) allow ``meta``."""
     cc = _stored_directives(meta)
-    # RFC 9111 §4.2.4: never stale where a directive forbids it: must-revalidate (§5.2.2.2),
-    # proxy-revalidate (§5.2.2.8, for a shared cache), no-cache (§5.2.2.4: each use is validated).
-    # An object that is not stored is never reused at all.
-    if not meta.storable or "must-revalidate" in cc or "proxy-revalidate" in cc or "no-cache" in cc:
+    if _forbidden(meta, cc):
         return StaleWindows(0.0, 0.0)
     swr = _seconds(cc, WHILE_REVALIDATE) or 0
     sie = _seconds(cc, IF_ERROR)
@@ -67,6 +76,15 @@ def stale_windows(meta: ObjectMeta, default_if_error: float) -> StaleWindows:
     return StaleWindows(float(swr), float(sie))
 
 
+def client_may_take_stale(meta: ObjectMeta, now: float, asks: RequestDirectives) -> bool:
+    """RFC 9111 §5.2.1.2: the client's max-stale accepts ``meta`` this stale, and no directive
+    of the origin's forbids it (§4.2.4; s-maxage is proxy-revalidate here, §5.2.2.10)."""
+    if asks.max_stale is None:
+        return False
+    cc = _stored_directives(meta)
+    return not _forbidden(meta, cc) and "s-maxage" not in cc and stale_for(meta, now) <= asks.max_stale
+
+
 def stale_for(meta: ObjectMeta, now: float) -> float:
     """Seconds ``meta`` has been stale at ``now`` (negative while it is fresh)."""
     return now - (meta.stored_at + meta.ttl)
@@ -77,9 +95,14 @@ class ServeStale:
     """Answer from the stored object; ``fwd``/``fwd_status``/``detail`` are its Cache-Status
     parameters (RFC 9211 §2)."""
 
-    detail: str  # WHILE_REVALIDATE or IF_ERROR
+    detail: str  # WHILE_REVALIDATE, MAX_STALE or IF_ERROR
     fwd: str | None = None  # "stale" when the request went to the origin first (RFC 9211 §2.2)
     fwd_status: int | None = None  # the origin's error status, when it answered one (§2.3)
+
+
+@dataclass(frozen=True, slots=True)
+class Fresh:
+    """Fresh enough for this request: answer from the cache."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,20 +115,33 @@ class PassError:
     """The failure reaches the client as it would on a miss (the origin's 5xx, or 502/504)."""
 
 
-def on_request(meta: ObjectMeta, now: float, revalidate: bool) -> ServeStale | Revalidate:
-    """A request found ``meta`` stale: answer now (and revalidate behind it), or wait?
-
-    ``revalidate``: the client asked for a validated answer (no-cache, max-age=0), which
-    RFC 9111 §5.2.1.4 does not let a stale answer satisfy.
-    """
-    if revalidate:
+def on_request(meta: ObjectMeta, now: float, asks: RequestDirectives) -> Fresh | ServeStale | Revalidate:
+    """A request for stored ``meta``: answer from the cache, answer stale (and revalidate behind
+    the answer), or wait for a revalidation?"""
+    if asks.revalidate:
+        # RFC 9111 §5.2.1.4: no-cache (or max-age=0) wants a validated answer; never a stale one.
         return Revalidate()
-    # RFC 5861 §3: within stale-while-revalidate of its expiry the stale object answers
-    # at once; the revalidation runs in the background. RFC 9211 §3: that is a hit
-    # (nothing was forwarded for this request), with a negative ttl.
-    if stale_for(meta, now) < stale_windows(meta, 0.0).while_revalidate:
-        return ServeStale(WHILE_REVALIDATE)
+    # §5.2.1.3: min-fresh wants the answer to stay fresh that much longer.
+    if stale_for(meta, now + asks.min_fresh) < 0:
+        return Fresh()
+    if not meta.is_fresh(now):
+        if client_may_take_stale(meta, now, asks):
+            return ServeStale(MAX_STALE)
+        # RFC 5861 §3: within stale-while-revalidate of its expiry the stale object answers
+        # at once; the revalidation runs in the background. RFC 9211 §3: that is a hit
+        # (nothing was forwarded for this request), with a negative ttl.
+        if stale_for(meta, now) < stale_windows(meta, 0.0).while_revalidate:
+            return ServeStale(WHILE_REVALIDATE)
     return Revalidate()
+
+
+def usable_without_origin(meta: ObjectMeta, now: float, asks: RequestDirectives) -> Fresh | ServeStale | None:
+    """only-if-cached (§5.2.1.7): how ``meta`` may answer without the origin being asked at
+    all (fresh, or as stale as the client's max-stale accepts), or None."""
+    decision = on_request(meta, now, asks)
+    if isinstance(decision, Fresh) or (isinstance(decision, ServeStale) and decision.detail == MAX_STALE):
+        return decision
+    return None
 
 
 def is_error_status(status: int) -> bool:

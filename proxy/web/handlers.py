@@ -132,13 +132,15 @@ class ProxyHandler:
         directives = request_directives(request.headers)
         if directives.only_if_cached:
             # RFC 9111 §5.2.1.7: answer from the cache or not at all.
-            stored = self.engine.fresh_meta(url) or await self.engine.stored_meta(url)
+            stored = await self.engine.stored_meta(url, directives)
             if stored is None:
                 return answers.not_cached()
-            info.object_length = stored.length
-            return await self.respond(request, MetaLease(stored), header, info, only_if_cached=True)
+            info.object_length = stored.meta.length
+            return await self.respond(request, stored, header, info, only_if_cached=True)
         try:
-            fresh = None if directives.revalidate else self.engine.fresh_meta(url)  # the hot path: no await
+            # The hot path (no await); a client's min-fresh is decided by the engine.
+            asks_more = directives.revalidate or directives.min_fresh > 0
+            fresh = None if asks_more else self.engine.fresh_meta(url)
             if fresh is not None:
                 lease = MetaLease(fresh)
             else:
@@ -146,7 +148,7 @@ class ProxyHandler:
                 if request.method == "HEAD":
                     hint = hint[:1]
                 t0, wall = time.monotonic(), time.time()
-                lease = await self.engine.object_meta(url, hint, directives.revalidate)
+                lease = await self.engine.object_meta(url, hint, directives)
                 if lease.meta.stored_at >= wall:  # learnt or revalidated just now: it asked the origin
                     info.tally.upstream_seconds += time.monotonic() - t0
         except UpstreamStatus as exc:

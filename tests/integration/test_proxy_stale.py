@@ -236,3 +236,59 @@ async def test_no_cache_is_revalidated_on_every_request_and_never_answered_stale
     fault_origin.set_fault("nc.bin", fail_status=500)
     out = await fetch(http, url)
     assert out.status == 500
+
+
+# --- the client's max-stale and min-fresh (RFC 9111 §5.2.1.2, §5.2.1.3) ----------------------
+
+
+async def test_max_stale_answers_stale_at_once_and_only_if_cached_with_it_too(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    data = seeded_bytes(S + 1, 311)
+    fault_origin.set_object("ms.bin", data, cache_control="max-age=1")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
+    url = proxy.url_for("ms.bin")
+    await cached(http, fault_origin, url, "ms.bin", data)
+    await asyncio.sleep(STALE)
+    out = await fetch(http, url, headers={"Cache-Control": "only-if-cached"})
+    assert out.status == 504  # stale, and this client takes no stale answer
+    out = await fetch(http, url, headers={"Cache-Control": "only-if-cached, max-stale"})
+    assert out.status == 200 and out.body == data and "detail=max-stale" in cache_status(out)
+    assert fault_origin.gets_for("ms.bin") == []  # only-if-cached never asks the origin
+
+    fault_origin.set_fault("ms.bin", delay=DELAY)
+    t0 = time.monotonic()
+    out = await fetch(http, url, headers={"Cache-Control": "max-stale=60"})
+    assert time.monotonic() - t0 < DELAY, "a max-stale answer waited for the origin"
+    assert out.status == 200 and out.body == data and "detail=max-stale" in cache_status(out)
+    # ...and it was revalidated behind the answer.
+    assert fault_origin.wait_until(lambda: len(conditional(fault_origin, "ms.bin")) == 1, 5)
+    assert fault_origin.wait_idle(DELAY + 5)
+    assert [r.status for r in conditional(fault_origin, "ms.bin")] == [304]
+
+
+async def test_max_stale_beyond_its_value_waits_for_the_revalidation(fault_origin: FaultOrigin, proxy_factory,
+                                                                      http) -> None:
+    data = seeded_bytes(S + 1, 312)
+    fault_origin.set_object("ms-late.bin", data, cache_control="max-age=1")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
+    url = proxy.url_for("ms-late.bin")
+    await cached(http, fault_origin, url, "ms-late.bin", data)
+    await asyncio.sleep(PAST_WINDOW)
+    out = await fetch(http, url, headers={"Cache-Control": "max-stale=1"})
+    assert out.status == 200 and "detail" not in cache_status(out)
+    assert [r.status for r in conditional(fault_origin, "ms-late.bin")] == [304]
+
+
+async def test_min_fresh_revalidates_an_object_that_expires_too_soon(fault_origin: FaultOrigin, proxy_factory,
+                                                                      http) -> None:
+    data = seeded_bytes(S + 1, 313)
+    fault_origin.set_object("mf.bin", data, cache_control="max-age=600")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
+    url = proxy.url_for("mf.bin")
+    await cached(http, fault_origin, url, "mf.bin", data)
+    out = await fetch(http, url, headers={"Cache-Control": "min-fresh=60"})
+    assert out.status == 200 and out.body == data
+    assert conditional(fault_origin, "mf.bin") == []  # fresh for 60 s more: answered from the cache
+    out = await fetch(http, url, headers={"Cache-Control": "min-fresh=3600"})
+    assert out.status == 200 and out.body == data
+    assert [r.status for r in conditional(fault_origin, "mf.bin")] == [304]

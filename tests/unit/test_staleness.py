@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.core.conditions import RequestDirectives
 from proxy.core.fields import cache_status
 from proxy.core.representation import ObjectMeta
 from proxy.core.staleness import (
     IF_ERROR,
+    MAX_STALE,
     WHILE_REVALIDATE,
+    Fresh,
     PassError,
     Revalidate,
     ServeStale,
@@ -18,11 +21,14 @@ from proxy.core.staleness import (
     on_request,
     stale_for,
     stale_windows,
+    usable_without_origin,
 )
 
 NOW = 1_700_000_000.0
 TTL = 60.0
 EXPIRY = NOW + TTL
+PLAIN = RequestDirectives()
+NO_CACHE = RequestDirectives(revalidate=True)
 
 
 def meta(cache_control: str | None, storable: bool = True, ttl: float = TTL) -> ObjectMeta:
@@ -84,23 +90,57 @@ def test_stale_for_counts_from_expiry() -> None:
 
 def test_within_stale_while_revalidate_the_stale_object_answers_at_once() -> None:
     m = meta("max-age=60, stale-while-revalidate=10")
-    assert on_request(m, EXPIRY, False) == ServeStale(WHILE_REVALIDATE)
-    assert on_request(m, EXPIRY + 9.9, False) == ServeStale(WHILE_REVALIDATE)
+    assert on_request(m, EXPIRY, PLAIN) == ServeStale(WHILE_REVALIDATE)
+    assert on_request(m, EXPIRY + 9.9, PLAIN) == ServeStale(WHILE_REVALIDATE)
 
 
 def test_beyond_stale_while_revalidate_the_request_waits() -> None:
     m = meta("max-age=60, stale-while-revalidate=10")
-    assert on_request(m, EXPIRY + 10, False) == Revalidate()
-    assert on_request(meta("max-age=60"), EXPIRY + 0.001, False) == Revalidate()
+    assert on_request(m, EXPIRY + 10, PLAIN) == Revalidate()
+    assert on_request(meta("max-age=60"), EXPIRY + 0.001, PLAIN) == Revalidate()
 
 
 def test_a_client_asking_to_revalidate_always_waits() -> None:
-    assert on_request(meta("max-age=60, stale-while-revalidate=10"), EXPIRY + 1, True) == Revalidate()
+    assert on_request(meta("max-age=60, stale-while-revalidate=10"), EXPIRY + 1, NO_CACHE) == Revalidate()
 
 
 def test_must_revalidate_waits_even_with_stale_while_revalidate() -> None:
-    assert on_request(meta("max-age=60, must-revalidate, stale-while-revalidate=10"), EXPIRY + 1, False) == \
+    assert on_request(meta("max-age=60, must-revalidate, stale-while-revalidate=10"), EXPIRY + 1, PLAIN) == \
         Revalidate()
+
+
+def test_a_fresh_object_answers_from_the_cache() -> None:
+    assert on_request(meta("max-age=60"), NOW + 59, PLAIN) == Fresh()
+    assert on_request(meta("max-age=60"), NOW + 59, NO_CACHE) == Revalidate()
+
+
+# --- the client's max-stale and min-fresh (RFC 9111 §5.2.1.2, §5.2.1.3) -------------------
+
+
+def test_min_fresh_revalidates_an_object_about_to_expire() -> None:
+    m = meta("max-age=60")
+    assert on_request(m, NOW + 49, RequestDirectives(min_fresh=10)) == Fresh()
+    assert on_request(m, NOW + 50, RequestDirectives(min_fresh=10)) == Revalidate()
+
+
+def test_max_stale_accepts_a_stale_object_up_to_its_value() -> None:
+    m = meta("max-age=60")
+    assert on_request(m, EXPIRY + 10, RequestDirectives(max_stale=10)) == ServeStale(MAX_STALE)
+    assert on_request(m, EXPIRY + 10.5, RequestDirectives(max_stale=10)) == Revalidate()
+    assert on_request(m, EXPIRY + 1e6, RequestDirectives(max_stale=float("inf"))) == ServeStale(MAX_STALE)
+
+
+@pytest.mark.parametrize("directive", ["must-revalidate", "proxy-revalidate", "no-cache", "s-maxage=60"])
+def test_max_stale_yields_to_the_origins_directives(directive: str) -> None:
+    m = meta(f"max-age=60, {directive}")
+    assert on_request(m, EXPIRY + 1, RequestDirectives(max_stale=float("inf"))) == Revalidate()
+
+
+def test_only_if_cached_takes_fresh_or_max_stale_objects_only() -> None:
+    m = meta("max-age=60, stale-while-revalidate=600")
+    assert usable_without_origin(m, NOW, PLAIN) == Fresh()
+    assert usable_without_origin(m, EXPIRY + 1, PLAIN) is None  # stale-while-revalidate would ask the origin
+    assert usable_without_origin(m, EXPIRY + 1, RequestDirectives(max_stale=5)) == ServeStale(MAX_STALE)
 
 
 # --- a failed revalidation ------------------------------------------------------------
