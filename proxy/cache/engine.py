@@ -16,7 +16,7 @@ from proxy.cache.budget import ByteBudget
 from proxy.cache.files import UnitFiles
 from proxy.cache.flights import FlightRegistry, ObjectFlights
 from proxy.cache.hits import HitReader
-from proxy.cache.learning import ObjectLearning
+from proxy.cache.learning import ASK_NOTHING, ObjectLearning
 from proxy.cache.metadata import MetaCache
 from proxy.cache.origin import Origin
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally
@@ -29,6 +29,7 @@ from proxy.cache.sync import SingleProcess, WorkerSync
 from proxy.cache.tasks import Jobs
 from proxy.cache.upstream import Upstream
 from proxy.cache.varies import VaryIndex
+from proxy.core.conditions import RequestDirectives
 from proxy.core.counters import Counters
 from proxy.core.fields import Fields
 from proxy.core.forwarding import Forwarded
@@ -111,14 +112,15 @@ class Engine:
         """Metadata already in memory and fresh, or None (then ``object_meta``)."""
         return self.learning.fresh(url)
 
-    async def object_meta(self, url: str, hint: list[Unit], revalidate: bool = False,
+    async def object_meta(self, url: str, hint: list[Unit], asks: RequestDirectives = ASK_NOTHING,
                           asking: Forwarded = Forwarded()) -> MetaLease:
-        """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation."""
-        return await self.learning.lease(url, hint, revalidate, asking)
+        """Fresh metadata for ``url`` (or stale where allowed); concurrent callers share one
+        discovery/revalidation."""
+        return await self.learning.lease(url, hint, asks, asking)
 
-    async def stored_meta(self, url: str) -> ObjectMeta | None:
-        """Fresh metadata the cache holds, without asking the origin."""
-        return await self.learning.stored(url)
+    async def stored_meta(self, url: str, asks: RequestDirectives = ASK_NOTHING) -> MetaLease | None:
+        """Metadata the cache holds that may answer without asking the origin."""
+        return await self.learning.stored(url, asks)
 
     def _forget_object(self, url: str, reason: str) -> None:
         self.flights.fail_object(url, VersionChanged(f"{url}: {reason}"))
@@ -173,10 +175,7 @@ class Engine:
 
     def release_held(self, lease: MetaLease) -> None:
         """Drop the interest a discovery run held for the response that started it."""
-        if lease.flights is not None:
-            lease.flights.release(lease.held or ())
-        else:
-            self.flights.release(lease.meta, lease.held or ())
+        self.learning.release_held(lease)
 
     def flights_for(self, meta: ObjectMeta) -> ObjectFlights:
         return self.flights.for_meta(meta)

@@ -3,7 +3,9 @@
 The first ranged GET of an unknown object both describes it (its length and
 validators) and brings the first units a request needs; what its answer means is
 decided by :func:`proxy.core.representation.first_answer`, and what a conditional
-request's answer means by :func:`~proxy.core.representation.revalidation`.
+request's answer means by :func:`~proxy.core.representation.revalidation`. Whether a
+stale object may answer (at once, or when its revalidation fails) is decided by
+:mod:`proxy.core.staleness`.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from proxy.cache.pieces import MetaLease
 from proxy.cache.runs import CLAIM_POLL, Invalidate, RunLauncher, UpstreamRun
 from proxy.cache.flights import SliceFill
 from proxy.core.representation import (
-    Changed, Empty, Gone, Learned, ObjectMeta, PastEnd, Refreshed, Refused, Stale, Unusable, first_answer,
+    Changed, Empty, Erred, Gone, Learned, ObjectMeta, PastEnd, Refreshed, Refused, Unusable, first_answer,
     revalidation,
 )
+from proxy.core.conditions import RequestDirectives
+from proxy.core.staleness import Fresh, PassError, Revalidate, ServeStale, on_error, on_request, usable_without_origin
 from proxy.core.fields import cookies
 from proxy.core.forwarding import Forwarded
 from proxy.core.variants import ANY, target_url, variant_key, vary_names
@@ -35,6 +39,7 @@ __all__ = ["ObjectLearning"]
 log = logging.getLogger("rangeproxy.engine")
 
 Settle = Callable[[MetaLease | BaseException], None]
+ASK_NOTHING = RequestDirectives()  # a request without cache directives
 
 
 class ObjectLearning:
@@ -55,16 +60,23 @@ class ObjectLearning:
             return meta
         return None
 
-    async def stored(self, url: str) -> ObjectMeta | None:
-        """Fresh metadata from memory or the store, never from the origin (only-if-cached)."""
+    async def stored(self, url: str, asks: RequestDirectives = ASK_NOTHING) -> MetaLease | None:
+        """Metadata from memory or the store that may answer without the origin (only-if-cached):
+        fresh, or as stale as the client's max-stale accepts (then ``stale`` says so)."""
         meta = self.metas.hot(url) or await self.metas.load(url)
-        return meta if meta is not None and meta.is_fresh(time.time()) else None
+        if meta is None:
+            return None
+        decision = usable_without_origin(meta, time.time(), asks)
+        if isinstance(decision, Fresh):
+            return MetaLease(meta)
+        return MetaLease(meta, stale=decision) if decision is not None else None
 
-    async def lease(self, url: str, hint: list[Unit], revalidate: bool = False,
+    async def lease(self, url: str, hint: list[Unit], asks: RequestDirectives = ASK_NOTHING,
                     asking: Forwarded = Forwarded()) -> MetaLease:
         """Fresh metadata for ``url``; concurrent callers share one discovery/revalidation.
         Only the caller that started a discovery gets the interest it holds (``held``).
-        ``revalidate``: the client asked for it (RFC 9111 §5.2.1.4), fresh or not.
+        ``asks``: the client's directives (RFC 9111 §5.2.1): no-cache revalidates, fresh or not.
+        A stale object comes back as it is (``stale`` set) where :mod:`proxy.core.staleness` allows.
         ``asking``: the fields the origin gets; a request with credentials shares its
         discovery with nobody (RFC 9111 §3.5: its answer may be for it alone)."""
         meta = self.metas.hot(url)
@@ -76,21 +88,58 @@ class ObjectLearning:
                 self.metas.keep(meta)
         elif meta is not None:
             self.metas.touch(url)
-        if meta is not None and meta.is_fresh(time.time()) and not revalidate:
-            return MetaLease(meta)
         fut = None if asking.sharing.authorized else self._pending.get(url)
         initiator = fut is None
+        if meta is not None:
+            decision = on_request(meta, time.time(), asks)
+            if isinstance(decision, Fresh):
+                return MetaLease(meta)
+            if isinstance(decision, ServeStale):
+                # RFC 5861 §3: answer now; one revalidation (collapsed in _pending) runs behind it.
+                if fut is None:  # nobody's request: it lends none of its fields
+                    self._start(url, meta, hint, Forwarded(), background=True)
+                return MetaLease(meta, stale=decision)
+            if not isinstance(decision, Revalidate):
+                assert_never(decision)
         if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            if not asking.sharing.authorized:
-                self._pending[url] = fut
-            settle = self._settler(url, fut)
-            if meta is not None:
-                self.runs.jobs.spawn(self._revalidate(meta, hint, settle, asking))
-            else:
-                self.runs.jobs.spawn(self._discover(url, hint, settle, asking))
+            fut = self._start(url, meta, hint, asking)
         lease = await asyncio.shield(fut)
-        return lease if initiator else MetaLease(lease.meta)
+        if asks.revalidate and lease.failure is not None:
+            # RFC 9111 §5.2.1.4: a client asking for validation is not answered stale.
+            raise lease.failure
+        return lease if initiator else replace(lease, held=None, personal=(), flights=None)
+
+    def _start(self, url: str, meta: ObjectMeta | None, hint: list[Unit], asking: Forwarded,
+               background: bool = False) -> asyncio.Future[MetaLease]:
+        """Begin the one revalidation (or discovery) of ``url`` its requests share (none, for
+        a request with credentials). ``background``: no request waits for it, so nobody
+        takes the interest it holds."""
+        fut: asyncio.Future[MetaLease] = asyncio.get_running_loop().create_future()
+        if not asking.sharing.authorized:
+            self._pending[url] = fut
+        settle = self._settler(url, fut)
+        if background:
+            settle = self._unheld(settle)
+        if meta is not None:
+            self.runs.jobs.spawn(self._revalidate(meta, hint, settle, asking))
+        else:
+            self.runs.jobs.spawn(self._discover(url, hint, settle, asking))
+        return fut
+
+    def _unheld(self, settle: Settle) -> Settle:
+        """``settle``, first releasing the units a discovery run holds for its initiator."""
+        def release_then_settle(result: MetaLease | BaseException) -> None:
+            if isinstance(result, MetaLease) and result.held is not None:
+                self.release_held(result)
+            settle(result)
+        return release_then_settle
+
+    def release_held(self, lease: MetaLease) -> None:
+        """Drop the interest a discovery run held for the response that started it."""
+        if lease.flights is not None:
+            lease.flights.release(lease.held or ())
+        else:
+            self.runs.flights.release(lease.meta, lease.held or ())
 
     def _settler(self, url: str, fut: asyncio.Future[MetaLease]) -> Settle:
         def settle(result: MetaLease | BaseException) -> None:
@@ -219,6 +268,19 @@ class ObjectLearning:
             self.runs.jobs.spawn(self.invalidate(old, "more variants than max_variants"))
         return replace(meta, url=key)
 
+    def _failed(self, meta: ObjectMeta, exc: UpstreamError, status: int | None, settle: Settle) -> None:
+        """A revalidation failed: the stored object answers stale, or the failure reaches the waiters."""
+        decision = on_error(meta, time.time(), self.settings.stale_if_error, status)
+        if isinstance(decision, ServeStale):
+            # RFC 9111 §4.2.4, RFC 5861 §4: within the stale-if-error window.
+            log.warning("revalidation of %s failed (%s): serving stale", meta.url, exc)
+            settle(MetaLease(meta, stale=decision, failure=exc))
+        elif isinstance(decision, PassError):
+            log.warning("revalidation of %s failed (%s): no stale answer allowed", meta.url, exc)
+            settle(exc)
+        else:
+            assert_never(decision)
+
     async def _revalidate(self, meta: ObjectMeta, hint: list[Unit], settle: Settle, asking: Forwarded) -> None:
         """One conditional request per object (RFC 9111 §4.3), not one per slice."""
         url, runs = meta.url, self.runs
@@ -243,9 +305,8 @@ class ObjectLearning:
                     err = await runs.origin.error_status(resp)
                     await self.invalidate(url, f"origin answered {outcome.status}")
                     raise err
-                elif isinstance(outcome, Stale):
-                    log.warning("revalidation of %s %s: serving stale", url, outcome.reason)
-                    settle(MetaLease(meta))
+                elif isinstance(outcome, Erred):
+                    self._failed(meta, await runs.origin.error_status(resp), outcome.status, settle)
                     return
                 else:
                     assert_never(outcome)
@@ -253,9 +314,8 @@ class ObjectLearning:
             if isinstance(exc, UpstreamStatus) and exc.status in (404, 410):
                 settle(exc)
                 return
-            # RFC 9111 §4.2.4: a stale response may be served when the origin cannot be reached.
-            log.warning("revalidation of %s failed (%s): serving stale", url, exc)
-            settle(MetaLease(meta))
+            # Unreachable, a timeout, an answer we must not use: no status of the origin's.
+            self._failed(meta, exc, None, settle)
             return
         except BaseException as exc:
             settle(exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))

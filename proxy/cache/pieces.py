@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from proxy.cache.flights import ObjectFlights
 from proxy.core.representation import ObjectMeta
+from proxy.core.staleness import ServeStale
 from proxy.core.slices import Unit
 
 __all__ = ["FilePiece", "RequestTally", "MetaLease", "part_size", "close_pieces", "pread_exact"]
@@ -41,6 +42,8 @@ class MetaLease:
     held: tuple[Unit, ...] | None = None  # units the initiator's discovery run is fetching
     personal: tuple[tuple[str, str], ...] = ()  # Set-Cookie of the answer the initiator's request caused
     flights: ObjectFlights | None = None  # the initiator's private flights (an object not stored)
+    stale: ServeStale | None = None  # answered stale, and why (proxy.core.staleness)
+    failure: Exception | None = None  # the failed revalidation behind a stale-if-error answer
 
 
 def part_size(part: bytes | FilePiece) -> int:

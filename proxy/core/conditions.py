@@ -6,6 +6,7 @@ the outcome; evaluation follows RFC 9110 §13.2.2's order.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Mapping
 
@@ -49,6 +50,8 @@ class RequestDirectives:
 
     revalidate: bool = False  # no-cache, max-age=0, or Pragma: no-cache: ask the origin first
     only_if_cached: bool = False  # never ask the origin: 504 when not stored
+    max_stale: float | None = None  # seconds of staleness accepted (inf: any; None: none asked, §5.2.1.2)
+    min_fresh: float = 0.0  # seconds the answer must stay fresh for (§5.2.1.3)
 
 
 def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
@@ -59,4 +62,14 @@ def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
         # RFC 9111 §5.4: Pragma: no-cache counts only without a Cache-Control field.
         revalidate = revalidate or any(t.strip().lower() == "no-cache"
                                        for t in (headers.get("Pragma") or "").split(","))
-    return RequestDirectives(revalidate=revalidate, only_if_cached="only-if-cached" in cc)
+    max_stale: float | None = None
+    if "max-stale" in cc:
+        # §5.2.1.2: without a value, a stale answer of any age is accepted; an invalid one asks nothing.
+        arg = cc["max-stale"]
+        if arg is None:
+            max_stale = math.inf
+        elif (secs := parse_int(arg)) is not None:
+            max_stale = float(secs)
+    min_fresh = parse_int(cc.get("min-fresh") or "")
+    return RequestDirectives(revalidate=revalidate, only_if_cached="only-if-cached" in cc, max_stale=max_stale,
+                             min_fresh=float(min_fresh or 0))

@@ -8,6 +8,7 @@ to Via, and a Cache-Status entry.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Iterable, Sequence
 
@@ -91,9 +92,19 @@ def via(stored: Fields) -> str:
     return ", ".join([*prior, f"1.1 {CACHE_NAME}"])
 
 
-def cache_status(x_cache: str, ttl: float | None = None, stored: bool = True) -> str:
-    """RFC 9211 §2: ``hit``, or ``fwd=`` why the origin was asked (a miss, or part of the answer)."""
-    if x_cache == "HIT":
+def cache_status(x_cache: str, ttl: float | None = None, stored: bool = True, *, fwd: str | None = None,
+                 fwd_status: int | None = None, detail: str | None = None) -> str:
+    """RFC 9211 §2: ``hit``, or ``fwd=`` why the origin was asked (a miss, or part of the answer).
+
+    ``fwd`` overrides the reason (``stale``: a stale object answered after a failed
+    revalidation); ``fwd_status`` is the origin's status then (§2.3); ``detail`` says
+    what the proxy did (§2.8: ``stale-while-revalidate``, ``stale-if-error``).
+    """
+    if fwd is not None:
+        out = f"{CACHE_NAME}; fwd={fwd}"
+        if fwd_status is not None:
+            out += f"; fwd-status={fwd_status}"
+    elif x_cache == "HIT":
         out = f"{CACHE_NAME}; hit"
     elif x_cache == "PARTIAL":
         out = f"{CACHE_NAME}; fwd=partial"
@@ -101,10 +112,12 @@ def cache_status(x_cache: str, ttl: float | None = None, stored: bool = True) ->
         return f"{CACHE_NAME}; fwd=method"
     else:
         out = f"{CACHE_NAME}; fwd=miss"
-    if x_cache != "HIT" and stored:
+    if x_cache != "HIT" and stored and fwd is None:
         out += "; stored"
     if ttl is not None:
-        out += f"; ttl={int(ttl)}"
+        out += f"; ttl={math.floor(ttl)}"  # a stale answer's is negative (RFC 9211 §2.5), -0.3 is -1
+    if detail is not None:
+        out += f"; detail={detail}"
     return out
 
 

@@ -19,7 +19,7 @@ from proxy.http.ranges import Span, parse_content_range, parse_int
 
 __all__ = ["ObjectMeta", "Freshness", "Mismatch", "directives", "field_value", "freshness", "meta_from_response", "Sharing", "shareable", "strong_validator", "same_version", "check_piece",
            "Learned", "Empty", "PastEnd", "Refused", "Unusable", "FirstAnswer", "first_answer",
-           "Refreshed", "Changed", "Gone", "Stale", "Revalidation", "revalidation"]
+           "Refreshed", "Changed", "Gone", "Erred", "Revalidation", "revalidation"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,13 +347,14 @@ class Gone:
 
 
 @dataclass(frozen=True, slots=True)
-class Stale:
-    """The origin erred: RFC 9111 §4.2.4 lets the stored response be served stale."""
+class Erred:
+    """Any other status: the revalidation failed. Whether the stored object may still answer
+    is :func:`proxy.core.staleness.on_error`'s decision (RFC 9111 §4.2.4, RFC 5861 §4)."""
 
-    reason: str
+    status: int
 
 
-Revalidation = Refreshed | Changed | Gone | Stale
+Revalidation = Refreshed | Changed | Gone | Erred
 
 
 def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now: float,
@@ -374,4 +375,4 @@ def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now:
         return Changed(changed.reason)
     if status in (404, 410):
         return Gone(status)
-    return Stale(f"answered {status}")
+    return Erred(status)

@@ -246,6 +246,9 @@ class Settings:
     readahead_slices: int = _f(4, "int", "slices prefetched ahead of a sequential reader", 0, 64)
     default_ttl: float = _f(300.0, "duration",
                             "freshness when the origin gives no max-age/Expires", 0.0, YEAR)
+    stale_if_error: float = _f(0.0, "duration",
+                               "how long past expiry an object may answer when its revalidation fails and the "
+                               "origin sent no stale-if-error (0: never)", 0.0, YEAR)
     upstream_connect_timeout: float = _f(5.0, "duration", "timeout connecting to the origin",
                                          0.0, None, lo_open=True)
     upstream_read_timeout: float = _f(30.0, "duration", "timeout between bytes from the origin",

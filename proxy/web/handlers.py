@@ -148,13 +148,15 @@ class ProxyHandler:
         directives = request_directives(request.headers)
         if directives.only_if_cached:
             # RFC 9111 §5.2.1.7: answer from the cache or not at all.
-            stored = self.engine.fresh_meta(key) or await self.engine.stored_meta(key)
+            stored = await self.engine.stored_meta(key, directives)
             if stored is None:
                 return answers.not_cached()
-            info.object_length = stored.length
-            return await self.respond(request, MetaLease(stored), header, info, only_if_cached=True)
+            info.object_length = stored.meta.length
+            return await self.respond(request, stored, header, info, only_if_cached=True)
         try:
-            fresh = None if directives.revalidate else self.engine.fresh_meta(key)  # the hot path: no await
+            # The hot path (no await); a client's min-fresh is decided by the engine.
+            asks_more = directives.revalidate or directives.min_fresh > 0
+            fresh = None if asks_more else self.engine.fresh_meta(key)
             if fresh is not None:
                 lease = MetaLease(fresh)
             else:
@@ -163,7 +165,7 @@ class ProxyHandler:
                     hint = hint[:1]
                 t0, wall = time.monotonic(), time.time()
                 asking = self.forwarded(request)
-                lease = await self.engine.object_meta(key, hint, directives.revalidate, asking)
+                lease = await self.engine.object_meta(key, hint, directives, asking)
                 if lease.meta.url != key and lease.held is None:
                     # It turned out to vary (RFC 9111 §4.1), learnt for another request: ours may be
                     # another variant, or (Vary: *) none that can be stored.
@@ -172,7 +174,7 @@ class ProxyHandler:
                         info.cache_status = "PASS"
                         return await passthrough(self.engine, request, url)
                     if key != lease.meta.url:
-                        lease = await self.engine.object_meta(key, hint, directives.revalidate, asking)
+                        lease = await self.engine.object_meta(key, hint, directives, asking)
                 if lease.meta.stored_at >= wall:  # learnt or revalidated just now: it asked the origin
                     info.tally.upstream_seconds += time.monotonic() - t0
         except UpstreamStatus as exc:
@@ -215,8 +217,13 @@ class ProxyHandler:
             if only_if_cached and reply.plan.status != "HIT":
                 return answers.not_cached()
             reply.headers["X-Cache"] = info.cache_status = reply.plan.status
-            reply.headers["Cache-Status"] = cache_status(reply.plan.status, meta.stored_at + meta.ttl - now,
-                                                         meta.storable)
+            stale = lease.stale
+            # RFC 9211 §2, §3: served stale while revalidating is a hit with a negative ttl;
+            # after a failed revalidation it is fwd=stale with the origin's fwd-status.
+            reply.headers["Cache-Status"] = cache_status(
+                reply.plan.status, meta.stored_at + meta.ttl - now, meta.storable,
+                fwd=stale.fwd if stale else None, fwd_status=stale.fwd_status if stale else None,
+                detail=stale.detail if stale else None)
             if request.method == "HEAD":
                 head = web.StreamResponse(status=reply.status, headers=reply.headers)
                 head.content_length = reply.length

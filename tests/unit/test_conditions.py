@@ -56,6 +56,11 @@ def test_a_weak_current_etag_never_satisfies_if_match() -> None:
         ([("Pragma", "no-cache"), ("Cache-Control", "max-age=5")], RequestDirectives()),  # §5.4: CC wins
         ([("Cache-Control", "only-if-cached")], RequestDirectives(only_if_cached=True)),
         ([("Cache-Control", "max-age=5"), ("Cache-Control", "no-cache")], RequestDirectives(revalidate=True)),
+        ([("Cache-Control", "max-stale")], RequestDirectives(max_stale=float("inf"))),
+        ([("Cache-Control", "max-stale=30")], RequestDirectives(max_stale=30.0)),
+        ([("Cache-Control", "max-stale=soon")], RequestDirectives()),  # an invalid value asks nothing
+        ([("Cache-Control", "min-fresh=20")], RequestDirectives(min_fresh=20.0)),
+        ([("Cache-Control", "min-fresh=-1")], RequestDirectives()),
     ],
 )
 def test_request_directives(fields: list[tuple[str, str]], expected: RequestDirectives) -> None:

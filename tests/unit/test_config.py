@@ -57,6 +57,7 @@ DEFAULTS = {
     "max_run_slices": 16,
     "readahead_slices": 4,
     "default_ttl": 300.0,
+    "stale_if_error": 0.0,
     "upstream_connect_timeout": 5.0,
     "upstream_read_timeout": 30.0,
     "upstream_connections": 64,
