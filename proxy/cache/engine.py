@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import AsyncGenerator
 
 from proxy.cache.budget import ByteBudget
@@ -126,6 +127,10 @@ class Engine:
         self.flights.fail_object(url, VersionChanged(f"{url}: {reason}"))
         self.metas.forget(url)
         self.store.forget_fds(url)
+
+    def passing(self, url: str) -> bool:
+        """Does ``url`` pass through (its last answer could not be stored)?"""
+        return self.learning.passes.passing(url, time.monotonic())
 
     def variant_of(self, url: str, fields: Fields) -> str | None:
         """The key of the variant a request with these fields selects, if ``url`` varies;

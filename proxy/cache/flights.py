@@ -158,7 +158,9 @@ class ObjectFlights:
             if n > 0:
                 self.interest[i] = n
             else:
-                del self.interest[i]
+                self.interest.pop(i, None)
+                if self.private:  # nobody will read them: let their run go on (or stop)
+                    self.spend(i)
 
     def wanted(self, units: Iterable[Unit]) -> bool:
         return any(self.interest.get(unit_slice(u), 0) > 0 for u in units)

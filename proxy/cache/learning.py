@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Callable, Mapping, assert_never
 
 from proxy.cache.metadata import MetaCache
+from proxy.cache.passes import PassList
 from proxy.cache.varies import VaryIndex
 from proxy.cache.pieces import MetaLease
 from proxy.cache.runs import CLAIM_POLL, Invalidate, RunLauncher, UpstreamRun
@@ -50,6 +51,7 @@ class ObjectLearning:
         self.runs = runs
         self.invalidate = invalidate
         self.varies = varies
+        self.passes = PassList()
         self.settings = runs.settings
         self._pending: dict[str, asyncio.Future[MetaLease]] = {}
 
@@ -120,9 +122,9 @@ class ObjectLearning:
         settle = self._settler(url, fut)
         if background:
             settle = self._unheld(settle)
-        if meta is not None:
+        if meta is not None and (meta.etag or meta.last_modified):
             self.runs.jobs.spawn(self._revalidate(meta, hint, settle, asking))
-        else:
+        else:  # unknown, or nothing to revalidate by (RFC 9111 §4.3.1): learn it anew
             self.runs.jobs.spawn(self._discover(url, hint, settle, asking))
         return fut
 
@@ -222,9 +224,13 @@ class ObjectLearning:
                     runs.sync.release(claim_key, claimed)
                     claim_key, claimed = meta.url, runs.sync.claim_prefix(meta.url, claimed)
                 personal = cookies(resp.headers.items())
-                alone = asking.sharing.authorized or self.varies.names(target_url(url)) == ANY
-                if meta.storable or not alone:  # an answer for one client alone is not kept
+                if meta.storable:
                     self.metas.keep(meta)
+                elif not asking.sharing.authorized:
+                    # Nothing of it is kept, not even as a reference for the next answer: the
+                    # next requests go straight to the origin for a while (a "hit-for-pass").
+                    self.metas.forget(url)
+                    self.passes.note(target_url(url), time.monotonic())
                 fl = runs.flights.for_meta(meta)
                 run = leading_idle([u for u in claimed if geometry.unit_span(u, UNKNOWN_LENGTH).start < meta.length],
                                    fl.busy)

@@ -55,7 +55,7 @@ class ReadAhead:
         """Prefetch up to ``readahead_slices`` after slice ``i`` that are neither wanted by the
         response itself, cached (asked of the store), nor in flight."""
         depth = self.runs.settings.readahead_slices
-        if depth <= 0 or not meta.storable:
+        if depth <= 0 or not meta.storable or meta.answer:  # stored whole: nothing is added to it
             return
         last = min(i + depth, self.runs.files.geometry.slice_count(meta.length) - 1)
         fl = self.flights.for_meta(meta)

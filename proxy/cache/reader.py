@@ -71,10 +71,31 @@ class ResponseRead:
         self.wants = wants
         self.tally = tally
         self.sendfile = files
-        self.fl: ObjectFlights = lease.flights or self.runs.flights.for_meta(meta)
+        self.fl: ObjectFlights = lease.flights or (ObjectFlights(meta.validator, meta.url, private=True)
+                                                   if self._beyond_its_answer(meta, wants)
+                                                   else self.runs.flights.for_meta(meta))
         self.fl.want(wants.wanted)
         self.later: Counter[int] = Counter()  # cuts still to read, per slice (a private read's pace)
         self.mine: set[Unit] = set()  # units whose fetch this response started (misses)
+
+    def _beyond_its_answer(self, meta: ObjectMeta, wants: RunWants) -> bool:
+        """An object stored whole without a strong validator, of which this response needs a
+        slice that is neither stored nor on its way from that answer: then all of the response
+        comes from one new answer (RFC 9111 §3.4), read privately, nothing stored mixed in."""
+        if not meta.answer or not meta.storable:
+            return False
+        shared = self.runs.flights.current(meta)
+        flying = {unit_slice(u) for u in shared.fills} if shared is not None else set()
+        return any(i not in wants.cached and i not in flying for i in wants.wanted)
+
+    async def _may_fetch(self, i: int) -> None:
+        """Never complete an object stored whole (no strong validator) from another answer: one
+        whose slice left the store is dropped, to be learnt anew (before the first byte the
+        response starts over from that; after it, it is cut)."""
+        if self.meta.answer and not self.fl.private:
+            reason = f"slice {i} of an object stored whole left the store"
+            await self.runs.invalidate(self.meta.url, reason)
+            raise VersionChanged(f"{self.meta.url}: {reason}")
 
     def close(self) -> None:
         if self.fl.private:  # nothing else reads these fills: let their run go on, or stop
@@ -118,7 +139,9 @@ class ResponseRead:
             return
         nxt = i + 1
         # A small read (blocks) pipelines nothing: the rest of it is small too, or it would not be.
-        if not small and nxt in self.wants.wanted and self.runs.fetchable(self.meta, self.fl, nxt, self.wants.cached):
+        whole = bool(self.meta.answer) and not self.fl.private  # stored whole: nothing to fetch
+        if (not small and not whole and nxt in self.wants.wanted
+                and self.runs.fetchable(self.meta, self.fl, nxt, self.wants.cached)):
             self.mine.update(self.runs.start_run(self.meta, self.fl, nxt, self.wants)[1])
         if self.ahead.sequential(run):
             self.ahead.after(self.meta, i, self.wants.wanted)
@@ -147,7 +170,7 @@ class ResponseRead:
         (stored, in flight, or fetched) for a small cut, else a new slice run."""
         meta, fl, i, lo, hi = self.meta, self.fl, cut.index, cut.lo, cut.hi
         fill = fl.fills.get(i)
-        if fill is None and meta.storable:
+        if fill is None and not fl.private:
             got = await self.files.part(meta, i, lo, hi, self.sendfile)
             if got is not None:
                 self._sent(self._lookup("miss" if i in self.mine else "hit"), part_size(got))
@@ -159,6 +182,7 @@ class ResponseRead:
                 yield chunk
             return
         if fill is None:
+            await self._may_fetch(i)
             fill, run = self.runs.start_run(meta, fl, i, self.wants)
             self.mine.update(run)
         async for part in self._fill_bytes(fill, i, lo, hi, self.sendfile):
@@ -204,7 +228,7 @@ class ResponseRead:
             u: Unit = (i, k)
             a, b = max(lo, k * B) - k * B, min(hi, (k + 1) * B) - k * B
             fill = fl.fills.get(u)
-            if fill is None and meta.storable:
+            if fill is None and not fl.private:
                 data = await self.files.read(meta, u, a, b)
                 if data is not None:
                     self._sent(self._lookup("miss" if u in self.mine else "hit"), len(data))
@@ -212,6 +236,7 @@ class ResponseRead:
                     continue
                 fill = fl.fills.get(u)
             if fill is None:
+                await self._may_fetch(i)
                 fill, run = self.runs.start_block_run(meta, fl, i, blocks[blocks.index(k):], self.wants.fields)
                 self.mine.update(run)
             async for chunk in self._fill_bytes(fill, u, a, b, False):

@@ -74,7 +74,7 @@ class RunLauncher:
         count = self.files.geometry.slice_count(meta.length)
         # An object not stored (no strong validator, or not storable) is read in one upstream
         # answer for the rest of the response: pieces of two fetches are never combined.
-        limit = min(first + self.settings.max_run_slices, count) if meta.storable else count
+        limit = min(first + self.settings.max_run_slices, count) if not fl.private else count
         run = cut_run(first, limit, wants.wanted, lambda j: self.fetchable(meta, fl, j, wants.cached))
         return self._launch(meta, fl, run, hold, wants.fields), run
 
@@ -173,7 +173,7 @@ class UpstreamRun:
         """Ask the origin for the run's units, verify the answer, and pump it into the fills."""
         la, meta, fl = self.launcher, self.meta, self.fl
         try:
-            if la.sync.shared and meta.storable:
+            if la.sync.shared and meta.storable and not fl.private:
                 # Claimed just as another worker finished and released it? Then it is stored now.
                 await self._skip_stored()
                 if not self.units:

@@ -38,14 +38,16 @@ SliceId = tuple[str, str, Unit]  # (url, validator, slice index or (slice, block
 # The cache format: what is stored under which key. Bump it whenever a key's shape or a
 # value's meaning changes (a new kind of entry, another metadata record, other slice keys).
 #
-# The version is part of every key ("m2\x00<url>", "s2\x00<url>\x00<validator>\x00<unit>"),
+# The version is part of every key ("m3\x00<url>", "s3\x00<url>\x00<validator>\x00<unit>"),
 # not only a field in the values, because slices are raw bytes with no room for a field:
 # with it in the key, a lookup of this format can only ever find an entry written in this
 # format, so an older or newer entry cannot be misread even before it is dropped. The
 # \x00 after the number keeps the prefixes apart ("m1\x00" is not a prefix of "m10\x00").
 # Format 0 is the unversioned "m\x00<url>" / "s\x00..." of before. The metadata record
 # carries the format as well (see _meta_record), so a record is checked, not trusted.
-FORMAT = 2  # 2: the metadata record holds the origin's stored header fields (ObjectMeta.headers)
+# 2: the metadata record holds the origin's stored header fields (ObjectMeta.headers).
+# 3: ObjectMeta.answer (objects stored whole without a strong validator), Age kept in the fields.
+FORMAT = 3
 _META = f"m{FORMAT}\x00"
 _SLICE = f"s{FORMAT}\x00"
 _PREFIXES = (_META, _SLICE)  # every key this format writes starts with one of these, sorted

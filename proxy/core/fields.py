@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "cookies",
-           "initial_age",
+           "initial_age", "FieldsView",
            "HOP_BY_HOP", "CACHE_NAME"]
 
 Fields = tuple[tuple[str, str], ...]  # header fields in the origin's order, repeated names kept
@@ -69,6 +69,31 @@ def freshen(stored: Fields, update: Iterable[tuple[str, str]]) -> Fields:
     replaced = {n.lower() for n, _ in new} - _NOT_FRESHENED
     kept = tuple((n, v) for n, v in stored if n.lower() not in replaced)
     return kept + tuple((n, v) for n, v in new if n.lower() in replaced)
+
+
+class FieldsView(Mapping[str, str]):
+    """Stored fields read as a case-insensitive mapping (``get``: the first value, ``getall``:
+    every one), so the rules that read an answer's fields read a stored response alike."""
+
+    def __init__(self, fields: Fields) -> None:
+        self._fields = fields
+
+    def getall(self, name: str, default: list[str] | None = None) -> list[str]:
+        low = name.lower()
+        found = [v for n, v in self._fields if n.lower() == low]
+        return found if found else (default if default is not None else [])
+
+    def __getitem__(self, name: str) -> str:
+        found = self.getall(name)
+        if not found:
+            raise KeyError(name)
+        return found[0]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys(n for n, _ in self._fields))
+
+    def __len__(self) -> int:
+        return len({n.lower() for n, _ in self._fields})
 
 
 def initial_age(stored: Fields) -> int:

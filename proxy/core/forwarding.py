@@ -14,6 +14,7 @@ from typing import Iterable, Mapping
 
 from proxy.core.fields import CACHE_NAME, HOP_BY_HOP, Fields
 from proxy.core.representation import Sharing
+from proxy.core.surrogate import CAPABILITY
 
 __all__ = ["CACHE_CONTROLLED", "Asker", "Forwarded", "origin_fields", "authorized", "VIA"]
 
@@ -58,6 +59,7 @@ def origin_fields(request: Iterable[tuple[str, str]], asker: Asker, drop: Iterab
     out: list[tuple[str, str]] = []
     prior_for: list[str] = []
     prior_via: list[str] = []
+    prior_cap: list[str] = []
     proto = host = None
     for name, value in items:
         low = name.lower()
@@ -67,6 +69,8 @@ def origin_fields(request: Iterable[tuple[str, str]], asker: Asker, drop: Iterab
             prior_for.append(value)
         elif low == "via":
             prior_via.append(value)
+        elif low == "surrogate-capability" and cache_controlled:
+            prior_cap.append(value)
         else:
             if low == "x-forwarded-proto":
                 proto = value
@@ -79,6 +83,8 @@ def origin_fields(request: Iterable[tuple[str, str]], asker: Asker, drop: Iterab
     if host is None:
         out.append(("X-Forwarded-Host", asker.host))
     out.append(("Via", ", ".join([*prior_via, VIA])))
+    if cache_controlled:  # the cache's own fetch: it announces itself as a surrogate (Surrogate-Control)
+        out.append(("Surrogate-Capability", ", ".join([*prior_cap, CAPABILITY])))
     return tuple(out)
 
 

@@ -10,10 +10,12 @@ layer only acts on it.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass, replace
 from typing import Any, Mapping
 
-from proxy.core.fields import Fields, freshen, initial_age, stored_fields
+from proxy.core.fields import Fields, FieldsView, freshen, initial_age, stored_fields
+from proxy.core.surrogate import surrogate_directives
 from proxy.http.dates import parse_http_date
 from proxy.http.ranges import Span, parse_content_range, parse_int
 
@@ -51,10 +53,16 @@ class ObjectMeta:
     ttl: float
     storable: bool = True
     headers: Fields = ()  # the origin's header fields as stored (proxy.core.fields.stored_fields)
+    # Stored without a strong validator: the one upstream answer that brought all of it
+    # (RFC 9111 §3.4: its slices are never combined with another answer's).
+    answer: str = ""
 
     @property
     def validator(self) -> str:
-        """Strong ETag, else Last-Modified + length: what ties slices to one version."""
+        """What ties slices to one version: a strong ETag, else Last-Modified + length, or for
+        an object without a strong validator the one answer its slices came from."""
+        if self.answer:
+            return "a:" + self.answer
         if self.etag and not self.etag.startswith("W/"):
             return "e:" + self.etag
         return f"m:{self.last_modified or ''}:{self.length}"
@@ -131,6 +139,14 @@ def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Fre
     cc = directives(field_value(headers, "Cache-Control"))
     # RFC 9111 §4.2.3: an upstream cache's Age has already used part of the lifetime.
     age = _seconds(headers.get("Age")) or 0
+    # Surrogate-Control, where it says something, speaks to this cache instead of Cache-Control.
+    sc = surrogate_directives(headers)
+    if sc is not None and "no-store" in sc:
+        return Freshness(False, 0.0)
+    if sc is not None and "max-age" in sc:
+        secs = _seconds((sc["max-age"] or "").split("+")[0])  # "N+M": M is a stale window
+        if secs is not None:
+            return Freshness(True, float(max(0, secs - age)))
     # RFC 9111 §5.2.2.5/§5.2.2.7: no-store and private forbid a shared cache to store.
     if "no-store" in cc or "private" in cc:
         return Freshness(False, 0.0)
@@ -148,6 +164,10 @@ def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Fre
         base = now if date is None else date
         # §5.3: an invalid Expires (e.g. "0") means already expired.
         return Freshness(True, max(0.0, float(expires - base - age)) if expires is not None else 0.0)
+    # §4.2.2: a heuristic lifetime (default_ttl) only with a validator to check it later by;
+    # without one, a response with no freshness of its own is not reused.
+    if headers.get("ETag") is None and headers.get("Last-Modified") is None:
+        return Freshness(True, 0.0)
     return Freshness(True, max(0.0, default_ttl - age))
 
 
@@ -173,14 +193,18 @@ def meta_from_response(
         if cr is None or cr.span is None or cr.length is None:
             return None
         length = cr.length
+        whole = cr.span.start == 0 and cr.span.end >= length
     elif status == 200:
         cl = _content_length(headers)
         if cl is None:
             return None
-        length = cl
+        length, whole = cl, True
     else:
         return None
     fresh = freshness(headers, now, default_ttl)
+    strong = strong_validator(headers)
+    # A 200, or a 206 of all of it (``whole``): one answer holds every byte, so it can be stored
+    # even without a strong validator, as long as nothing is ever added to it from another answer.
     return ObjectMeta(
         url=url,
         length=length,
@@ -189,10 +213,11 @@ def meta_from_response(
         content_type=headers.get("Content-Type"),
         stored_at=now,
         ttl=fresh.ttl,
-        # Without a strong validator nothing is stored: slices of two fetches could be two
-        # versions, and nothing would tell them apart. (Who may share it: :func:`shareable`.)
-        storable=fresh.storable and strong_validator(headers) and shareable(headers, sharing),
+        # Without a strong validator only a whole answer is stored: slices of two fetches could
+        # be two versions, and nothing would tell them apart. (Who may share it: :func:`shareable`.)
+        storable=fresh.storable and (strong or whole) and shareable(headers, sharing),
         headers=stored_fields(headers.items()),
+        answer="" if strong else secrets.token_hex(8),
     )
 
 
@@ -357,12 +382,18 @@ class Erred:
 Revalidation = Refreshed | Changed | Gone | Erred
 
 
+def _refreshed(meta: ObjectMeta, headers: Mapping[str, str], now: float, default_ttl: float) -> ObjectMeta:
+    new = meta.revalidated(now, 0.0, headers)
+    return replace(new, ttl=freshness(FieldsView(new.headers), now, default_ttl).ttl)
+
+
 def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now: float,
                  default_ttl: float) -> Revalidation:
     """The outcome of a conditional request for ``meta`` (If-None-Match / If-Modified-Since)."""
     if status == 304:
-        # RFC 9111 §4.3.4: the 304's own freshness headers update the stored ones.
-        return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl, headers))
+        # RFC 9111 §4.3.4: the 304's fields update the stored ones, and the lifetime is that of
+        # the response they make (a 304 need not repeat Cache-Control or the validators).
+        return Refreshed(_refreshed(meta, headers, now, default_ttl))
     if status in (200, 206):
         if status == 206:
             cr = parse_content_range(headers.get("Content-Range"))
@@ -371,7 +402,7 @@ def revalidation(meta: ObjectMeta, status: int, headers: Mapping[str, str], now:
             length = _content_length(headers)
         changed = same_version(meta, headers, length)
         if changed is None:
-            return Refreshed(meta.revalidated(now, freshness(headers, now, default_ttl).ttl, headers))
+            return Refreshed(_refreshed(meta, headers, now, default_ttl))
         return Changed(changed.reason)
     if status in (404, 410):
         return Gone(status)

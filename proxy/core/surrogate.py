@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Mapping
 
 from proxy.core.fields import CACHE_NAME
-from proxy.core.representation import field_value
 
 __all__ = ["DEVICE", "CAPABILITY", "surrogate_directives"]
 
@@ -21,9 +20,11 @@ CAPABILITY = f'{DEVICE}="Surrogate/1.0"'  # what it announces in Surrogate-Capab
 def surrogate_directives(response: Mapping[str, str]) -> dict[str, str | None] | None:
     """The Surrogate-Control directives that apply here (lower-case names; targeted ones win
     over untargeted ones), or None without a Surrogate-Control field."""
-    value = field_value(response, "Surrogate-Control")
-    if value is None:
+    getall = getattr(response, "getall", None)
+    lines = getall("Surrogate-Control", []) if getall is not None else [response.get("Surrogate-Control")]
+    if not any(line is not None for line in lines):
         return None
+    value = ", ".join(line for line in lines if line is not None)
     general: dict[str, str | None] = {}
     mine: dict[str, str | None] = {}
     for item in value.split(","):

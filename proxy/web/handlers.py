@@ -22,7 +22,7 @@ from proxy.core.fields import Fields, cache_status, not_modified_fields, replay,
 from proxy.core.forwarding import Forwarded, authorized, origin_fields
 from proxy.core.representation import ObjectMeta, Sharing
 from proxy.core.slices import Unit, first_units
-from proxy.core.variants import ANY
+from proxy.core.variants import ANY, target_url
 from proxy.http.errors import ProxyError, RangeNotSatisfiable, UpstreamStatus, VersionChanged
 from proxy.http.ranges import (
     Conflict,
@@ -105,7 +105,10 @@ class ProxyHandler:
 
     def key(self, request: web.Request, url: str) -> str | None:
         """The cache key of the stored response this GET or HEAD may use: the URL, or for one
-        that varies (RFC 9111 §4.1) its variant's key; None when no stored one can do (Vary: *)."""
+        that varies (RFC 9111 §4.1) its variant's key; None when no stored one can do (Vary: *,
+        or its last answer could not be stored)."""
+        if self.engine.passing(url):
+            return None
         if self.engine.varies.names(url) is None:  # the hot path: a dict lookup
             return url
         key = self.engine.variant_of(url, self.forwarded(request).fields)
@@ -201,6 +204,10 @@ class ProxyHandler:
         meta = lease.meta
         engine = self.engine
         try:
+            if not meta.storable and lease.held is None:
+                # Another request's answer, not stored: this one gets its own from the origin.
+                info.cache_status = "PASS"
+                return await passthrough(engine, request, target_url(meta.url))
             now = time.time()
             base = base_fields(meta, meta.age(now))
             base.extend(lease.personal)  # only the client whose request the origin answered
@@ -214,6 +221,11 @@ class ProxyHandler:
                 return answers.unsatisfiable(meta.length, meta)
             reply = frame(lease, outcome, base)
             reply.plan = await engine.plan(meta, reply.spans, lease.held)
+            if not meta.storable and not self._within(lease, reply):
+                # RFC 9111 §3.4: an answer that is not stored is not completed from another
+                # one; the origin answers the client's own request instead.
+                info.cache_status = "PASS"
+                return await passthrough(engine, request, target_url(meta.url))
             if only_if_cached and reply.plan.status != "HIT":
                 return answers.not_cached()
             reply.headers["X-Cache"] = info.cache_status = reply.plan.status
@@ -245,6 +257,13 @@ class ProxyHandler:
         finally:
             if lease.held is not None:  # the discovery run's interest, held for this response
                 engine.release_held(lease)
+
+    def _within(self, lease: MetaLease, reply: Reply) -> bool:
+        """Does the answer this request's discovery is reading hold all the reply needs?"""
+        if not lease.held:
+            return False
+        have = self.engine.geometry.units_span(lease.held, lease.meta.length)
+        return all(have.start <= s.start and s.end <= have.end for s in reply.spans)
 
     @staticmethod
     def _not_modified_fields(meta: ObjectMeta, base: CIMultiDict[str]) -> CIMultiDict[str]:

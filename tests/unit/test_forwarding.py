@@ -64,3 +64,11 @@ def test_an_answer_to_credentials_is_shared_only_when_the_origin_says_so(cc: str
 def test_an_answer_setting_a_cookie_is_shared_only_when_the_operator_allows_it() -> None:
     assert not shareable({"Set-Cookie": "s=1"})
     assert shareable({"Set-Cookie": "s=1"}, Sharing(keep_cookies=True))
+
+
+def test_the_caches_fetches_announce_it_as_a_surrogate() -> None:
+    """Edge Architecture 1.0: Surrogate-Capability, appended to any a surrogate before us sent."""
+    got = dict(origin_fields([("Surrogate-Capability", 'edge="Surrogate/1.0"')], WHO))
+    assert got["Surrogate-Capability"] == 'edge="Surrogate/1.0", rangeproxy="Surrogate/1.0"'
+    passed = origin_fields([("Surrogate-Capability", 'edge="Surrogate/1.0"')], WHO, cache_controlled=False)
+    assert ("Surrogate-Capability", 'edge="Surrogate/1.0"') in passed and len(names(passed)) == 5

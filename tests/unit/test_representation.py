@@ -182,12 +182,22 @@ FRESHNESS_CASES = [
     ({"Expires": "-1"}, Freshness(True, 0.0)),
     ({"Expires": ""}, Freshness(True, 0.0)),
     ({"Expires": "0", "Date": http_date(0)}, Freshness(True, 0.0)),
-    # nothing said: the configured default
-    ({}, Freshness(True, DEFAULT_TTL)),
-    ({"Cache-Control": ""}, Freshness(True, DEFAULT_TTL)),
-    ({"Cache-Control": "public"}, Freshness(True, DEFAULT_TTL)),
-    ({"Cache-Control": "must-revalidate"}, Freshness(True, DEFAULT_TTL)),
-    ({"Date": http_date(0)}, Freshness(True, DEFAULT_TTL)),
+    # nothing said: the configured default (§4.2.2, a heuristic), when there is a validator
+    ({"ETag": '"e"'}, Freshness(True, DEFAULT_TTL)),
+    ({"Cache-Control": "", "ETag": '"e"'}, Freshness(True, DEFAULT_TTL)),
+    ({"Cache-Control": "public", "Last-Modified": http_date(-9)}, Freshness(True, DEFAULT_TTL)),
+    ({"Cache-Control": "must-revalidate", "ETag": 'W/"e"'}, Freshness(True, DEFAULT_TTL)),
+    # ... and without one, not reused: nothing would tell a change later
+    ({}, Freshness(True, 0.0)),
+    ({"Date": http_date(0)}, Freshness(True, 0.0)),
+    # Surrogate-Control speaks to this cache in place of Cache-Control
+    ({"Surrogate-Control": "max-age=60", "Cache-Control": "no-store"}, Freshness(True, 60.0)),
+    ({"Surrogate-Control": "max-age=60+30"}, Freshness(True, 60.0)),
+    ({"Surrogate-Control": "no-store", "Cache-Control": "max-age=600"}, Freshness(False, 0.0)),
+    ({"Surrogate-Control": "max-age=60;rangeproxy, max-age=5"}, Freshness(True, 60.0)),  # targeted at us wins
+    ({"Surrogate-Control": "max-age=60;other", "Cache-Control": "max-age=7"}, Freshness(True, 7.0)),
+    ({"Surrogate-Control": "max-age=60", "Age": "20"}, Freshness(True, 40.0)),
+    ({"Surrogate-Control": "content=\"ESI/1.0\"", "Cache-Control": "max-age=7"}, Freshness(True, 7.0)),
 ]
 
 
@@ -290,9 +300,28 @@ def test_strong_validator_follows_rfc9110_8_8_2_2(headers: dict[str, str], stron
     assert strong_validator(headers) is strong
 
 
-def test_an_object_without_a_strong_validator_is_not_stored() -> None:
-    m = meta_from_response("u", 206, {"Content-Range": "bytes 0-9/10", "Cache-Control": "max-age=60"}, NOW, 60)
-    assert m is not None and not m.storable
+def test_an_object_without_a_strong_validator_is_stored_only_from_one_whole_answer() -> None:
+    """RFC 9111 §3.4: a part of it could never be completed from another answer."""
+    part = meta_from_response("u", 206, {"Content-Range": "bytes 0-9/20", "Cache-Control": "max-age=60"}, NOW, 60)
+    assert part is not None and not part.storable
+    whole = meta_from_response("u", 206, {"Content-Range": "bytes 0-9/10", "Cache-Control": "max-age=60"}, NOW, 60)
+    again = meta_from_response("u", 200, {"Content-Length": "10", "Cache-Control": "max-age=60"}, NOW, 60)
+    assert whole is not None and whole.storable and again is not None and again.storable
+    # Each answer is its own version: their slices can never meet.
+    assert whole.answer and whole.validator != again.validator
+    strong = meta_from_response("u", 206, {"Content-Range": "bytes 0-9/20", "ETag": '"s"'}, NOW, 60)
+    assert strong is not None and strong.storable and not strong.answer and strong.validator == 'e:"s"'
+
+
+def test_a_304_gives_the_lifetime_of_the_response_it_freshens() -> None:
+    """RFC 9111 §4.3.4: a 304 without Cache-Control keeps the stored one's lifetime rules."""
+    m = meta_from_response("u", 200, {"Content-Length": "10", "ETag": '"s"', "Cache-Control": "max-age=60",
+                                      "Age": "50"}, NOW, 300)
+    assert m is not None and m.ttl == 10 and m.age(NOW) == 50
+    got = revalidation(m, 304, {"ETag": '"s"'}, NOW + 100, 300)
+    assert isinstance(got, Refreshed) and got.meta.ttl == 60 and got.meta.age(NOW + 100) == 0
+    got = revalidation(m, 304, {"ETag": '"s"', "Cache-Control": "max-age=5", "Age": "2"}, NOW + 100, 300)
+    assert isinstance(got, Refreshed) and got.meta.ttl == 3 and got.meta.age(NOW + 100) == 2
 
 
 @pytest.mark.parametrize(
