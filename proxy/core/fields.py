@@ -28,9 +28,11 @@ HOP_BY_HOP = frozenset({"connection", "proxy-connection", "keep-alive", "te", "t
 _FRAMING = frozenset({"content-length", "content-range", "accept-ranges", "cache-status", "x-cache"})
 # RFC 9111 §7.4 / RFC 6265: a cookie set for one client is never given to another.
 _PERSONAL = frozenset({"set-cookie", "set-cookie2"})
-# RFC 9111 §4.3.4: these describe the stored response itself and are not freshened by a 304.
+# RFC 9111 §3.2: these describe the stored content itself (its length, coding, digest, and
+# the validator the 304 was selected by) and are not freshened by a 304. Content-Type is:
+# nothing here was made from parsing the content.
 _NOT_FRESHENED = frozenset({"content-length", "content-encoding", "content-range", "transfer-encoding",
-                            "content-type"})
+                            "content-md5", "digest", "content-digest", "repr-digest", "etag"})
 # RFC 9110 §15.4.5: what a 304 carries of what a 200 would have sent.
 _NOT_MODIFIED = ("cache-control", "content-location", "date", "etag", "expires", "vary", "last-modified")
 _NAMED = re.compile(r'(?:^|,)\s*(?:private|no-cache)\s*=\s*"([^"]*)"', re.IGNORECASE)
@@ -66,7 +68,9 @@ def stored_fields(fields: Iterable[tuple[str, str]]) -> Fields:
 def freshen(stored: Fields, update: Iterable[tuple[str, str]]) -> Fields:
     """RFC 9111 §3.2: the stored fields, each one named in ``update`` replaced by its new values."""
     new = stored_fields(update)
-    replaced = {n.lower() for n, _ in new} - _NOT_FRESHENED
+    have = {n.lower() for n, _ in stored}
+    # Those describing the content itself are only added where the stored response had none.
+    replaced = {n.lower() for n, _ in new} - (_NOT_FRESHENED & have)
     kept = tuple((n, v) for n, v in stored if n.lower() not in replaced)
     return kept + tuple((n, v) for n, v in new if n.lower() in replaced)
 

@@ -80,7 +80,9 @@ class ObjectMeta:
             return replace(self, stored_at=now, ttl=ttl)
         # The stored Age was that of the old answer: the new one's (or none) counts from now.
         kept = tuple((n, v) for n, v in self.headers if n.lower() != "age")
-        return replace(self, stored_at=now, ttl=ttl, headers=freshen(kept, update.items()))
+        headers = freshen(kept, update.items())
+        ctype = next((v for n, v in headers if n.lower() == "content-type"), self.content_type)
+        return replace(self, stored_at=now, ttl=ttl, headers=headers, content_type=ctype)
 
     def to_dict(self) -> dict[str, object]:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}
@@ -134,11 +136,27 @@ def _content_length(headers: Mapping[str, str]) -> int | None:
     return _seconds(headers.get("Content-Length"))
 
 
+def _age(headers: Mapping[str, str]) -> int | None:
+    """The Age field (RFC 9111 §5.1): one non-negative integer, 0 when absent, None when it is
+    anything else (a list, a sign, a fraction, a parameter: nothing to trust)."""
+    value = field_value(headers, "Age")
+    if value is None:
+        return 0
+    value = value.strip()
+    return int(value) if value.isascii() and value.isdigit() else None
+
+
 def freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Freshness:
     """Storability and lifetime for a shared cache (RFC 9111 §3, §4.2.1, §5.2.2)."""
+    got = _freshness(headers, now, default_ttl)
+    # An Age that cannot be read could be any age: the response counts as stale already.
+    return Freshness(got.storable, 0.0) if _age(headers) is None else got
+
+
+def _freshness(headers: Mapping[str, str], now: float, default_ttl: float) -> Freshness:
     cc = directives(field_value(headers, "Cache-Control"))
     # RFC 9111 §4.2.3: an upstream cache's Age has already used part of the lifetime.
-    age = _seconds(headers.get("Age")) or 0
+    age = _age(headers) or 0
     # Surrogate-Control, where it says something, speaks to this cache instead of Cache-Control.
     sc = surrogate_directives(headers)
     if sc is not None and "no-store" in sc:

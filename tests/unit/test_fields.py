@@ -62,10 +62,14 @@ def test_fields_named_by_private_or_no_cache_are_not_stored() -> None:
 def test_freshen_replaces_each_named_field_and_keeps_the_rest() -> None:
     stored = stored_fields(ORIGIN)
     new = freshen(stored, [("Cache-Control", "max-age=600"), ("Expires", "never"), ("Content-Length", "0"),
-                           ("Content-Type", "text/plain"), ("Set-Cookie", "x=1")])
+                           ("Content-Type", "video/mp4; codecs=avc1"), ("Set-Cookie", "x=1"), ("ETag", '"other"'),
+                           ("Content-MD5", "x")])
     d = dict(new)
     assert d["Cache-Control"] == "max-age=600" and d["Expires"] == "never"
-    assert d["Content-Type"] == "video/mp4"  # RFC 9111 §4.3.4: not the 304's idea of the content
+    assert d["Content-Type"] == "video/mp4; codecs=avc1"  # RFC 9111 §3.2: nothing was parsed from it
+    assert d["ETag"] == '"v1"' and d["Content-MD5"] == "x"  # the content's own: kept, or added if none
+    again = dict(freshen(new, [("Content-MD5", "y"), ("ETag", '"w"')]))
+    assert again["Content-MD5"] == "x" and again["ETag"] == '"v1"'
     assert "Set-Cookie" not in d and "Content-Length" not in d
     assert [v for n, v in new if n == "Link"] == ["</a.vtt>; rel=preload", "</b.vtt>; rel=preload"]
 
