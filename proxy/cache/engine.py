@@ -29,11 +29,13 @@ from proxy.cache.store import SliceStore
 from proxy.cache.sync import SingleProcess, WorkerSync
 from proxy.cache.tasks import Jobs
 from proxy.cache.upstream import Upstream
+from proxy.cache.statuses import StatusAnswers
 from proxy.cache.varies import VaryIndex
 from proxy.core.conditions import RequestDirectives
 from proxy.core.counters import Counters
 from proxy.core.fields import Fields
 from proxy.core.forwarding import Forwarded
+from proxy.core.statuses import StatusAnswer
 from proxy.core.variants import ANY, is_variant, variant_key
 from proxy.core.representation import ObjectMeta
 from proxy.core.settings import Settings
@@ -70,7 +72,8 @@ class Engine:
         self.runs = RunLauncher(settings, self.flights, self.files, Origin(upstream, self.counters), self.sync,
                                 self.jobs, self.invalidate)
         self.varies = VaryIndex(settings.max_variants)
-        self.learning = ObjectLearning(self.metas, self.runs, self.invalidate, self.varies)
+        self.statuses = StatusAnswers()
+        self.learning = ObjectLearning(self.metas, self.runs, self.invalidate, self.varies, self.statuses)
         self.planner = CachePlanner(self.files, self.flights)
         self.hits = HitReader(self.files, self.counters)
         self.ahead = ReadAhead(self.runs, self.flights, SequentialReads())
@@ -128,6 +131,10 @@ class Engine:
         self.metas.forget(url)
         self.store.forget_fds(url)
 
+    def status_answer(self, key: str) -> StatusAnswer | None:
+        """A stored answer other than 200/206 for this key, if fresh (proxy.core.statuses)."""
+        return self.statuses.fresh(key, time.time())
+
     def passing(self, url: str) -> bool:
         """Does ``url`` pass through (its last answer could not be stored)?"""
         return self.learning.passes.passing(url, time.monotonic())
@@ -153,6 +160,7 @@ class Engine:
             keys += {*self.varies.variants(url), *await self.store.variant_keys(url)}
             self.varies.forget(url)
         for key in keys:
+            self.statuses.forget(key)
             self._forget_object(key, reason)
             self.sync.announce_invalidation(key)
             await self.metas.evict(key)

@@ -18,6 +18,7 @@ from typing import Callable, Mapping, assert_never
 
 from proxy.cache.metadata import MetaCache
 from proxy.cache.passes import PassList
+from proxy.cache.statuses import StatusAnswers
 from proxy.cache.varies import VaryIndex
 from proxy.cache.pieces import MetaLease
 from proxy.cache.runs import CLAIM_POLL, Invalidate, RunLauncher, UpstreamRun
@@ -30,6 +31,7 @@ from proxy.core.conditions import RequestDirectives
 from proxy.core.staleness import Fresh, PassError, Revalidate, ServeStale, on_error, on_request, usable_without_origin
 from proxy.core.fields import cookies
 from proxy.core.forwarding import Forwarded
+from proxy.core.statuses import StatusAnswer, status_lifetime
 from proxy.core.variants import ANY, target_url, variant_key, vary_names
 from proxy.core.slices import UNKNOWN_LENGTH, Unit, leading_idle
 from proxy.http.errors import RangeNotSatisfiable, UpstreamError, UpstreamMismatch, UpstreamStatus
@@ -46,8 +48,10 @@ ASK_NOTHING = RequestDirectives()  # a request without cache directives
 class ObjectLearning:
     """Fresh metadata for any URL: from memory, the store, a discovery or a revalidation."""
 
-    def __init__(self, metas: MetaCache, runs: RunLauncher, invalidate: Invalidate, varies: VaryIndex) -> None:
+    def __init__(self, metas: MetaCache, runs: RunLauncher, invalidate: Invalidate, varies: VaryIndex,
+                 statuses: StatusAnswers) -> None:
         self.metas = metas
+        self.statuses = statuses
         self.runs = runs
         self.invalidate = invalidate
         self.varies = varies
@@ -214,7 +218,11 @@ class ObjectLearning:
                         return
                     raise RangeNotSatisfiable(answer.length)
                 if isinstance(answer, Refused):
-                    raise await runs.origin.error_status(resp)
+                    err = await runs.origin.error_status(resp)
+                    ttl = status_lifetime(err.status, resp.headers, now, self.settings.default_ttl, asking.sharing)
+                    if ttl is not None and err.complete:  # RFC 9111 §3: stored whole, reused while fresh
+                        self.statuses.keep(url, StatusAnswer(err.status, tuple(err.headers), err.body, now, ttl))
+                    raise err
                 if isinstance(answer, Unusable):
                     raise (UpstreamMismatch if answer.mismatch else UpstreamError)(answer.reason)
                 if not isinstance(answer, Learned):

@@ -5,15 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import CIMultiDict
 
-from proxy.core.fields import via
+from proxy.core.fields import cache_status, replay, via
+from proxy.core.forwarding import VIA
 from proxy.core.representation import ObjectMeta
+from proxy.core.statuses import StatusAnswer
 from proxy.http.errors import ProxyError, UpstreamStatus
 from proxy.http.ranges import format_unsatisfied
 from proxy.web.sending import cut
 
-from proxy.core.forwarding import VIA
-__all__ = ["VIA", "error", "origin_error", "unsatisfiable", "validators", "not_cached"]
-
+__all__ = ["VIA", "error", "origin_error", "stored_status", "unsatisfiable", "validators", "not_cached"]
 
 
 def error(exc: ProxyError) -> web.Response:
@@ -34,6 +34,17 @@ async def origin_error(request: web.Request, exc: UpstreamStatus) -> web.StreamR
     await resp.write(exc.body)
     cut(request)  # never a clean end for a body we did not get whole
     return resp
+
+
+def stored_status(answer: StatusAnswer, now: float) -> web.Response:
+    """A stored answer other than 200/206, as it came (RFC 9111 §4), with its Age and this hop
+    (to a HEAD, aiohttp sends the same fields without the body)."""
+    headers: CIMultiDict[str] = CIMultiDict(replay(answer.fields))
+    headers["Via"] = via(answer.fields)
+    headers["Age"] = str(answer.age(now))
+    headers["X-Cache"] = "HIT"
+    headers["Cache-Status"] = cache_status("HIT", answer.stored_at + answer.ttl - now, True)
+    return web.Response(status=answer.status, body=answer.body, headers=headers)
 
 
 def not_cached() -> web.Response:

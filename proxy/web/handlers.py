@@ -149,6 +149,10 @@ class ProxyHandler:
             return await passthrough(self.engine, request, url)
         header = select_range_header(request.headers.get("Range"), range_q)
         directives = request_directives(request.headers)
+        stored_status = None if directives.revalidate else self.engine.status_answer(key)
+        if stored_status is not None:  # a redirect, a 404, ... stored while fresh (RFC 9111 §3)
+            info.cache_status = "HIT"
+            return answers.stored_status(stored_status, time.time())
         if directives.only_if_cached:
             # RFC 9111 §5.2.1.7: answer from the cache or not at all.
             stored = await self.engine.stored_meta(key, directives)

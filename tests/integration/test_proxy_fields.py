@@ -192,3 +192,26 @@ async def test_age_counts_the_age_the_origin_gave(fault_origin: FaultOrigin, pro
     assert second.header("X-Cache") == "HIT" and len(fault_origin.gets_for("aged.bin")) == 1
     for out in (first, second):
         assert 100 <= int(out.header("Age")) < 110 and out.headers.getall("Age") == [out.header("Age")]
+
+
+async def test_a_redirect_or_a_404_is_stored_only_as_long_as_its_freshness_says(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """RFC 9111 §3, §4.2: stored whole, status, fields and body; reused while fresh, then asked again."""
+    fault_origin.set_object("moved", b"", fail_status=301, fail_body=b"see elsewhere\n",
+                            headers=[("Location", "/there"), ("Cache-Control", "max-age=1")])
+    fault_origin.set_object("nope", b"", fail_status=404, fail_body=b"no such thing\n")  # no freshness
+    proxy = proxy_factory(fault_origin.url)
+    for _ in range(3):
+        out = await fetch(http, proxy.url_for("moved"))
+        assert out.status == 301 and out.header("Location") == "/there" and out.body == b"see elsewhere\n"
+    assert len(fault_origin.gets_for("moved")) == 1 and out.header("X-Cache") == "HIT"
+    head = await fetch(http, proxy.url_for("moved"), method="HEAD")
+    assert head.status == 301 and head.body == b"" and head.header("Location") == "/there"
+    assert head.header("Content-Length") == str(len(b"see elsewhere\n"))
+    await asyncio.sleep(1.2)  # its max-age=1 is over
+    out = await fetch(http, proxy.url_for("moved"))
+    assert out.status == 301 and len(fault_origin.gets_for("moved")) == 2
+    for _ in range(2):  # nothing said about freshness: never reused
+        out = await fetch(http, proxy.url_for("nope"))
+        assert out.status == 404 and out.body == b"no such thing\n"
+    assert len(fault_origin.gets_for("nope")) == 2
