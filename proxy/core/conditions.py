@@ -52,6 +52,7 @@ class RequestDirectives:
     only_if_cached: bool = False  # never ask the origin: 504 when not stored
     max_stale: float | None = None  # seconds of staleness accepted (inf: any; None: none asked, §5.2.1.2)
     min_fresh: float = 0.0  # seconds the answer must stay fresh for (§5.2.1.3)
+    max_age: float | None = None  # the oldest answer accepted, in seconds (§5.2.1.1; 0 is revalidate)
 
 
 def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
@@ -71,5 +72,6 @@ def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
         elif (secs := parse_int(arg)) is not None:
             max_stale = float(secs)
     min_fresh = parse_int(cc.get("min-fresh") or "")
+    oldest = parse_int(max_age) if max_age is not None else None
     return RequestDirectives(revalidate=revalidate, only_if_cached="only-if-cached" in cc, max_stale=max_stale,
-                             min_fresh=float(min_fresh or 0))
+                             min_fresh=float(min_fresh or 0), max_age=float(oldest) if oldest else None)

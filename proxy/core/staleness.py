@@ -121,6 +121,9 @@ def on_request(meta: ObjectMeta, now: float, asks: RequestDirectives) -> Fresh |
     if asks.revalidate:
         # RFC 9111 §5.2.1.4: no-cache (or max-age=0) wants a validated answer; never a stale one.
         return Revalidate()
+    # §5.2.1.1: max-age=N wants an answer at most N seconds old (and, without max-stale, not stale).
+    if asks.max_age is not None and meta.age(now) > asks.max_age:
+        return Revalidate()
     # §5.2.1.3: min-fresh wants the answer to stay fresh that much longer.
     if stale_for(meta, now + asks.min_fresh) < 0:
         return Fresh()

@@ -162,7 +162,7 @@ class ProxyHandler:
             return await self.respond(request, stored, header, info, only_if_cached=True)
         try:
             # The hot path (no await); a client's min-fresh is decided by the engine.
-            asks_more = directives.revalidate or directives.min_fresh > 0
+            asks_more = directives.revalidate or directives.min_fresh > 0 or directives.max_age is not None
             fresh = None if asks_more else self.engine.fresh_meta(key)
             if fresh is not None:
                 lease = MetaLease(fresh)

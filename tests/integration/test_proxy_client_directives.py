@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import pytest
 
@@ -63,3 +65,21 @@ async def test_failed_if_match_and_if_unmodified_since_answer_412(fault_origin: 
     assert (await fetch(http, url, headers={"If-Unmodified-Since": lm})).status == 200
     assert (await fetch(http, url, headers={"If-Unmodified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"})).status == 412
     assert (await fetch(http, url, headers={"If-None-Match": etag, "Range": "bytes=0-9"})).status == 304
+
+
+async def test_a_clients_max_age_revalidates_an_answer_older_than_it_asks(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """RFC 9111 §5.2.1.1: max-age=N wants an answer at most N seconds old."""
+    data = seeded_bytes(S, 93)
+    fault_origin.set_object("old.bin", data, cache_control="max-age=600")
+    proxy = proxy_factory(fault_origin.url)
+    url = proxy.url_for("old.bin")
+    assert (await fetch(http, url)).body == data
+    await asyncio.sleep(2.1)  # now two seconds old
+    out = await fetch(http, url, headers={"Cache-Control": "max-age=100"})
+    assert out.body == data and out.header("X-Cache") == "HIT" and len(fault_origin.gets_for("old.bin")) == 1
+    out = await fetch(http, url, headers={"Cache-Control": "max-age=1"})
+    assert out.status == 200 and out.body == data
+    gets = fault_origin.gets_for("old.bin")
+    assert len(gets) == 2 and gets[1].if_none_match is not None  # asked the origin first, conditionally
+    assert int(out.header("Age")) < 2  # and the answer is as young as it asked

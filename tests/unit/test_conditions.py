@@ -51,11 +51,12 @@ def test_a_weak_current_etag_never_satisfies_if_match() -> None:
         ([], RequestDirectives()),
         ([("Cache-Control", "no-cache")], RequestDirectives(revalidate=True)),
         ([("Cache-Control", "max-age=0")], RequestDirectives(revalidate=True)),
-        ([("Cache-Control", "max-age=10")], RequestDirectives()),
+        ([("Cache-Control", "max-age=10")], RequestDirectives(max_age=10.0)),
         ([("Pragma", "no-cache")], RequestDirectives(revalidate=True)),
-        ([("Pragma", "no-cache"), ("Cache-Control", "max-age=5")], RequestDirectives()),  # §5.4: CC wins
+        ([("Pragma", "no-cache"), ("Cache-Control", "max-age=5")], RequestDirectives(max_age=5.0)),  # §5.4: CC wins
         ([("Cache-Control", "only-if-cached")], RequestDirectives(only_if_cached=True)),
-        ([("Cache-Control", "max-age=5"), ("Cache-Control", "no-cache")], RequestDirectives(revalidate=True)),
+        ([("Cache-Control", "max-age=5"), ("Cache-Control", "no-cache")],
+         RequestDirectives(revalidate=True, max_age=5.0)),
         ([("Cache-Control", "max-stale")], RequestDirectives(max_stale=float("inf"))),
         ([("Cache-Control", "max-stale=30")], RequestDirectives(max_stale=30.0)),
         ([("Cache-Control", "max-stale=soon")], RequestDirectives()),  # an invalid value asks nothing

@@ -192,3 +192,14 @@ def test_cache_status_of_stale_answers() -> None:
         "rangeproxy; fwd=stale; fwd-status=503; ttl=-4; detail=stale-if-error"
     assert cache_status("HIT", -4, True, fwd="stale", detail=IF_ERROR) == \
         "rangeproxy; fwd=stale; ttl=-4; detail=stale-if-error"
+
+
+def test_a_clients_max_age_wants_an_answer_no_older() -> None:
+    """RFC 9111 §5.2.1.1: older than N seconds (fresh or not) is revalidated first."""
+    from proxy.core.conditions import request_directives
+
+    m = meta("max-age=600", ttl=600.0)
+    later = NOW + 100  # 100 s old, still fresh
+    assert isinstance(on_request(m, later, request_directives({"Cache-Control": "max-age=50"})), Revalidate)
+    assert isinstance(on_request(m, later, request_directives({"Cache-Control": "max-age=500"})), Fresh)
+    assert request_directives({"Cache-Control": "max-age=0"}).revalidate
