@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import AsyncGenerator
 
 from proxy.cache.budget import ByteBudget
@@ -133,11 +132,11 @@ class Engine:
 
     def status_answer(self, key: str) -> StatusAnswer | None:
         """A stored answer other than 200/206 for this key, if fresh (proxy.core.statuses)."""
-        return self.statuses.fresh(key, time.time())
+        return self.statuses.fresh(key)
 
     def passing(self, url: str) -> bool:
         """Does ``url`` pass through (its last answer could not be stored)?"""
-        return self.learning.passes.passing(url, time.monotonic())
+        return self.learning.passes.passing(url)
 
     def variant_of(self, url: str, fields: Fields) -> str | None:
         """The key of the variant a request with these fields selects, if ``url`` varies;

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
+from typing import Callable
 
 from proxy.core.statuses import StatusAnswer
 
@@ -30,11 +32,11 @@ class StatusAnswers:
             _, old = self._by_key.popitem(last=False)
             self.bytes -= len(old.body)
 
-    def fresh(self, key: str, now: float) -> StatusAnswer | None:
+    def fresh(self, key: str, now: Callable[[], float] = time.time) -> StatusAnswer | None:
         answer = self._by_key.get(key)
-        if answer is None:
+        if answer is None:  # the hot path: no clock read
             return None
-        if not answer.is_fresh(now):
+        if not answer.is_fresh(now()):
             self.forget(key)
             return None
         self._by_key.move_to_end(key)
