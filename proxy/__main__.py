@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
+import ssl
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from proxy.core.settings import ConfigError, Settings, load
 
@@ -19,6 +21,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tls = None
+    if settings.tls_cert:
+        try:
+            tls = tls_context(settings)
+        except ConfigError as exc:
+            print(f"rangeproxy: config error: {exc}", file=sys.stderr)
+            return 2
     if settings.workers > 1:
         from dataclasses import replace
 
@@ -26,18 +35,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             socks = open_sockets(settings.host, settings.port, settings.workers)
+            tls_socks = open_sockets(settings.host, settings.tls_port, settings.workers) if tls else []
         except OSError as exc:
-            print(f"rangeproxy: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+            print(f"rangeproxy: cannot listen on {settings.host}: {exc}", file=sys.stderr)
             return 1
-        settings = replace(settings, port=socks[0].getsockname()[1])
+        settings = replace(settings, port=socks[0].getsockname()[1],
+                           tls_port=tls_socks[0].getsockname()[1] if tls_socks else settings.tls_port)
         logging.getLogger("rangeproxy").info("rangeproxy: %d workers on http://%s:%d", settings.workers,
                                              settings.host, settings.port)
         final = settings
-        return run_workers(settings.workers, lambda index: serve(final, index, socks[index]))
-    return serve(settings, 0)
+        return run_workers(settings.workers, lambda index: serve(
+            final, index, socks[index], tls_socks[index] if tls_socks else None, tls))
+    return serve(settings, 0, tls=tls)
 
 
-def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> int:
+def tls_context(settings: Settings) -> ssl.SSLContext:
+    """The server side of HTTPS (TLS 1.2 and up), or a ConfigError naming the key at fault."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    for key in ("tls_cert", "tls_key"):
+        if not Path(getattr(settings, key)).is_file():
+            raise ConfigError(key, f"must be a readable PEM file (got {getattr(settings, key)!r})")
+    try:
+        ctx.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError("tls_cert", f"with tls_key, cannot be loaded: {exc}") from None
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls_sock: socket.socket | None = None,
+          tls: ssl.SSLContext | None = None) -> int:
     """One server process (the only one, or worker ``index`` of ``settings.workers``)."""
     import uvloop
     from aiohttp import web
@@ -58,12 +86,58 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None) -> 
              settings.host, settings.port, settings.upstream, settings.cache_dir, settings.slice_size)
     # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
     # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
+    runner_args: dict[str, Any] = {"shutdown_timeout": settings.grace_period, "access_log": access_logger_for(settings),
+                   "access_log_class": AccessLogger, "access_log_format": settings.access_log_format}
+    if tls is not None:  # two listeners: run_app takes one TLS setting for all of its sites
+        log.info("rangeproxy%s on https://%s:%d", f" worker {index + 1}" if settings.workers > 1 else "",
+                 settings.host, settings.tls_port)
+        listeners = Listeners(settings, sock, tls_sock, tls)
+        loop = uvloop.new_event_loop()
+        try:
+            loop.run_until_complete(listeners.run(app, runner_args))
+        except (web.GracefulExit, KeyboardInterrupt):
+            pass
+        finally:
+            loop.run_until_complete(listeners.stop())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+        return 0
     where = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
-    web.run_app(app, **where, shutdown_timeout=settings.grace_period,
-                access_log=access_logger_for(settings), access_log_class=AccessLogger,
-                access_log_format=settings.access_log_format,
-                print=None, loop=uvloop.new_event_loop(), handle_signals=True)
+    web.run_app(app, **where, **runner_args, print=None, loop=uvloop.new_event_loop(), handle_signals=True)
     return 0
+
+
+class Listeners:
+    """The plain and the HTTPS listener of one process, run as ``web.run_app`` runs one."""
+
+    def __init__(self, settings: Settings, sock: socket.socket | None, tls_sock: socket.socket | None,
+                 tls: ssl.SSLContext) -> None:
+        self.settings = settings
+        self.sock = sock
+        self.tls_sock = tls_sock
+        self.tls = tls
+        self.runner: Any = None
+
+    async def run(self, app: Any, runner_args: dict[str, Any]) -> None:
+        from aiohttp import web
+
+        s = self.settings
+        self.runner = runner = web.AppRunner(app, handle_signals=True, **runner_args)
+        await runner.setup()
+        grace = s.grace_period
+        sites = [web.SockSite(runner, self.sock, shutdown_timeout=grace) if self.sock is not None
+                 else web.TCPSite(runner, s.host, s.port, shutdown_timeout=grace),
+                 web.SockSite(runner, self.tls_sock, ssl_context=self.tls, shutdown_timeout=grace)
+                 if self.tls_sock is not None
+                 else web.TCPSite(runner, s.host, s.tls_port, ssl_context=self.tls, shutdown_timeout=grace)]
+        for site in sites:
+            await site.start()
+        while True:  # until SIGTERM / SIGINT (GracefulExit)
+            await asyncio.sleep(3600)
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
 
 
 if __name__ == "__main__":

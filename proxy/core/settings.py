@@ -211,7 +211,7 @@ def _got(value: object) -> str:
 # --- the settings ---------------------------------------------------------------
 #
 # Each field's metadata says how to parse and check it:
-#   kind: url | str | path | route | prefix | token | level | fieldnames | int | size | duration | bool
+#   kind: url | str | path | optpath | route | prefix | token | level | fieldnames | int | size | duration | bool
 #   lo, hi: inclusive bounds (int/size/duration); lo_open: lo itself is excluded
 #   help: one line for --help and the docs
 
@@ -232,6 +232,9 @@ class Settings:
                        "origin base URL (http:// or https://, no query or fragment)")
     host: str = _f("127.0.0.1", "str", "address to listen on")
     port: int = _f(8080, "int", "port to listen on (0: pick a free port)", 0, 65535)
+    tls_cert: str = _f("", "optpath", "PEM certificate chain for HTTPS on tls_port (empty: no HTTPS listener)")
+    tls_key: str = _f("", "optpath", "PEM private key of tls_cert")
+    tls_port: int = _f(8443, "int", "port of the HTTPS listener, beside port (0: pick a free port)", 0, 65535)
     cache_dir: str = _f("data/cache", "path", "directory of the slice cache (diskcache)")
     slice_size: int = _f(1 * MiB, "size", "bytes per cached slice", 4 * KiB, 64 * MiB)
     block_size: int = _f(16 * KiB, "size",
@@ -311,6 +314,8 @@ def _allowed(name: str) -> str:
         return "a non-empty string without blanks"
     if kind == "path":
         return "a non-empty directory path"
+    if kind == "optpath":
+        return "a file path (empty: none)"
     if kind == "route":
         return 'a URL path starting with "/" (no blanks, "?" or "#")'
     if kind == "prefix":
@@ -355,7 +360,7 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
     meta = _FIELDS[name].metadata
     kind = meta["kind"]
     bad = _bad(name, value, source)
-    if kind in ("url", "str", "path", "route", "prefix", "token", "level", "logformat", "fieldnames"):
+    if kind in ("url", "str", "path", "optpath", "route", "prefix", "token", "level", "logformat", "fieldnames"):
         if kind == "fieldnames" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = ",".join(value)  # a TOML array of names
         if not isinstance(value, str):
@@ -404,6 +409,10 @@ def _check_text(kind: str, value: str, bad: ConfigError) -> str:
         return value
     if kind == "path":
         if not value or "\x00" in value:
+            raise bad
+        return value
+    if kind == "optpath":
+        if "\x00" in value:
             raise bad
         return value
     if kind in ("route", "prefix"):
@@ -473,6 +482,11 @@ def _check_together(values: Mapping[str, Any], sources: Mapping[str, str | None]
             f"must divide slice_size = {format_size(slice_size)} "
             f"(got {format_size(block_size)}{where('block_size')})",
         )
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        missing = "tls_key" if values["tls_cert"] else "tls_cert"
+        raise ConfigError(missing, "must be set too: HTTPS needs both tls_cert and tls_key")
+    if values["tls_cert"] and values["tls_port"] and values["tls_port"] == values["port"]:
+        raise ConfigError("tls_port", f"must differ from port (both are {values['port']})")
     if values["protect_stats"] and not values["admin_token"]:
         raise ConfigError(
             "protect_stats",

@@ -49,6 +49,9 @@ DEFAULTS = {
     "upstream": UP,
     "host": "127.0.0.1",
     "port": 8080,
+    "tls_cert": "",
+    "tls_key": "",
+    "tls_port": 8443,
     "cache_dir": "data/cache",
     "slice_size": 1 * MiB,
     "block_size": 16 * 1024,
@@ -208,6 +211,7 @@ TEXT_VALUES = [
     ("purge_prefix", "/admin/purge/", "/admin/purge/"),
     ("drop_request_fields", "Cookie, X-Debug", "cookie,x-debug"),
     ("drop_request_fields", "", ""),
+    ("tls_cert", "", ""),
 ]
 
 
@@ -364,6 +368,9 @@ COMBINATIONS = [
     (["health_path=/stats.json"], "health_path", "must differ from stats_path"),
     (["health_path=/_cache/health"], "health_path", "must not be under purge_prefix"),
     (["purge_prefix=/"], "stats_path", "must not be under purge_prefix"),
+    (["tls_cert=a.pem"], "tls_key", "must be set too"),
+    (["tls_key=k.pem"], "tls_cert", "must be set too"),
+    (["tls_cert=a.pem", "tls_key=k.pem", "tls_port=8080"], "tls_port", "must differ from port"),
 ]
 
 
