@@ -35,7 +35,7 @@ from proxy.core.counters import Counters
 from proxy.core.fields import Fields
 from proxy.core.forwarding import Forwarded
 from proxy.core.statuses import StatusAnswer
-from proxy.core.variants import ANY, is_variant, variant_key
+from proxy.core.variants import ANY, is_variant, target_url, variant_key
 from proxy.core.representation import ObjectMeta
 from proxy.core.settings import Settings
 from proxy.core.slices import SliceGeometry, SlicePlan, Unit, unit_slice
@@ -150,6 +150,14 @@ class Engine:
         for old in self.varies.use(url, key):
             self.jobs.spawn(self.invalidate(old, "more variants than max_variants"))
         return key
+
+    async def invalidate_under(self, prefix: str, reason: str) -> list[str]:
+        """Drop every object whose URL starts with ``prefix`` (stored, or in memory); their URLs."""
+        keys = {*await self.store.keys_under(prefix), *self.metas.keys_under(prefix), *self.statuses.keys_under(prefix)}
+        urls = sorted({target_url(k) for k in keys})
+        for url in urls:
+            await self.invalidate(url, reason)
+        return urls
 
     async def invalidate(self, url: str, reason: str) -> None:
         """Drop an object: its fills fail, its slices and metadata leave the store. A URL

@@ -70,6 +70,10 @@ class MetaCache:
 
         register_until_done(self._writes, meta.url, self.jobs.store(write()))
 
+    def keys_under(self, prefix: str) -> list[str]:
+        """Keys of the metadata in memory that start with ``prefix``."""
+        return [k for k in self._hot if k.startswith(prefix)]
+
     def forget(self, url: str) -> None:
         self._hot.pop(url, None)
 

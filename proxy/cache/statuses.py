@@ -42,6 +42,9 @@ class StatusAnswers:
         self._by_key.move_to_end(key)
         return answer
 
+    def keys_under(self, prefix: str) -> list[str]:
+        return [k for k in self._by_key if k.startswith(prefix)]
+
     def forget(self, key: str) -> None:
         old = self._by_key.pop(key, None)
         if old is not None:

@@ -411,14 +411,19 @@ class SliceStore:
             self._forget_fd(key)
         self._touched = {k for k in self._touched if k[0] != url}
 
-    def _variant_keys(self, url: str) -> list[str]:
-        """The keys of the stored variants of ``url`` (proxy.core.variants): one index range."""
-        lo = _meta_key(url + SEPARATOR)
+    def _keys_under(self, prefix: str) -> list[str]:
+        """The object keys that start with ``prefix`` (metadata records): one index range."""
+        lo = _meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ?", (lo, lo + "\U0010ffff")).fetchall()
         return [key[len(_META):] for (key,) in rows if isinstance(key, str)]
 
     async def variant_keys(self, url: str) -> list[str]:
-        return await self._run(self._variant_keys, url)
+        """The keys of the stored variants of ``url`` (proxy.core.variants)."""
+        return await self._run(self._keys_under, url + SEPARATOR)
+
+    async def keys_under(self, prefix: str) -> list[str]:
+        """Every stored object key (URLs and variants) that starts with ``prefix``."""
+        return await self._run(self._keys_under, prefix)
 
     async def evict_object(self, url: str) -> int:
         """Drop every slice and the metadata of one object (all versions)."""

@@ -226,6 +226,17 @@ class Admin:
                     "in_flight": to_ranges(map_indices(sm["in_flight"])), "cached_slices": len(cached)})
         return web.json_response(out, headers=NO_STORE)
 
+    async def _purge_under(self, engine: Any, target: str, prefix: str) -> web.StreamResponse:
+        t0 = time.monotonic()
+        urls = await engine.invalidate_under(prefix, "purged by prefix")
+        self.stats.purges += 1
+        for url in urls:
+            self.stats.forget_map(url)
+        self.metrics.volume.updated = 0.0
+        log.info("purged %d objects under %s in %.3f s", len(urls), prefix, time.monotonic() - t0)
+        return web.json_response({"purged": len(urls), "prefix": target[:-1], "urls": urls[:1000]},
+                                 headers=NO_STORE)
+
     async def purge(self, request: web.Request) -> web.StreamResponse:
         if not self.settings.admin_token:
             return web.Response(status=403, text="403 Forbidden: purge is disabled (no admin_token configured)\n",
@@ -233,6 +244,8 @@ class Admin:
         if not self._token_ok(bearer_token(request)):
             return self._unauthorized("purge")
         target, engine, url = self._named_object(request, "DELETE ")
+        if target.endswith("*") and "?" not in target:  # DELETE <purge_prefix>videos/*: all under it
+            return await self._purge_under(engine, target, url[:-1])
         before = await engine.slice_map(url)
         t0 = time.monotonic()
         await engine.invalidate(url, "purged")

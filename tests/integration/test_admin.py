@@ -240,3 +240,28 @@ async def test_protect_stats_needs_the_token(fault_origin, proxy_factory, http) 
     # Health and proxied traffic are not affected.
     assert (await fetch(http, proxy.url + "/healthz")).status == 200
     assert (await fetch(http, proxy.url_for("a.bin"))).status == 200
+
+
+async def test_purge_by_prefix_drops_everything_under_it(fault_origin, proxy_factory, http) -> None:
+    """DELETE <purge_prefix>videos/* drops every object whose path starts with /videos/."""
+    names = ["videos/a.bin", "videos/b.bin", "videos/deep/c.bin", "videos-other.bin", "docs/d.bin"]
+    for k, name in enumerate(names):
+        fault_origin.set_object(name, seeded_bytes(S + k, 30 + k), cache_control="max-age=3600")
+    fault_origin.set_object("videos/gone", b"", fail_status=404, headers=[("Cache-Control", "max-age=3600")])
+    proxy = proxy_factory(fault_origin.url, slice_size=S, admin_token=TOKEN, readahead_slices=0)
+    for name in [*names, "videos/gone"]:
+        await fetch(http, proxy.url_for(name))
+    await idle(http, proxy.url)
+    gets = {n: len(fault_origin.gets_for(n)) for n in [*names, "videos/gone"]}
+    out = await fetch(http, proxy.url + "/_cache/videos/*", method="DELETE")
+    assert out.status == 401  # the token, as for one object
+    out = await fetch(http, proxy.url + "/_cache/videos/*", method="DELETE", headers=AUTH)
+    assert out.status == 200, out.body
+    body = json.loads(out.body)
+    assert body["purged"] == 4 and body["prefix"] == "/videos/"
+    assert sorted(body["urls"]) == sorted(fault_origin.url + "/" + n for n in
+                                          ["videos/a.bin", "videos/b.bin", "videos/deep/c.bin", "videos/gone"])
+    for name in [*names, "videos/gone"]:
+        out = await fetch(http, proxy.url_for(name))
+        asked_again = len(fault_origin.gets_for(name)) > gets[name]
+        assert asked_again is name.startswith("videos/"), name
