@@ -98,9 +98,7 @@ class ResponseRead:
             raise VersionChanged(f"{self.meta.url}: {reason}")
 
     def close(self) -> None:
-        if self.fl.private:  # nothing else reads these fills: let their run go on, or stop
-            for i in {unit_slice(u) for u in self.fl.fills}:
-                self.fl.spend(i)
+        # (Private flights spend the fills nobody wants any more: their run goes on, or stops.)
         self.fl.release(self.wants.wanted)
         self.runs.flights.forget_idle(self.meta.url, self.fl)
 

@@ -13,7 +13,7 @@ import re
 from typing import Iterable, Iterator, Mapping, Sequence
 
 __all__ = ["Fields", "stored_fields", "freshen", "replay", "not_modified_fields", "via", "cache_status", "cookies",
-           "initial_age", "FieldsView",
+           "initial_age", "FieldsView", "connection_named",
            "HOP_BY_HOP", "CACHE_NAME"]
 
 Fields = tuple[tuple[str, str], ...]  # header fields in the origin's order, repeated names kept
@@ -38,7 +38,7 @@ _NOT_MODIFIED = ("cache-control", "content-location", "date", "etag", "expires",
 _NAMED = re.compile(r'(?:^|,)\s*(?:private|no-cache)\s*=\s*"([^"]*)"', re.IGNORECASE)
 
 
-def _connection_named(fields: Iterable[tuple[str, str]]) -> set[str]:
+def connection_named(fields: Iterable[tuple[str, str]]) -> set[str]:
     """Fields the Connection header names: hop-by-hop for this message (RFC 9110 §7.6.1)."""
     out: set[str] = set()
     for name, value in fields:
@@ -61,7 +61,7 @@ def _qualified(fields: Iterable[tuple[str, str]]) -> set[str]:
 def stored_fields(fields: Iterable[tuple[str, str]]) -> Fields:
     """The header fields a shared cache keeps of an origin response."""
     items = list(fields)
-    drop = HOP_BY_HOP | _FRAMING | _PERSONAL | _connection_named(items) | _qualified(items)
+    drop = HOP_BY_HOP | _FRAMING | _PERSONAL | connection_named(items) | _qualified(items)
     return tuple((n, v) for n, v in items if n.lower() not in drop)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from proxy.core.fields import CACHE_NAME, HOP_BY_HOP, Fields
+from proxy.core.fields import CACHE_NAME, HOP_BY_HOP, Fields, connection_named
 from proxy.core.representation import Sharing
 from proxy.core.surrogate import CAPABILITY
 
@@ -39,21 +39,13 @@ class Asker:
         self.host = host
 
 
-def _connection_named(fields: Iterable[tuple[str, str]]) -> set[str]:
-    out: set[str] = set()
-    for name, value in fields:
-        if name.lower() == "connection":
-            out.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return out
-
-
 def origin_fields(request: Iterable[tuple[str, str]], asker: Asker, drop: Iterable[str] = (),
                   cache_controlled: bool = True) -> Fields:
     """The client's fields for the origin (RFC 9110 §7.6: hop-by-hop ones removed, including
     those its Connection names), less ``drop`` and, for a fetch the cache makes, less what it
     controls itself; then X-Forwarded-For appended, X-Forwarded-Proto/-Host and Via (§7.6.3)."""
     items = list(request)
-    removed = HOP_BY_HOP | _TRANSPORT | _connection_named(items) | {d.lower() for d in drop}
+    removed = HOP_BY_HOP | _TRANSPORT | connection_named(items) | {d.lower() for d in drop}
     if cache_controlled:
         removed |= CACHE_CONTROLLED
     out: list[tuple[str, str]] = []

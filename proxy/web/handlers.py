@@ -45,6 +45,7 @@ from proxy.web.sendfile import socket_of
 
 __all__ = ["ProxyHandler", "ResponseInfo", "INFO_KEY"]
 INFO_KEY = "rangeproxy"  # request[INFO_KEY] -> ResponseInfo, for the access log and metrics
+FORWARDED_KEY = "rangeproxy.forwarded"  # request[FORWARDED_KEY] -> its Forwarded, once built
 
 log = logging.getLogger("rangeproxy.handlers")
 # A hit up to this size is read from its files and sent with its headers in one write:
@@ -99,9 +100,14 @@ class ProxyHandler:
         self.settings = engine.settings
 
     def forwarded(self, request: web.Request) -> Forwarded:
-        """What this request lends the fetches it starts (built on a miss only)."""
-        fields = origin_fields(request.headers.items(), asker(request), self.settings.dropped_request_fields())
-        return Forwarded(fields, Sharing(authorized(request.headers), self.settings.store_set_cookie))
+        """What this request lends the fetches it starts: built once per request, and only when
+        something may ask the origin (a miss, a variant's key, a streamed answer)."""
+        got: Forwarded | None = request.get(FORWARDED_KEY)
+        if got is None:
+            fields = origin_fields(request.headers.items(), asker(request), self.settings.dropped_request_fields())
+            got = request[FORWARDED_KEY] = Forwarded(
+                fields, Sharing(authorized(request.headers), self.settings.store_set_cookie))
+        return got
 
     def key(self, request: web.Request, url: str) -> str | None:
         """The cache key of the stored response this GET or HEAD may use: the URL, or for one
