@@ -17,7 +17,7 @@ import pytest
 from tests.support.client import Outcome, fetch
 from tests.support.data import seeded_bytes
 from tests.support.fault_origin import FaultOrigin, Record
-from tests.support.servers import DEFAULT_SLICE
+from tests.support.servers import DEFAULT_SLICE, ProxyProc
 
 S = DEFAULT_SLICE
 MAX_AGE = 1.0
@@ -39,6 +39,17 @@ async def cached(http, origin: FaultOrigin, url: str, name: str, data: bytes) ->
     origin.reset_counters()
 
 
+async def stored(origin: FaultOrigin, proxy_factory, http, name: str, data: bytes, cache_control: str,
+                 **settings: object) -> tuple[ProxyProc, str]:
+    """A proxy (no read-ahead) holding ``name`` whole, served with ``cache_control``; the
+    origin's log cleared. Returns the proxy and the object's URL through it."""
+    origin.set_object(name, data, cache_control=cache_control)
+    proxy = proxy_factory(origin.url, readahead_slices=0, **settings)
+    url = proxy.url_for(name)
+    await cached(http, origin, url, name, data)
+    return proxy, url
+
+
 def cache_status(out: Outcome) -> str:
     return out.header("Cache-Status") or ""
 
@@ -49,10 +60,7 @@ def cache_status(out: Outcome) -> str:
 async def test_stale_while_revalidate_answers_at_once_and_revalidates_once_behind(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     v1, v2 = seeded_bytes(2 * S + 7, 300), seeded_bytes(2 * S + 7, 301)
-    fault_origin.set_object("swr.bin", v1, cache_control="max-age=1, stale-while-revalidate=30")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("swr.bin")
-    await cached(http, fault_origin, url, "swr.bin", v1)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "swr.bin", v1, "max-age=1, stale-while-revalidate=30")
     await asyncio.sleep(STALE)
     # The origin has a new version now, and is slow to say so.
     fault_origin.set_object("swr.bin", v2, cache_control="max-age=60", delay=DELAY)
@@ -82,10 +90,8 @@ async def test_stale_while_revalidate_answers_at_once_and_revalidates_once_behin
 async def test_beyond_stale_while_revalidate_the_request_waits_for_the_revalidation(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(S + 3, 302)
-    fault_origin.set_object("late.bin", data, cache_control="max-age=1, stale-while-revalidate=1")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("late.bin")
-    await cached(http, fault_origin, url, "late.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http,
+                              "late.bin", data, "max-age=1, stale-while-revalidate=1")
     await asyncio.sleep(PAST_WINDOW)
     fault_origin.set_fault("late.bin", delay=DELAY)
 
@@ -104,10 +110,8 @@ async def test_beyond_stale_while_revalidate_the_request_waits_for_the_revalidat
 async def test_stale_if_error_answers_stale_when_the_origin_answers_500(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(2 * S + 1, 303)
-    fault_origin.set_object("sie.bin", data, cache_control="max-age=1, stale-if-error=30")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("sie.bin")
-    await cached(http, fault_origin, url, "sie.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http,
+                              "sie.bin", data, "max-age=1, stale-if-error=30")
     await asyncio.sleep(STALE)
     fault_origin.set_fault("sie.bin", fail_status=500)
 
@@ -124,10 +128,8 @@ async def test_stale_if_error_answers_stale_when_the_origin_answers_500(
 async def test_beyond_stale_if_error_the_origins_500_reaches_the_client(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(S + 5, 304)
-    fault_origin.set_object("sie-late.bin", data, cache_control="max-age=1, stale-if-error=1")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("sie-late.bin")
-    await cached(http, fault_origin, url, "sie-late.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http,
+                              "sie-late.bin", data, "max-age=1, stale-if-error=1")
     await asyncio.sleep(PAST_WINDOW)
     fault_origin.set_fault("sie-late.bin", fail_status=500)
 
@@ -163,10 +165,8 @@ async def test_origin_down_answers_stale_within_the_window_and_502_beyond(
 async def test_the_stale_if_error_setting_covers_an_origin_without_the_directive(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(S + 2, 307)
-    fault_origin.set_object("set.bin", data, cache_control="max-age=1")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0, stale_if_error="1m")
-    url = proxy.url_for("set.bin")
-    await cached(http, fault_origin, url, "set.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http,
+                              "set.bin", data, "max-age=1", stale_if_error="1m")
     await asyncio.sleep(STALE)
     fault_origin.set_fault("set.bin", fail_status=503)
     out = await fetch(http, url)
@@ -179,10 +179,7 @@ async def test_the_stale_if_error_setting_covers_an_origin_without_the_directive
 async def test_without_a_window_the_error_reaches_the_client(fault_origin: FaultOrigin, proxy_factory,
                                                              http) -> None:
     data = seeded_bytes(S + 4, 308)
-    fault_origin.set_object("none.bin", data, cache_control="max-age=1")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)  # stale_if_error = 0
-    url = proxy.url_for("none.bin")
-    await cached(http, fault_origin, url, "none.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "none.bin", data, "max-age=1")  # stale_if_error 0
     await asyncio.sleep(STALE)
     fault_origin.set_fault("none.bin", fail_status=502)
     out = await fetch(http, url)
@@ -196,11 +193,9 @@ async def test_without_a_window_the_error_reaches_the_client(fault_origin: Fault
 async def test_must_revalidate_and_proxy_revalidate_are_never_answered_stale(
         fault_origin: FaultOrigin, proxy_factory, http, directive: str) -> None:
     data = seeded_bytes(S + 6, 309)
-    fault_origin.set_object("mr.bin", data, cache_control=f"max-age=1, {directive}, "
-                                                          "stale-while-revalidate=60, stale-if-error=60")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0, stale_if_error="1h")
-    url = proxy.url_for("mr.bin")
-    await cached(http, fault_origin, url, "mr.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "mr.bin", data,
+                              f"max-age=1, {directive}, stale-while-revalidate=60, stale-if-error=60",
+                              stale_if_error="1h")
     await asyncio.sleep(STALE)
 
     fault_origin.set_fault("mr.bin", fail_status=503)
@@ -225,10 +220,8 @@ async def test_must_revalidate_and_proxy_revalidate_are_never_answered_stale(
 async def test_no_cache_is_revalidated_on_every_request_and_never_answered_stale(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(S + 8, 310)
-    fault_origin.set_object("nc.bin", data, cache_control="no-cache, stale-if-error=60")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0, stale_if_error="1h")
-    url = proxy.url_for("nc.bin")
-    await cached(http, fault_origin, url, "nc.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http,
+                              "nc.bin", data, "no-cache, stale-if-error=60", stale_if_error="1h")
     for _ in range(2):
         out = await fetch(http, url)
         assert out.status == 200 and out.body == data
@@ -244,10 +237,7 @@ async def test_no_cache_is_revalidated_on_every_request_and_never_answered_stale
 async def test_max_stale_answers_stale_at_once_and_only_if_cached_with_it_too(
         fault_origin: FaultOrigin, proxy_factory, http) -> None:
     data = seeded_bytes(S + 1, 311)
-    fault_origin.set_object("ms.bin", data, cache_control="max-age=1")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("ms.bin")
-    await cached(http, fault_origin, url, "ms.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "ms.bin", data, "max-age=1")
     await asyncio.sleep(STALE)
     out = await fetch(http, url, headers={"Cache-Control": "only-if-cached"})
     assert out.status == 504  # stale, and this client takes no stale answer
@@ -269,10 +259,7 @@ async def test_max_stale_answers_stale_at_once_and_only_if_cached_with_it_too(
 async def test_max_stale_beyond_its_value_waits_for_the_revalidation(fault_origin: FaultOrigin, proxy_factory,
                                                                       http) -> None:
     data = seeded_bytes(S + 1, 312)
-    fault_origin.set_object("ms-late.bin", data, cache_control="max-age=1")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("ms-late.bin")
-    await cached(http, fault_origin, url, "ms-late.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "ms-late.bin", data, "max-age=1")
     await asyncio.sleep(PAST_WINDOW)
     out = await fetch(http, url, headers={"Cache-Control": "max-stale=1"})
     assert out.status == 200 and "detail" not in cache_status(out)
@@ -282,10 +269,7 @@ async def test_max_stale_beyond_its_value_waits_for_the_revalidation(fault_origi
 async def test_min_fresh_revalidates_an_object_that_expires_too_soon(fault_origin: FaultOrigin, proxy_factory,
                                                                       http) -> None:
     data = seeded_bytes(S + 1, 313)
-    fault_origin.set_object("mf.bin", data, cache_control="max-age=600")
-    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
-    url = proxy.url_for("mf.bin")
-    await cached(http, fault_origin, url, "mf.bin", data)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "mf.bin", data, "max-age=600")
     out = await fetch(http, url, headers={"Cache-Control": "min-fresh=60"})
     assert out.status == 200 and out.body == data
     assert conditional(fault_origin, "mf.bin") == []  # fresh for 60 s more: answered from the cache
