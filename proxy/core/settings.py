@@ -35,6 +35,8 @@ from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
+from proxy.core.config_error import ConfigError
+
 __all__ = [
     "Settings",
     "ConfigError",
@@ -75,18 +77,6 @@ _INTEGER = re.compile(r"[ \t]*([+-]?[0-9]+)[ \t]*", re.ASCII)
 _BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("combined", "json")
-
-
-class ConfigError(Exception):
-    """A configuration mistake; ``str()`` is ``"<key>: <message>"``."""
-
-    def __init__(self, key: str, message: str):
-        super().__init__(key, message)
-        self.key = key
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.key}: {self.message}"
 
 
 # --- sizes and durations --------------------------------------------------------
