@@ -2,7 +2,8 @@
 
 One catch-all route: a request for an admin path (health, stats, metrics, purge;
 see ``proxy.web.admin``) is answered by the proxy itself, anything else goes to the
-origin through the slice cache. Each app has its own metrics registry and stats.
+origin that takes it (``proxy.web.sites``: by Host and path) through the slice cache.
+Each app has its own metrics registry and stats; ``reload`` applies a new configuration.
 
 With several worker processes (``worker.count`` > 1) each app publishes its state once a
 second for the others and answers ``/metrics`` and ``/stats.json`` for the whole proxy
@@ -13,31 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import AsyncIterator
 
 from aiohttp import web
 
 from proxy.web.admin import Admin
 from proxy.core.settings import Settings
-from proxy.cache.engine import Engine
-from proxy.web.handlers import ProxyHandler
+from proxy.cache.engines import EngineSet
+from proxy.web.sites import Sites
 from proxy.web.sending import ResponseInfo
 from proxy.observe.metrics import Metrics, status_class
 from proxy.workers.peers import Peers
 from proxy.observe.stats import Stats, timings
 from proxy.cache.store import SliceStore
-from proxy.cache.upstream import Upstream
-from proxy.workers.info import RUN_DIR_NAME, WorkerInfo
-from proxy.workers.sync import SharedCacheDir
+from proxy.workers.info import WorkerInfo
 
-__all__ = ["build_app", "ENGINE", "SETTINGS", "METRICS", "HANDLER"]
+__all__ = ["build_app", "reload", "SITES", "SETTINGS", "METRICS"]
 
 log = logging.getLogger("rangeproxy")
-ENGINE = web.AppKey("engine", Engine)
+SITES = web.AppKey("sites", Sites)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
-HANDLER = web.AppKey("handler", ProxyHandler)
 
 
 async def _sample_every_second(stats: Stats, peers: Peers | None) -> None:
@@ -58,8 +55,9 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
     app = web.Application(client_max_size=0)
     app[SETTINGS] = settings
 
-    def engine_or_none() -> Engine | None:
-        return app.get(ENGINE)
+    def engine_or_none() -> EngineSet | None:
+        sites = app.get(SITES)
+        return sites.view if sites is not None else None
 
     stats = Stats(settings)
     metrics = Metrics(settings, engine_or_none, extra=lambda: {
@@ -67,7 +65,7 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
     })
     app[METRICS] = metrics
     peers = Peers(worker, stats, metrics, engine_or_none) if worker.count > 1 else None
-    admin = Admin(settings, stats, metrics, engine_or_none, peers=peers)
+    admin = Admin(settings, stats, metrics, lambda: app.get(SITES), peers=peers)
 
     def observe(request: web.Request, resp: web.StreamResponse | None, info: ResponseInfo) -> None:
         try:
@@ -81,18 +79,11 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         store = SliceStore(settings.cache_dir, settings.cache_size, settings.store_threads)
-        upstream = Upstream(settings.upstream, connections=settings.upstream_connections,
-                            connect_timeout=settings.upstream_connect_timeout,
-                            read_timeout=settings.upstream_read_timeout)
-        await upstream.start()
-        # Several worker processes share the cache directory: claims keep one origin fetch
-        # per unit across them, and a log tells the others what one of them invalidated.
-        sync = SharedCacheDir(Path(settings.cache_dir) / RUN_DIR_NAME) if settings.workers > 1 else None
-        engine = Engine(settings, store, upstream, sync)
-        await engine.start()
-        app[ENGINE] = engine
-        app[HANDLER] = ProxyHandler(engine, observe)
-        stats.bind(engine)
+        sites = Sites(store, observe)
+        await sites.apply(settings)
+        app[SITES] = sites
+        assert sites.view is not None
+        stats.bind(sites.view)
         if peers is not None:
             await peers.publish_or_log()
         sampler = asyncio.get_running_loop().create_task(_sample_every_second(stats, peers))
@@ -101,8 +92,7 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
         await asyncio.gather(sampler, return_exceptions=True)
         if peers is not None:
             peers.publish_or_log_now()  # the final state (the others count it until this process is gone)
-        await engine.close()
-        await upstream.close()
+        await sites.close()
         store.close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -111,7 +101,7 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
         handler = admin.match(request)
         if handler is not None:
             return await handler(request)
-        return await request.app[HANDLER].handle(request)
+        return await request.app[SITES].handle(request)
 
     app.router.add_route("*", "/{tail:.*}", dispatch)
     return app

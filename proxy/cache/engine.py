@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import AsyncGenerator
 
 from proxy.cache.budget import ByteBudget
@@ -51,10 +52,11 @@ TOUCH_INTERVAL = 5.0  # seconds between LRU updates for hits served from held fd
 
 
 class Engine:
-    """One cache directory and one origin: metadata, runs, hits and response reads."""
+    """One origin's objects in the cache directory: metadata, runs, hits and response reads."""
 
     def __init__(self, settings: Settings, store: SliceStore, upstream: Upstream,
-                 sync: WorkerSync | None = None) -> None:
+                 sync: WorkerSync | None = None, *, counters: Counters | None = None,
+                 fill_budget: ByteBudget | None = None) -> None:
         self.settings = settings
         self.store = store
         self.upstream = upstream
@@ -62,8 +64,10 @@ class Engine:
         self.geometry = SliceGeometry.of(settings.slice_size, settings.block_size)
         self.slice_size = self.geometry.slice_size
         self.block_size = self.geometry.block_size
-        self.counters = Counters()
-        self.fill_budget = ByteBudget(settings.fill_memory)  # bytes of fills in memory, across all runs
+        # An origin's counters outlive its engine (a reload makes a new one); the budget is
+        # the process's, shared by the engines of all origins.
+        self.counters = counters if counters is not None else Counters()
+        self.fill_budget = fill_budget if fill_budget is not None else ByteBudget(settings.fill_memory)
         self.jobs = Jobs()
         self.flights = FlightRegistry(self.geometry, self.fill_budget)
         self.files = UnitFiles(store, self.geometry)
@@ -133,6 +137,10 @@ class Engine:
     def status_answer(self, key: str) -> StatusAnswer | None:
         """A stored answer other than 200/206 for this key, if fresh (proxy.core.statuses)."""
         return self.statuses.fresh(key)
+
+    def pass_through(self, url: str) -> None:
+        """Let ``url`` pass through for a while (proxy.cache.passes), e.g. an object too large to cache."""
+        self.learning.passes.note(url, time.monotonic())
 
     def passing(self, url: str) -> bool:
         """Does ``url`` pass through (its last answer could not be stored)?"""

@@ -16,6 +16,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.core.fields import stored_fields
+from proxy.core.origins import OriginConfig, default_origin
+from proxy.core.settings import Settings
 from proxy.http.errors import UpstreamError, UpstreamStatus, UpstreamTimeout
 from proxy.http.ranges import Span
 
@@ -26,12 +28,27 @@ USER_AGENT = "rangeproxy/0.1"
 
 
 class Upstream:
-    def __init__(self, base_url: str, *, connections: int, connect_timeout: float, read_timeout: float) -> None:
+    """One origin's upstream: its pool, and what every request to it carries."""
+
+    def __init__(self, base_url: str, *, connections: int, connect_timeout: float, read_timeout: float,
+                 origin: OriginConfig | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.origin = origin if origin is not None else default_origin(self.base_url)
+        self.name = self.origin.name
         self._connections = connections
         self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout,
                                               sock_read=read_timeout)
         self._session: aiohttp.ClientSession | None = None
+        # The operator's fields, then the Host the origin expects (default: its URL's).
+        self._added = list(self.origin.add_request_headers)
+        if self.origin.host_header:
+            self._added.append(("Host", self.origin.host_header))
+
+    @classmethod
+    def for_origin(cls, origin: OriginConfig, settings: Settings) -> Upstream:
+        return cls(origin.primary, connections=settings.upstream_connections,
+                   connect_timeout=settings.upstream_connect_timeout, read_timeout=settings.upstream_read_timeout,
+                   origin=origin)
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections,
@@ -56,6 +73,8 @@ class Upstream:
                   method: str = "GET", data: object = None) -> AsyncIterator[aiohttp.ClientResponse]:
         """A ranged request; connection faults map to 502, timeouts to 504."""
         hdrs: CIMultiDict[str] = CIMultiDict(headers)
+        for name, value in self._added:
+            hdrs[name] = value
         hdrs.setdefault("Accept-Encoding", "identity")
         hdrs.setdefault("User-Agent", USER_AGENT)
         if span is not None:

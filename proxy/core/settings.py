@@ -30,12 +30,13 @@ import os
 import re
 import sys
 import tomllib
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
 from proxy.core.config_error import ConfigError
+from proxy.core.origins import OriginConfig, default_origin, parse_origins
 
 __all__ = [
     "Settings",
@@ -218,8 +219,10 @@ def _f(default: Any, kind: str, help: str, lo: Any = None, hi: Any = None,
 class Settings:
     """Validated proxy settings; build with :func:`load` (or :func:`settings_from_mapping`)."""
 
-    upstream: str = _f(MISSING, "url",
-                       "origin base URL (http:// or https://, no query or fragment)")
+    upstream: str = _f("", "url",
+                       "origin base URL (http:// or https://, no query or fragment): the default origin, "
+                       "for what no [[origin]] table takes")
+    origin: tuple[OriginConfig, ...] = _f((), "origins", "[[origin]] tables: origins by Host and path prefix")
     host: str = _f("127.0.0.1", "str", "address to listen on")
     port: int = _f(8080, "int", "port to listen on (0: pick a free port)", 0, 65535)
     tls_cert: str = _f("", "optpath", "PEM certificate chain for HTTPS on tls_port (empty: no HTTPS listener)")
@@ -239,6 +242,11 @@ class Settings:
     readahead_slices: int = _f(4, "int", "slices prefetched ahead of a sequential reader", 0, 64)
     default_ttl: float = _f(300.0, "duration",
                             "freshness when the origin gives no max-age/Expires", 0.0, YEAR)
+    negative_ttl: float = _f(60.0, "duration",
+                             "freshness of a stored 404, 410, 405, 414 or 501 when the origin gives none "
+                             "(0: not stored without the origin's own freshness)", 0.0, YEAR)
+    max_object_size: int = _f(0, "size", "objects larger than this are passed through, not cached (0: no limit)",
+                              0, 1024 * TiB)
     stale_if_error: float = _f(0.0, "duration",
                                "how long past expiry an object may answer when its revalidation fails and the "
                                "origin sent no stale-if-error (0: never)", 0.0, YEAR)
@@ -277,6 +285,15 @@ class Settings:
         """``drop_request_fields`` as lower-case names."""
         return tuple(n for n in self.drop_request_fields.split(",") if n)
 
+    @property
+    def origins(self) -> tuple[OriginConfig, ...]:
+        """Every origin: the [[origin]] tables, then the default one of ``upstream`` (if set)."""
+        return self.origin + ((default_origin(self.upstream),) if self.upstream else ())
+
+    def of_origin(self, origin: OriginConfig) -> Settings:
+        """The settings an origin's engine runs with: these, with the origin's own values."""
+        return replace(self, upstream=origin.primary, origin=(), **dict(origin.overrides))
+
     def describe(self) -> dict[str, Any]:
         """All values, for logging; a set ``admin_token`` is shown as ``"***"``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -297,6 +314,8 @@ def _allowed(name: str) -> str:
     """What ``name`` must be, as the end of "must be ..."."""
     meta = _FIELDS[name].metadata
     kind, lo, hi, lo_open = meta["kind"], meta["lo"], meta["hi"], meta["lo_open"]
+    if kind == "origins":
+        return "[[origin]] tables in the config file"
     if kind == "url":
         return ("an http:// or https:// base URL with a host and no query, fragment or "
                 "credentials, e.g. http://127.0.0.1:8081")
@@ -350,6 +369,12 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
     meta = _FIELDS[name].metadata
     kind = meta["kind"]
     bad = _bad(name, value, source)
+    if kind == "origins":
+        if not typed:
+            raise ConfigError(name, "[[origin]] tables are read from the config file only")
+        if isinstance(value, tuple):  # already checked (settings_from_mapping after load)
+            return value
+        return parse_origins(value, _convert_in_origin, _check_url_in_origin)
     if kind in ("url", "str", "path", "optpath", "route", "prefix", "token", "level", "logformat", "fieldnames"):
         if kind == "fieldnames" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = ",".join(value)  # a TOML array of names
@@ -388,6 +413,18 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
     if hi is not None and n > hi:
         raise bad
     return n
+
+
+def _convert_in_origin(name: str, value: object, key: str) -> Any:
+    """A global setting's value as an [[origin]] table gives it; errors name the table's key."""
+    try:
+        return _convert(name, value, True, None)
+    except ConfigError as exc:
+        raise ConfigError(key, exc.message) from None
+
+
+def _check_url_in_origin(value: str, key: str) -> str:
+    return _check_upstream(value, ConfigError(key, f"must be {_allowed('upstream')} (got {_got(value)})"))
 
 
 def _check_text(kind: str, value: str, bad: ConfigError) -> str:
@@ -452,26 +489,34 @@ def _check_upstream(value: str, bad: ConfigError) -> str:
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
 
 
+def _check_slices(values: Mapping[str, Any], key: str, where: Callable[[str], str]) -> None:
+    """Slice and block sizes fit the cache (``key``: the table whose values these are)."""
+    slice_size, cache_size = values["slice_size"], values["cache_size"]
+    if cache_size < 4 * slice_size:
+        raise ConfigError(
+            "cache_size" if not key else key + "slice_size",
+            f"must be at least 4 * slice_size = {format_size(4 * slice_size)} "
+            f"(got {format_size(cache_size)}{where('cache_size')})" if not key else
+            f"must be at most cache_size / 4 = {format_size(cache_size // 4)} (got {format_size(slice_size)})",
+        )
+    block_size = values["block_size"]
+    if block_size < slice_size and slice_size % block_size:
+        raise ConfigError(
+            key + "block_size",
+            f"must divide slice_size = {format_size(slice_size)} "
+            f"(got {format_size(block_size)}{where('block_size')})",
+        )
+
+
 def _check_together(values: Mapping[str, Any], sources: Mapping[str, str | None]) -> None:
     """Rules between fields, checked on the final values."""
 
     def where(name: str) -> str:
         return f" from {sources[name]}" if sources.get(name) else ""
 
-    slice_size, cache_size = values["slice_size"], values["cache_size"]
-    if cache_size < 4 * slice_size:
-        raise ConfigError(
-            "cache_size",
-            f"must be at least 4 * slice_size = {format_size(4 * slice_size)} "
-            f"(got {format_size(cache_size)}{where('cache_size')})",
-        )
-    block_size = values["block_size"]
-    if block_size < slice_size and slice_size % block_size:
-        raise ConfigError(
-            "block_size",
-            f"must divide slice_size = {format_size(slice_size)} "
-            f"(got {format_size(block_size)}{where('block_size')})",
-        )
+    _check_slices(values, "", where)
+    for o in values["origin"]:
+        _check_slices({**values, **dict(o.overrides)}, f"origin.{o.name}.", lambda name: "")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         missing = "tls_key" if values["tls_cert"] else "tls_cert"
         raise ConfigError(missing, "must be set too: HTTPS needs both tls_cert and tls_key")
@@ -521,8 +566,9 @@ def settings_from_mapping(
     for key in values:
         if key not in _FIELDS:
             raise _unknown(key, "in settings")
-    if "upstream" not in values:
-        raise ConfigError("upstream", "required: the origin base URL, e.g. http://127.0.0.1:8081")
+    if not values.get("upstream") and not values.get("origin"):
+        raise ConfigError("upstream", "required: the origin base URL, e.g. http://127.0.0.1:8081 "
+                          "(or [[origin]] tables in the config file)")
     final: dict[str, Any] = {}
     for name, f in _FIELDS.items():
         if name in values:

@@ -384,14 +384,14 @@ class Stats:
         shown = {u for u, _ in ranked}
         for url in [u for u in self._maps if u not in shown]:
             del self._maps[url]
-        base = self.engine.upstream.base_url if self.engine is not None else ""
         S = self.settings.slice_size
         out = []
         for url, o in ranked:
             sm = await self._slice_map(url)
+            origin, base = self.engine.origin_of(url) if self.engine is not None else ("", "")
             path = url[len(base):] if base and url.startswith(base) else url
             entry: dict[str, Any] = {
-                "path": path or "/", "url": url, "bytes_served": o.bytes, "cache_bytes": o.cache_bytes,
+                "path": path or "/", "url": url, "origin": origin, "bytes_served": o.bytes, "cache_bytes": o.cache_bytes,
                 "origin_bytes": o.origin_bytes, "requests": o.requests, "last_seen": round(o.last_seen, 3),
                 "hit_ratio_bytes": _ratio(o.cache_bytes, o.bytes),
             }

@@ -6,7 +6,7 @@ from typing import Any, Protocol, Sized
 
 from proxy.core.counters import Counters
 
-__all__ = ["EngineView", "StoreView", "BudgetView", "OriginView"]
+__all__ = ["EngineView", "StoreView", "BudgetView"]
 
 
 class StoreView(Protocol):
@@ -33,11 +33,6 @@ class BudgetView(Protocol):
     def waits(self) -> int: ...
 
 
-class OriginView(Protocol):
-    @property
-    def base_url(self) -> str: ...
-
-
 class EngineView(Protocol):
     """The engine as the metrics, the stats and the dashboard see it, read at scrape time."""
 
@@ -47,8 +42,9 @@ class EngineView(Protocol):
     @property
     def store(self) -> StoreView: ...
 
-    @property
-    def upstream(self) -> OriginView: ...
+    def origin_of(self, url: str) -> tuple[str, str]:
+        """(origin name, upstream base URL) of a cache key."""
+        ...
 
     @property
     def fill_budget(self) -> BudgetView: ...

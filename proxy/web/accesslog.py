@@ -3,13 +3,15 @@
 ::
 
     127.0.0.1 - - [21/Nov/2026:10:00:00 +0000] "GET /big.bin HTTP/1.1" 206 3145728 "-" "curl/8.5.0" \
-cache=MISS upstream_time=0.031 origin_bytes=3145728 time=0.034
+cache=MISS origin=default upstream_time=0.031 origin_bytes=3145728 time=0.034
 
 After the combined fields (remote address, ident and user always ``-``, start
 time, request line, status, body bytes sent, Referer, User-Agent):
 
 * ``cache`` -- X-Cache of the response (HIT, MISS, PARTIAL, PASS, ERROR) or ``-``
   (answered without the slice path: 304, 416, an admin path);
+* ``origin`` -- the name of the origin that took the request (``-``: none, e.g. an admin
+  path, or a request no origin takes);
 * ``upstream_time`` -- seconds this response spent waiting on the origin (``-``: none,
   or not measured);
 * ``origin_bytes`` -- body bytes of this response that came from the origin;
@@ -108,6 +110,7 @@ class AccessLogger(AbstractAccessLogger):
             "referer": request.headers.get("Referer", "-"),
             "user_agent": request.headers.get("User-Agent", "-"),
             "cache": cache,
+            "origin": (info.origin if info is not None else "") or "-",
             "upstream_seconds": upstream,
             "origin_bytes": origin_bytes,
             "duration_seconds": time,
@@ -125,7 +128,7 @@ class AccessLogger(AbstractAccessLogger):
         return (f'{f["remote"]} - - [{f["time"].strftime("%d/%b/%Y:%H:%M:%S %z")}] '
                 f'"{_esc(f["method"])} {_esc(f["path"])} {f["protocol"]}" {f["status"]} {f["bytes"]} '
                 f'"{_esc(f["referer"])}" "{_esc(f["user_agent"])}" '
-                f'cache={f["cache"]} upstream_time={up} origin_bytes={f["origin_bytes"]} '
+                f'cache={f["cache"]} origin={f["origin"]} upstream_time={up} origin_bytes={f["origin_bytes"]} '
                 f'time={f["duration_seconds"]:.6f}')
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:

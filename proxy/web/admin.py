@@ -27,10 +27,12 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.core.routing import Unrouted
 from proxy.http.target import split_target
 from proxy.observe.metrics import CONTENT_TYPE_LATEST, Metrics
 from proxy.workers.peers import Peers
 from proxy.observe.stats import Stats, map_indices, to_ranges
+from proxy.web.sites import Sites
 
 __all__ = ["Admin", "bearer_token"]
 
@@ -66,15 +68,20 @@ def _dashboard_page(config: dict[str, Any]) -> str:
                 .replace("/*__JS__*/", js.replace("</script", "<\\/script")))
 
 
+def _unrouted(got: Unrouted) -> web.HTTPException:
+    err = web.HTTPMisdirectedRequest if got.status == 421 else web.HTTPNotFound
+    return err(text=f"{got.status} {got.reason}\n", headers=NO_STORE)
+
+
 class Admin:
     """Handlers for the admin paths of one app."""
 
-    def __init__(self, settings: Any, stats: Stats, metrics: Metrics, get_engine: Callable[[], Any],
+    def __init__(self, settings: Any, stats: Stats, metrics: Metrics, get_sites: Callable[[], Sites | None],
                  peers: Peers | None = None) -> None:
         self.settings = settings
         self.stats = stats
         self.metrics = metrics
-        self._engine = get_engine
+        self._sites = get_sites
         self.peers = peers  # the other workers' numbers (None: this process is the whole proxy)
         self.page = _dashboard_page({
             "statsJson": settings.stats_path + ".json",
@@ -119,11 +126,11 @@ class Admin:
         return web.Response(status=405, text=f"405 Method Not Allowed: {request.method}\n",
                             headers={"Allow": ", ".join(allowed), **NO_STORE})
 
-    def _engine_or_503(self) -> Any:
-        engine = self._engine()
-        if engine is None:
+    def _sites_or_503(self) -> Sites:
+        sites = self._sites()
+        if sites is None:
             raise web.HTTPServiceUnavailable(text="starting\n")
-        return engine
+        return sites
 
     # --- handlers ----------------------------------------------------------------------
 
@@ -164,8 +171,7 @@ class Admin:
             return self._method_not_allowed(request, READ_METHODS)
         if not self._may_read(request):
             return self._unauthorized("the stats")
-        engine = self._engine_or_503()
-        volume = await self.metrics.volume.refresh(engine.store, max_age=1.0)
+        volume = await self.metrics.volume.refresh(self._sites_or_503().store, max_age=1.0)
         if self.peers is None:
             snap = await self.stats.snapshot(volume)
             headers = NO_STORE
@@ -180,8 +186,7 @@ class Admin:
             return self._method_not_allowed(request, READ_METHODS)
         if not self._may_read(request):
             return self._unauthorized("the metrics")
-        engine = self._engine_or_503()
-        await self.metrics.volume.refresh(engine.store)
+        await self.metrics.volume.refresh(self._sites_or_503().store)
         body = self.metrics.render()
         headers = NO_STORE
         if self.peers is not None:
@@ -194,18 +199,23 @@ class Admin:
     # --- one object: GET its slice map, DELETE (purge) it ---------------------------------
 
     def _named_object(self, request: web.Request, verb: str) -> tuple[str, Any, str]:
-        """(target, engine, upstream URL) of the object named after the purge prefix.
+        """(target, engine, cache key) of the object named after the purge prefix, its origin
+        chosen as for a request (Host and path prefix).
 
         The target is ``/<path>?<query>`` with the proxy's ``range=`` dropped. A request that names
-        no object gets 400 (raised; its example starts with ``verb``), one before the engine is up 503.
+        no object gets 400 (raised; its example starts with ``verb``), one no origin takes 404 or 421,
+        one before the engine is up 503.
         """
         rest = request.raw_path[len(self.settings.purge_prefix):]
         if not rest or rest.startswith("?"):
             raise web.HTTPBadRequest(text=f"400 Bad Request: name an object, e.g. {verb}"
                                      f"{self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
         target, _ = split_target("/" + rest)
-        engine = self._engine_or_503()
-        return target, engine, engine.upstream.url_for(target)
+        got = self._sites_or_503().route(request.headers.get("Host"), target)
+        if isinstance(got, Unrouted):
+            raise _unrouted(got)
+        site, upstream_target = got
+        return target, site.engine, site.handler.cache_key(upstream_target)
 
     async def cache_entry(self, request: web.Request) -> web.StreamResponse:
         if request.method == "DELETE":

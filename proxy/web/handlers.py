@@ -20,6 +20,7 @@ from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, part_size
 from proxy.core.conditions import preconditions, request_directives
 from proxy.core.fields import Fields, cache_status, not_modified_fields, replay, via
 from proxy.core.forwarding import Forwarded, authorized, origin_fields
+from proxy.core.origins import OriginConfig
 from proxy.core.representation import ObjectMeta, Sharing
 from proxy.core.slices import Unit, first_units
 from proxy.core.variants import ANY, target_url
@@ -94,10 +95,26 @@ def frame(lease: MetaLease, outcome: Ignore | Satisfiable, base: CIMultiDict[str
 
 
 class ProxyHandler:
-    def __init__(self, engine: Engine, observer: Observer | None = None) -> None:
+    """The GETs and HEADs of one origin (its engine), and the other methods passed through to it."""
+
+    def __init__(self, engine: Engine, observer: Observer | None = None, origin: OriginConfig | None = None) -> None:
         self.engine = engine
         self.observer = observer
         self.settings = engine.settings
+        self.origin = origin if origin is not None else engine.upstream.origin
+        self.base = self.origin.primary
+        self._keyed = not self.origin.cache_key.identity
+        self._bypassing = bool(self.origin.bypass_paths or self.origin.bypass_headers)
+
+    def cache_key(self, target: str) -> str:
+        """The URL an object is stored under: the first upstream's, with the origin's query rule."""
+        return self.base + (self.origin.cache_key.key_target(target) if self._keyed else target)
+
+    def _bypassed(self, request: web.Request, target: str) -> bool:
+        """Does the origin's configuration send this request past the cache?"""
+        if not self._bypassing:
+            return False
+        return self.origin.bypasses(target.partition("?")[0], [n.lower() for n in request.headers])
 
     def forwarded(self, request: web.Request) -> Forwarded:
         """What this request lends the fetches it starts: built once per request, and only when
@@ -124,17 +141,18 @@ class ProxyHandler:
         """What to fetch first for an object we know nothing about yet."""
         return first_units(header, self.engine.geometry, self.settings.max_run_slices)
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        info = ResponseInfo()
+    async def handle(self, request: web.Request, target: str) -> web.StreamResponse:
+        """Answer ``request``, whose target upstream is ``target`` (path and query)."""
+        info = ResponseInfo(origin=self.origin.name)
         request[INFO_KEY] = info
         resp: web.StreamResponse | None = None
         try:
             try:
-                resp = await self._handle(request, info)
+                resp = await self._handle(request, info, target)
             except _Restart:
                 # The origin changed before a byte went out: answer from the new version instead.
                 info.tally = RequestTally()
-                resp = await self._handle(request, info)
+                resp = await self._handle(request, info, target)
             return resp
         finally:
             info.finished = time.monotonic()
@@ -143,16 +161,15 @@ class ProxyHandler:
             if self.observer is not None:
                 self.observer(request, resp, info)
 
-    async def _handle(self, request: web.Request, info: ResponseInfo) -> web.StreamResponse:
-        if request.message.url.is_absolute():
-            return web.Response(status=400, text="absolute-form request targets are not accepted\n")
-        target, range_q = split_target(request.raw_path)
-        url = self.engine.upstream.url_for(target)
+    async def _handle(self, request: web.Request, info: ResponseInfo, target: str) -> web.StreamResponse:
+        target, range_q = split_target(target)
+        url = self.cache_key(target)
         info.url = url
-        key = self.key(request, url) if request.method in ("GET", "HEAD") else None
-        if key is None:  # another method, or an object that varies on everything (Vary: *)
+        cacheable = request.method in ("GET", "HEAD") and not self._bypassed(request, target)
+        key = self.key(request, url) if cacheable else None
+        if key is None:  # another method, a bypass, or an object that varies on everything (Vary: *)
             info.cache_status = "PASS"
-            return await passthrough(self.engine, request, url)
+            return await passthrough(self.engine, request, self.base + target)
         header = select_range_header(request.headers.get("Range"), range_q)
         directives = request_directives(request.headers)
         stored_status = None if directives.revalidate else self.engine.status_answer(key)
@@ -199,6 +216,13 @@ class ProxyHandler:
             info.cache_status = "ERROR"
             return answers.error(exc)
         info.object_length = lease.meta.length
+        limit = self.settings.max_object_size
+        if limit and lease.meta.length > limit:  # too large to cache here: the origin answers it
+            self.engine.pass_through(url)
+            info.cache_status = "PASS"
+            if lease.held is not None:
+                self.engine.release_held(lease)
+            return await passthrough(self.engine, request, self.base + target)
         return await self.respond(request, lease, header, info)
 
     def _outcome(self, request: web.Request, meta: ObjectMeta, header: str | Conflict | None) -> RangeOutcome:

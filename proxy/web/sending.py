@@ -36,6 +36,7 @@ class ResponseInfo:
     """How one response was made: read by the access log and the metrics."""
 
     url: str = ""
+    origin: str = ""  # the name of the origin that took the request ("" when none did)
     cache_status: str = "-"  # HIT | MISS | PARTIAL | PASS | ERROR | - (no body from the cache path)
     object_length: int | None = None
     tally: RequestTally = field(default_factory=RequestTally)

@@ -401,7 +401,7 @@ async def test_two_workers_metrics_and_stats_count_every_request_once(appserver,
 
 COMBINED = re.compile(
     r'^(?P<remote>\S+) - - \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) '
-    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" cache=(?P<cache>\S+) upstream_time=(?P<up>\S+) '
+    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" cache=(?P<cache>\S+) origin=(?P<origin>\S+) upstream_time=(?P<up>\S+) '
     r"origin_bytes=(?P<origin>\d+) time=(?P<t>[0-9.]+)$"
 )
 
