@@ -36,7 +36,8 @@ class QueryRule:
     """How the query of a request target becomes part of its cache key.
 
     ``only`` (when set) applies first, then ``ignore`` and the presets' patterns; a parameter is
-    matched by its percent-decoded name (``signatures.param_name``).
+    matched by its percent-decoded name (``signatures.param_name``), case-sensitively, except that
+    AWS/GCS signature names, in names and patterns alike, match in any case (S3 and GCS read them so).
     """
 
     drop: bool = False  # drop the whole query from the key
