@@ -35,7 +35,7 @@ from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit
 
-from proxy.core.config_error import ConfigError
+from proxy.core.config_error import ConfigError, shown as _got
 from proxy.core.origins import OriginConfig, default_origin, parse_origins
 
 __all__ = [
@@ -180,23 +180,6 @@ def _format_value(kind: str, value: Any) -> str:
     if kind == "duration":
         return format_duration(value)
     return str(value)
-
-
-def _got(value: object) -> str:
-    """How a rejected value is shown: strings quoted, TOML values with their type."""
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bool):
-        return f"boolean {'true' if value else 'false'}"
-    if isinstance(value, int):
-        return f"integer {value}"
-    if isinstance(value, float):
-        return f"float {value!r}"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
 
 
 # --- the settings ---------------------------------------------------------------
