@@ -29,7 +29,7 @@ from benchmarks.harness import REPO_ROOT, RssSampler, free_port, rss, tree_rss
 
 __all__ = [
     "DEFAULT_SLICE", "REPO_ROOT", "AppServerProc", "ProxyProc", "RssSampler", "ServerProc", "free_port",
-    "proxy_command", "start_appserver", "start_proxy", "subprocess_env", "unused_url",
+    "proxy_command", "start_appserver", "start_on_free_port", "start_proxy", "subprocess_env", "unused_url",
 ]
 
 DEFAULT_SLICE = 64 * 1024
@@ -52,7 +52,8 @@ class ServerProc:
 
     name = "server"
 
-    def __init__(self, args: list[str], workdir: Path, port: int, health_path: str = "/healthz") -> None:
+    def __init__(self, args: list[str], workdir: Path, port: int, health_path: str = "/healthz",
+                 env: Mapping[str, str] | None = None) -> None:
         self.args = args
         self.workdir = workdir
         self.port = port
@@ -71,7 +72,7 @@ class ServerProc:
             stderr=self._err,
             stdin=subprocess.DEVNULL,
             cwd=str(REPO_ROOT),
-            env=subprocess_env(),
+            env={**subprocess_env(), **(env or {})},
         )
         self.returncode: int | None = None
 
@@ -173,7 +174,7 @@ class ServerProc:
 P = TypeVar("P", bound=ServerProc)
 
 
-def _start_on_free_port(make: Callable[[int], P], timeout: float) -> P:
+def start_on_free_port(make: Callable[[int], P], timeout: float) -> P:
     """``make(port)`` starts a server on a free port; wait until it is healthy.
     Retries on a different port if the chosen one was taken meanwhile."""
     last: Exception | None = None
@@ -242,7 +243,7 @@ def start_proxy(upstream_url: str, tmp_path: Path, *, slice_size: int | None = D
         args = proxy_command(upstream_url, port, cache, slice_size, cache_size, config, settings, extra_args)
         return ProxyProc(args, tmp_path, port, cache, slice_size or 2**20, upstream_url)
 
-    return _start_on_free_port(make, timeout)
+    return start_on_free_port(make, timeout)
 
 
 class AppServerProc(ServerProc):
@@ -271,7 +272,7 @@ def start_appserver(media_dir: Path, workdir: Path, server: str = "aiohttp",
             args += ["--cors-origin", cors_origin]
         return AppServerProc(args, Path(workdir), port, Path(media_dir))
 
-    return _start_on_free_port(make, timeout)
+    return start_on_free_port(make, timeout)
 
 
 def unused_url() -> str:
