@@ -48,7 +48,6 @@ class FakeEngine:
     def __init__(self, evictions: int = 0, corrupt: int = 0, in_flight: int = 0, waiting: int = 0) -> None:
         self.counters = Counters()
         self.store = FakeStore(evictions, corrupt)
-        self.upstream = SimpleNamespace(base_url="http://o")
         self._in_flight = in_flight
         self._waiting = waiting
         self.maps: dict[str, dict[str, Any]] = {}
@@ -57,6 +56,9 @@ class FakeEngine:
 
     def in_flight(self) -> int:
         return self._in_flight
+
+    def origin_of(self, url: str) -> tuple[str, str]:
+        return ("default", "http://o") if url.startswith("http://o") else ("", "")
 
     def waiting(self) -> int:
         return self._waiting
