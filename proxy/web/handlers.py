@@ -22,6 +22,7 @@ from proxy.core.fields import Fields, cache_status, not_modified_fields, replay,
 from proxy.core.forwarding import Forwarded, authorized, origin_fields
 from proxy.core.origins import OriginConfig
 from proxy.core.representation import ObjectMeta, Sharing
+from proxy.core.signatures import signature_of
 from proxy.core.slices import Unit, first_units
 from proxy.core.variants import ANY, target_url
 from proxy.http.errors import ProxyError, RangeNotSatisfiable, UpstreamStatus, VersionChanged
@@ -53,6 +54,10 @@ log = logging.getLogger("rangeproxy.handlers")
 # cheaper than a header write, a dup, a sendfile and a close per piece (w4: +29%). Above
 # it the extra copy costs more than those calls (64 KiB ranges: -15%).
 SMALL_HIT = 32 * 1024
+# How long a signed URL the origin accepted is answered from the cache when it does not say
+# when it expires, and at most.
+ACCEPTED_FOR = 300.0
+ACCEPTED_MAX = 7 * 86400.0
 
 
 class _Restart(Exception):
@@ -104,6 +109,7 @@ class ProxyHandler:
         self.origin = origin if origin is not None else engine.upstream.origin
         self.base = self.origin.primary
         self._keyed = not self.origin.cache_key.identity
+        self._signed = "signed-urls" in self.origin.cache_key.presets
         self._bypassing = bool(self.origin.bypass_paths or self.origin.bypass_headers)
 
     def cache_key(self, target: str) -> str:
@@ -137,6 +143,38 @@ class ProxyHandler:
         key = self.engine.variant_of(url, self.forwarded(request).fields)
         return None if key == ANY[0] else key
 
+    async def _client_url(self, request: web.Request, info: ResponseInfo, target: str,
+                          key: str) -> web.StreamResponse | None:
+        """Fetches of ``key`` go out with this client's URL. A signed one is never answered from
+        the cache unless the origin has accepted that very URL (and it has not expired): without
+        a signature, or past it, the origin answers the client itself (None: go on from the cache)."""
+        full, clients = self.base + target, self.engine.upstream.clients
+        if not self._signed:
+            clients.use(key, full)
+            return None
+        now = time.time()
+        sig = signature_of(target.partition("?")[2])
+        accepted = sig is not None and not sig.expired(now) and (
+            clients.accepted(request.method, full, now) or await self._origin_accepts(request, full))
+        if not accepted or sig is None:
+            info.cache_status = "PASS"
+            return await passthrough(self.engine, request, full, sign=False)
+        until = min(sig.expires_at if sig.expires_at is not None else now + ACCEPTED_FOR, now + ACCEPTED_MAX)
+        clients.accept(request.method, full, until)
+        clients.use(key, full, until)
+        return None
+
+    async def _origin_accepts(self, request: web.Request, full: str) -> bool:
+        """Ask the origin, with the client's URL and fields, for one byte (HEAD for a HEAD: a
+        signature covers the method)."""
+        span = Span(0, 1) if request.method == "GET" else None
+        try:
+            async with self.engine.upstream.get(full, span, self.forwarded(request).fields, method=request.method,
+                                                sign=False) as resp:
+                return resp.status in (200, 206, 304, 416)
+        except ProxyError:
+            return False
+
     def hint(self, header: str | None) -> list[Unit]:
         """What to fetch first for an object we know nothing about yet."""
         return first_units(header, self.engine.geometry, self.settings.max_run_slices)
@@ -166,6 +204,10 @@ class ProxyHandler:
         url = self.cache_key(target)
         info.url = url
         cacheable = request.method in ("GET", "HEAD") and not self._bypassed(request, target)
+        if cacheable and self._keyed and url != self.base + target:
+            refused = await self._client_url(request, info, target, url)
+            if refused is not None:
+                return refused
         key = self.key(request, url) if cacheable else None
         if key is None:  # another method, a bypass, or an object that varies on everything (Vary: *)
             info.cache_status = "PASS"

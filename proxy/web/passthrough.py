@@ -34,7 +34,9 @@ def forwarded(request: web.Request, drop: Iterable[str] = ()) -> CIMultiDict[str
     return CIMultiDict(origin_fields(request.headers.items(), asker(request), drop, cache_controlled=False))
 
 
-async def passthrough(engine: Engine, request: web.Request, url: str) -> web.StreamResponse:
+async def passthrough(engine: Engine, request: web.Request, url: str, sign: bool = True) -> web.StreamResponse:
+    """The origin's own answer to the client's request (``sign=False``: without the proxy's
+    SigV4 signature, so that the origin judges the client's own)."""
     headers = forwarded(request, engine.settings.dropped_request_fields())
     data = None
     if request.body_exists:
@@ -42,7 +44,8 @@ async def passthrough(engine: Engine, request: web.Request, url: str) -> web.Str
             headers["Content-Length"] = str(request.content_length)
         data = request.content.iter_chunked(64 * 1024)
     try:
-        async with engine.upstream.get(url, None, headers.items(), method=request.method, data=data) as up:
+        async with engine.upstream.get(url, None, headers.items(), method=request.method, data=data,
+                                       sign=sign) as up:
             # Fetched with the client's own headers: pass the origin's answer back as is.
             out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in up.headers.items()
                                                 if k.lower() not in HOP_BY_HOP)
