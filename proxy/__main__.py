@@ -1,26 +1,36 @@
-"""``python -m proxy``: load settings, run the aiohttp server on uvloop, stop cleanly on SIGTERM."""
+"""``python -m proxy``: load settings, run the aiohttp server on uvloop, stop cleanly on SIGTERM,
+re-read the configuration on SIGHUP (with ``--workers``, each worker does)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import ssl
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from proxy.core.settings import ConfigError, Settings, load
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    def loader() -> Settings:
+        return load(argv)
+
     try:
-        settings = load(argv)
+        settings = loader()
     except ConfigError as exc:
         print(f"rangeproxy: config error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        check_origins(settings)
+    except ConfigError as exc:
+        print(f"rangeproxy: config error: {exc}", file=sys.stderr)
+        return 2
     tls = None
     if settings.tls_cert:
         try:
@@ -44,9 +54,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger("rangeproxy").info("rangeproxy: %d workers on http://%s:%d", settings.workers,
                                              settings.host, settings.port)
         final = settings
+
+        def current() -> Settings:
+            """A worker's settings as it starts: the file as it is now (a worker restarted after a
+            reload runs what the others run), what only a restart changes as at start-up."""
+            from proxy.app import RESTART_ONLY
+
+            try:
+                return replace(loader(), **{k: getattr(final, k) for k in RESTART_ONLY})
+            except ConfigError:
+                return final
+
         return run_workers(settings.workers, lambda index: serve(
-            final, index, socks[index], tls_socks[index] if tls_socks else None, tls))
-    return serve(settings, 0, tls=tls)
+            current(), index, socks[index], tls_socks[index] if tls_socks else None, tls, loader))
+    return serve(settings, 0, tls=tls, loader=loader)
+
+
+def check_origins(settings: Settings) -> None:
+    """What only loading can tell (CA bundles, client certificates, credentials): a ConfigError
+    naming the key before anything starts."""
+    from proxy.cache.upstream import Upstream
+
+    for origin in settings.origins:
+        Upstream.for_origin(origin, settings.of_origin(origin))
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext:
@@ -65,8 +95,9 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
 
 
 def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls_sock: socket.socket | None = None,
-          tls: ssl.SSLContext | None = None) -> int:
-    """One server process (the only one, or worker ``index`` of ``settings.workers``)."""
+          tls: ssl.SSLContext | None = None, loader: Callable[[], Settings] | None = None) -> int:
+    """One server process (the only one, or worker ``index`` of ``settings.workers``); SIGHUP
+    re-reads the configuration with ``loader``."""
     import uvloop
     from aiohttp import web
 
@@ -81,6 +112,8 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls
     app = build_app(settings, worker=WorkerInfo(index=index, count=settings.workers,
                                                 run_dir=Path(settings.cache_dir) / RUN_DIR_NAME))
     log = logging.getLogger("rangeproxy")
+    if loader is not None:
+        app.on_startup.append(lambda app: _reload_on_hangup(app, loader))
     log.info("rangeproxy%s on http://%s:%d -> %s (cache %s, slice %d bytes)",
              f" worker {index + 1}/{settings.workers}" if settings.workers > 1 else "",
              settings.host, settings.port, settings.upstream, settings.cache_dir, settings.slice_size)
@@ -105,6 +138,30 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls
     where = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
     web.run_app(app, **where, **runner_args, print=None, loop=uvloop.new_event_loop(), handle_signals=True)
     return 0
+
+
+async def _reload_on_hangup(app: Any, loader: Callable[[], Settings]) -> None:
+    """SIGHUP: a valid configuration applies to new requests; an invalid one is refused, naming
+    the key, and the running one stays."""
+    from proxy.app import reload
+
+    log = logging.getLogger("rangeproxy")
+    loop = asyncio.get_running_loop()
+    busy = asyncio.Lock()
+
+    async def hangup() -> None:
+        async with busy:  # one reload at a time, in the order the signals came
+            try:
+                changed = await reload(app, loader())
+            except ConfigError as exc:
+                log.error("reload refused: config error: %s; the running configuration stays", exc)
+                return
+            except Exception:  # noqa: BLE001 - a failed reload must never stop the proxy
+                log.exception("reload failed; the running configuration stays")
+                return
+            log.info("reloaded the configuration (origins changed: %s)", ", ".join(changed) or "none")
+
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(hangup()))
 
 
 class Listeners:

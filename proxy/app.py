@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from typing import AsyncIterator
 
 from aiohttp import web
@@ -47,6 +48,26 @@ async def _sample_every_second(stats: Stats, peers: Peers | None) -> None:
         stats.tick()
         if peers is not None:
             await peers.publish_or_log()
+
+
+# Settings a reload cannot change in a running process (listening, the cache directory and its
+# size, the workers, the admin paths and token, logging): a reload that changes them says so
+# and keeps them; the origins and everything an origin may set for itself do change.
+RESTART_ONLY = ("host", "port", "tls_cert", "tls_key", "tls_port", "workers", "cache_dir", "cache_size",
+                "store_threads", "fill_memory", "grace_period", "log_level", "access_log", "access_log_format",
+                "admin_token", "protect_stats", "stats_path", "metrics_path", "health_path", "purge_prefix")
+
+
+async def reload(app: web.Application, settings: Settings) -> list[str]:
+    """Apply ``settings`` to new requests (responses under way finish as they began); the names of
+    the origins that changed. A ConfigError (a CA bundle, credentials) leaves the old ones."""
+    sites = app[SITES]
+    old = sites.settings
+    assert old is not None
+    kept = [k for k in RESTART_ONLY if getattr(old, k) != getattr(settings, k)]
+    if kept:
+        log.warning("reload: %s only change on a restart; keeping the running values", ", ".join(kept))
+    return await sites.apply(replace(settings, **{k: getattr(old, k) for k in RESTART_ONLY}))
 
 
 def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Application:

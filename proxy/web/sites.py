@@ -59,6 +59,7 @@ class Sites:
         self.store = store
         self.observer = observer
         self.view: EngineSet | None = None
+        self.settings: Settings | None = None  # the ones applied last
         self.sites: dict[str, Site] = {}
         self.router = Router(())
         self._retiring: set[asyncio.Task[None]] = set()
@@ -98,6 +99,7 @@ class Sites:
         view.current = {n: s.engine for n, s in self.sites.items()}
         for site in gone:
             self._retire(site)
+        self.settings = settings
         return sorted(built) + sorted(n for n in {s.origin.name for s in gone} if n not in names)
 
     def _retire(self, site: Site) -> None:

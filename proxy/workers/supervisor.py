@@ -1,8 +1,8 @@
 """``--workers N``: N worker processes on one port (SO_REUSEPORT), one cache directory.
 
 The supervisor opens one SO_REUSEPORT listening socket per worker (the kernel
-spreads connections across them), forks the workers, forwards SIGTERM/SIGINT to
-them, restarts one that dies unexpectedly (bounded) on the same socket, and exits
+spreads connections across them), forks the workers, forwards SIGTERM/SIGINT (and
+SIGHUP, a reload each worker does itself) to them, restarts one that dies unexpectedly (bounded) on the same socket, and exits
 0 when all have stopped after a signal.
 """
 
@@ -57,6 +57,7 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
         if pid == 0:  # the worker: default signal handling, its own event loop
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its event loop takes it (a reload)
             code = 1
             try:
                 code = worker(index)
@@ -76,8 +77,16 @@ def run_workers(count: int, worker: Callable[[int], int]) -> int:
             except ProcessLookupError:
                 pass
 
+    def hangup(signum: int, _frame: object) -> None:
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGHUP)
+            except ProcessLookupError:
+                pass
+
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, hangup)
     for index in range(count):
         spawn(index)
     status = 0

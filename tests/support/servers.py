@@ -204,6 +204,28 @@ class ProxyProc(ServerProc):
     def url_for(self, path: str) -> str:
         return f"{self.url}/{path.lstrip('/')}"
 
+    def reload(self, processes: int = 1, timeout: float = 15.0) -> str:
+        """SIGHUP, then wait until ``processes`` processes (the workers) have logged the outcome:
+        "reloaded" when all applied it, else "refused" (the log says why)."""
+        marks = ("reloaded the configuration", "reload refused", "reload failed")
+
+        def counts() -> list[int]:
+            text = self.stderr_text()
+            return [text.count(m) for m in marks]
+
+        before = counts()
+        self.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            now = counts()
+            done = [a - b for a, b in zip(now, before)]
+            if sum(done) >= processes:
+                return "reloaded" if done[0] >= processes else "refused"
+            if not self.alive():
+                raise AssertionError(f"proxy died on SIGHUP:\n{self.stderr_text()[-3000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no reload outcome logged within {timeout} s:\n{self.stderr_text()[-3000:]}")
+
 
 def _fmt_setting(value: object) -> str:
     if isinstance(value, bool):
@@ -214,8 +236,9 @@ def _fmt_setting(value: object) -> str:
 def proxy_command(upstream_url: str, port: int, cache_dir: Path, slice_size: int | None,
                   cache_size: int | None = None, config: Path | None = None,
                   settings: Mapping[str, object] | None = None, extra_args: Iterable[str] = ()) -> list[str]:
-    args = [sys.executable, "-m", "proxy", "--upstream", upstream_url, "--host", "127.0.0.1",
-            "--port", str(port), "--cache-dir", str(cache_dir)]
+    # An empty upstream_url: the origins come from the config file's [[origin]] tables only.
+    args = [sys.executable, "-m", "proxy", *(["--upstream", upstream_url] if upstream_url else []),
+            "--host", "127.0.0.1", "--port", str(port), "--cache-dir", str(cache_dir)]
     if slice_size is not None:
         args += ["--slice-size", str(slice_size)]
     if cache_size is not None:
