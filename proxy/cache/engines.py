@@ -8,6 +8,7 @@ new engine continues them, and an origin removed by a reload still counts what i
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from proxy.cache.budget import ByteBudget
@@ -54,6 +55,20 @@ class EngineSet:
             if url.startswith(base) and len(base) > len(best[1]):
                 best = (name, base)
         return best
+
+    def origin_states(self) -> list[tuple[str, Counters, list[dict[str, object]]]]:
+        """Per origin (configured now, or counted before a reload removed it): its counters and
+        the health of its upstream URLs (:meth:`proxy.core.health.UpstreamHealth.snapshot`)."""
+        now = time.monotonic()
+        out = []
+        for name, counters in self.counters_of.items():
+            engine = self.current.get(name)
+            health = engine.upstream.health.snapshot(now) if engine is not None else []
+            for h in health:  # seconds from now rather than a monotonic clock reading
+                until = h.get("cool_until")
+                h["cool_until"] = None if until is None else round(float(until) - now, 3)  # type: ignore[arg-type]
+            out.append((name, counters, health))
+        return out
 
     async def slice_map(self, url: str) -> dict[str, Any] | None:
         name, _ = self.origin_of(url)

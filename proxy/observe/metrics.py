@@ -156,6 +156,8 @@ class EngineCollector(Collector):
         yield CounterMetricFamily(f"{NS}_fill_memory_waits", "Times an upstream request waited for room in "
                                   "fill_memory before reading its next slice.", value=budget.waits)
 
+        yield from _per_origin(engine)
+
         vol = self._volume
         yield GaugeMetricFamily(f"{NS}_cache_size_bytes", "Bytes the cache occupies on disk.", value=vol.bytes)
         yield GaugeMetricFamily(f"{NS}_cache_limit_bytes", "The configured cache size limit (cache_size).",
@@ -173,6 +175,30 @@ class EngineCollector(Collector):
             for name, (kind, doc, value) in self._extra().items():
                 fam = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
                 yield fam(f"{NS}_{name}", doc, value=value)
+
+
+def _per_origin(engine: EngineView) -> Iterator[Metric]:
+    """The origin's share of the upstream and response counters, and its upstreams' health
+    (label values bounded by the configuration: origin names and their upstream URLs)."""
+    states = engine.origin_states()
+    req = CounterMetricFamily(f"{NS}_origin_upstream_requests", "Requests to each origin's upstreams, by status "
+                              "(none: no answer) and outcome (ok, mismatch, error, timeout).",
+                              labels=["origin", "status", "outcome"])
+    up_bytes = CounterMetricFamily(f"{NS}_origin_upstream_bytes", "Body bytes received from each origin.",
+                                   labels=["origin"], unit="bytes")
+    resp = CounterMetricFamily(f"{NS}_origin_response_bytes", "Body bytes sent to clients per origin, by where "
+                               "they came from (cache, origin).", labels=["origin", "source"], unit="bytes")
+    healthy = GaugeMetricFamily(f"{NS}_origin_upstream_healthy", "1 while an upstream URL of an origin is in its "
+                                "failover order, 0 while it cools down after a failure.", labels=["origin", "upstream"])
+    for name, c, health in states:
+        for (status, outcome), n in sorted(c.upstream.items()):
+            req.add_metric([name, str(status), str(outcome)], n)
+        up_bytes.add_metric([name], c.upstream_bytes)
+        for source in ("cache", "origin"):
+            resp.add_metric([name, source], c.response_bytes.get(source, 0))
+        for h in health:
+            healthy.add_metric([name, str(h["base"])], 1.0 if h["healthy"] else 0.0)
+    yield from (req, up_bytes, resp, healthy)
 
 
 class Metrics:

@@ -252,6 +252,44 @@ def request_class(status: int, cache_status: str) -> str:
     return "cache"  # HIT, or answered from metadata alone (304, 416, HEAD of a known object)
 
 
+def origins_export(engine: EngineView | None, requests: Mapping[str, Counter[str]]) -> list[dict[str, Any]]:
+    """This worker's numbers per origin: requests by class, bytes, upstream outcomes, health."""
+    out = []
+    for name, c, health in engine.origin_states() if engine is not None else []:
+        by = requests.get(name, Counter())
+        out.append({
+            "name": name,
+            "requests": {k: by.get(k, 0) for k in SOURCES},
+            "response_bytes": {k: c.response_bytes.get(k, 0) for k in ("cache", "origin")},
+            "upstream_bytes": c.upstream_bytes,
+            "upstream_requests": sum(c.upstream.values()),
+            "upstream_failures": sum(n for (_, outcome), n in c.upstream.items() if outcome in ("error", "timeout")),
+            "upstreams": health,
+        })
+    return out
+
+
+def merge_origins(parts: Sequence[Sequence[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """The workers' per-origin numbers added up; the health is the first worker's (this one's)
+    view, as each worker keeps its own passive health."""
+    merged: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for o in part:
+            m = merged.get(o["name"])
+            if m is None:
+                merged[o["name"]] = {**o, "requests": dict(o["requests"]), "response_bytes": dict(o["response_bytes"])}
+                continue
+            for field in ("requests", "response_bytes"):
+                for k, v in o[field].items():
+                    m[field][k] = m[field].get(k, 0) + v
+            for field in ("upstream_bytes", "upstream_requests", "upstream_failures"):
+                m[field] += o[field]
+    for m in merged.values():
+        served = sum(m["response_bytes"].values())
+        m["hit_ratio_bytes"] = _ratio(m["response_bytes"]["cache"], served)
+    return sorted(merged.values(), key=lambda m: m["name"])
+
+
 class Stats:
     """Per-app statistics: fed by the observer, sampled every second, snapshotted for /stats.json."""
 
@@ -268,6 +306,7 @@ class Stats:
         self.by_cache_status: Counter[str] = Counter()
         self.by_status_class: Counter[str] = Counter()
         self.by_class: Counter[str] = Counter()  # cache | origin | error
+        self.by_origin: dict[str, Counter[str]] = {}  # origin name -> requests by class
         self.aborted = 0
         self.purges = 0
         self._durations: deque[float] = deque(maxlen=reservoir)
@@ -301,7 +340,10 @@ class Stats:
         self.requests += 1
         self.by_cache_status[cs] += 1
         self.by_status_class[sclass if sclass is not None else status_class(status)] += 1
-        self.by_class[request_class(status, cs)] += 1
+        rc = request_class(status, cs)
+        self.by_class[rc] += 1
+        if info.origin:
+            self.by_origin.setdefault(info.origin, Counter())[rc] += 1
         if info.aborted:
             self.aborted += 1
         self._durations.append(duration)
@@ -455,6 +497,7 @@ class Stats:
             "durations": list(self._durations),
             "ttfbs": list(self._ttfbs),
             "latency_by_cache_status": {cs: [list(d), list(t)] for cs, (d, t) in self._by_status_lat.items()},
+            "origins": origins_export(engine, self.by_origin),
             "objects": [[u, o.bytes, o.cache_bytes, o.origin_bytes, o.requests, o.length, o.last_seen]
                         for u, o in ranked],
         }
@@ -524,6 +567,7 @@ class Stats:
             "started": round(started, 3),
             "uptime_seconds": round(uptime, 3),
             "upstream": self.settings.upstream,
+            "origins": merge_origins([e.get("origins", []) for e in exports]),
             "slice_size": self.settings.slice_size,
             "totals": {
                 "requests": requests,

@@ -40,6 +40,7 @@ log = logging.getLogger("rangeproxy.admin")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 NO_STORE = {"Cache-Control": "no-store"}
 READ_METHODS = ("GET", "HEAD")
+ORIGIN_FIELD = "Rangeproxy-Origin"  # names the origin of a purged object (else: as for a request, by Host and path)
 
 
 def bearer_token(request: web.Request, allow_query: bool = False) -> str | None:
@@ -211,7 +212,14 @@ class Admin:
             raise web.HTTPBadRequest(text=f"400 Bad Request: name an object, e.g. {verb}"
                                      f"{self.settings.purge_prefix}path/to/file\n", headers=NO_STORE)
         target, _ = split_target("/" + rest)
-        got = self._sites_or_503().route(request.headers.get("Host"), target)
+        sites = self._sites_or_503()
+        named = request.headers.get(ORIGIN_FIELD)
+        if named is not None:  # the dashboard names the object's origin: the target is its upstream one
+            site = sites.sites.get(named.strip())
+            if site is None:
+                raise web.HTTPNotFound(text=f"404 no origin is named {named.strip()!r}\n", headers=NO_STORE)
+            return target, site.engine, site.handler.cache_key(target)
+        got = sites.route(request.headers.get("Host"), target)
         if isinstance(got, Unrouted):
             raise _unrouted(got)
         site, upstream_target = got

@@ -115,11 +115,14 @@ async def test_cold_then_warm_range_moves_counters_exactly(appserver, proxy_fact
     assert delta(m2, m3, "rangeproxy_request_duration_seconds_count", cache_status="partial") == 1
     assert val(m3, "rangeproxy_cache_entries") == 6
 
-    # Gauges are back to zero once nothing is moving; no URL ever appears in the metrics.
+    # Gauges are back to zero once nothing is moving; no object's URL ever appears in the metrics,
+    # the upstream's only as the label of its health (bounded by the configuration).
     assert val(m3, "rangeproxy_slice_fetches_in_flight") == 0
     assert val(m3, "rangeproxy_responses_waiting") == 0
     text = (await fetch(http, proxy.url + "/metrics")).body.decode()
-    assert "big.bin" not in text and appserver.url not in text
+    assert "big.bin" not in text
+    assert [line for line in text.splitlines() if appserver.url in line] == [
+        f'rangeproxy_origin_upstream_healthy{{origin="default",upstream="{appserver.url}"}} 1.0']
 
 
 async def test_concurrent_cold_requests_collapse_onto_one_fetch(appserver, proxy_factory, http) -> None:
@@ -401,7 +404,7 @@ async def test_two_workers_metrics_and_stats_count_every_request_once(appserver,
 
 COMBINED = re.compile(
     r'^(?P<remote>\S+) - - \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) '
-    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" cache=(?P<cache>\S+) origin=(?P<origin>\S+) upstream_time=(?P<up>\S+) '
+    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" cache=(?P<cache>\S+) origin=(?P<origin_name>\S+) upstream_time=(?P<up>\S+) '
     r"origin_bytes=(?P<origin>\d+) time=(?P<t>[0-9.]+)$"
 )
 

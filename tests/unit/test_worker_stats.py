@@ -57,6 +57,10 @@ class FakeEngine:
     def in_flight(self) -> int:
         return self._in_flight
 
+    def origin_states(self) -> list[tuple[str, Counters, list[dict[str, object]]]]:
+        return [("default", self.counters, [{"base": "http://o", "healthy": True, "failures": 0,
+                                               "cool_until": None}])]
+
     def origin_of(self, url: str) -> tuple[str, str]:
         return ("default", "http://o") if url.startswith("http://o") else ("", "")
 
@@ -79,7 +83,7 @@ class Worker:
     def response(self, url: str, status: str, cache: int = 0, origin: int = 0, duration: float = 0.01,
                  code: int = 206, method: str = "GET") -> None:
         c = self.engine.counters
-        info = ResponseInfo(url=url, cache_status=status, object_length=8 * S,
+        info = ResponseInfo(url=url, origin="default", cache_status=status, object_length=8 * S,
                             tally=RequestTally(cache_bytes=cache, origin_bytes=origin))
         info.finished = info.started + duration
         info.first_byte = info.started + duration / 2
@@ -96,6 +100,37 @@ class Worker:
 
 
 # --- /metrics ------------------------------------------------------------------------------------
+
+
+def test_per_origin_series_add_up_across_workers() -> None:
+    a, b = Worker(), Worker()
+    a.response("http://o/a", "HIT", cache=S)
+    b.response("http://o/a", "MISS", origin=2 * S)
+    b.engine.counters.upstream[("none", "error")] += 1
+    m = samples_of(merge_expositions([a.metrics.render().decode(), b.metrics.render().decode()]))
+    assert val(m, "rangeproxy_origin_response_bytes_total", origin="default", source="cache") == S
+    assert val(m, "rangeproxy_origin_response_bytes_total", origin="default", source="origin") == 2 * S
+    assert val(m, "rangeproxy_origin_upstream_bytes_total", origin="default") == 2 * S
+    assert val(m, "rangeproxy_origin_upstream_requests_total", origin="default", status="none", outcome="error") == 1
+    assert val(m, "rangeproxy_origin_upstream_healthy", origin="default", upstream="http://o") == 2  # both workers
+
+
+async def test_stats_json_groups_requests_and_bytes_per_origin() -> None:
+    a, b = Worker(), Worker()
+    a.response("http://o/a", "HIT", cache=S)
+    b.response("http://o/a", "MISS", origin=2 * S)
+    b.engine.counters.upstream[("none", "timeout")] += 1
+    peer = json.loads(json.dumps(b.stats.export()))  # as it travels through the file
+    peer.update(index=1, pid=2, age=0.1)
+    volume = SimpleNamespace(bytes=3 * S, entries=4, objects=1, evictions=0)
+    doc = await a.stats.snapshot(volume, peers=[peer], worker=WorkerInfo(index=0, count=2, run_dir=Path("unused")))
+    (o,) = doc["origins"]
+    assert o["name"] == "default"
+    assert o["requests"] == {"cache": 1, "origin": 1, "error": 0}
+    assert o["response_bytes"] == {"cache": S, "origin": 2 * S}
+    assert o["upstream_bytes"] == 2 * S and o["upstream_requests"] == 2 and o["upstream_failures"] == 1
+    assert o["hit_ratio_bytes"] == pytest.approx(1 / 3, abs=1e-3)
+    assert o["upstreams"] == [{"base": "http://o", "healthy": True, "failures": 0, "cool_until": None}]
 
 
 def test_merge_sums_counters_and_histograms_and_keeps_shared_gauges_single() -> None:

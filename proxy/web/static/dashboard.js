@@ -213,7 +213,8 @@
 
   function renderKpis(s) {
     var r = s.ratios, tot = s.totals, rates = s.rates, lat = s.latency, cache = s.cache;
-    setText("origin", s.upstream);
+    var names = (s.origins || []).map(function (o) { return o.name; });
+    setText("origin", names.length > 1 ? names.length + " origins: " + names.join(", ") : (s.upstream || names[0] || "–"));
     // served from cache
     setText("hit-bytes", fmtPct(r.hit_ratio_bytes));
     var served = tot.response_bytes.total;
@@ -265,11 +266,12 @@
 
   var rows = new Map();
 
-  function objectRow(path) {
-    var row = rows.get(path);
+  function objectRow(o) {
+    var path = o.path, row = rows.get(o.url);
     if (row) return row;
     var tr = el("tr");
     tr.dataset.path = path;
+    tr.dataset.origin = o.origin || "";
     var obj = el("td", "obj"), served = el("td", "num"), hit = el("td", "num"), map = el("td", "map"),
       pct = el("td", "num"), act = el("td", "num");
     var p = el("div", "path", path); p.title = path;
@@ -282,23 +284,25 @@
     var btn = el("button", "purge", "Purge");
     btn.type = "button";
     btn.title = "Drop every cached slice of this object (asks to confirm)";
-    btn.addEventListener("click", function () { onPurge(path, btn); });
+    btn.addEventListener("click", function () { onPurge(path, o.origin, btn); });
     act.appendChild(btn);
     [obj, served, hit, map, pct, act].forEach(function (td) { tr.appendChild(td); });
     row = { tr: tr, meta: obj.children[1], served: served.children[0], reqs: served.children[1],
       hit: hit.children[0], canvas: canvas, maptext: map.children[1], pct: pct.children[0], btn: btn };
-    rows.set(path, row);
+    rows.set(o.url, row);
     return row;
   }
 
   function renderObjects(s) {
     var body = $("objects-body"), seen = new Set();
+    var several = (s.origins || []).length > 1;
     s.top_objects.forEach(function (o, idx) {
-      var row = objectRow(o.path);
-      seen.add(o.path);
+      var row = objectRow(o);
+      seen.add(o.url);
       // in place first: the slice map is drawn at the width the table gives it
       if (body.children[idx] !== row.tr) body.insertBefore(row.tr, body.children[idx] || null);
       var meta = [];
+      if (several && o.origin) meta.push(o.origin);
       if (o.length != null) meta.push(fmtBytes(o.length));
       if (o.content_type) meta.push(o.content_type.split(";")[0]);
       if (o.slices != null) meta.push(fmtNum(o.slices, 0) + (o.slices === 1 ? " slice" : " slices"));
@@ -319,8 +323,8 @@
       row.pct.className = "pct " + (frac == null || frac === 0 ? "none" : frac >= 0.999999 ? "full" : "part");
       row.tr.dataset.cachedFraction = frac == null ? "" : String(frac);
     });
-    rows.forEach(function (row, path) {
-      if (!seen.has(path)) { row.tr.remove(); rows.delete(path); }
+    rows.forEach(function (row, url) {
+      if (!seen.has(url)) { row.tr.remove(); rows.delete(url); }
     });
     $("objects-empty").style.display = s.top_objects.length ? "none" : "block";
     setText("slice-size", "· " + fmtBytes(s.slice_size) + " slices");
@@ -387,11 +391,39 @@
     ]);
   }
 
+  function upstreamDot(u) {
+    var d = el("span", "updot " + (u.healthy ? "up" : "down"));
+    d.title = u.base + (u.healthy ? " · in use" : " · cooling down " + fmtDur(u.cool_until) + " after " +
+      fmtNum(u.failures, 0) + " failure" + (u.failures === 1 ? "" : "s"));
+    return d;
+  }
+
+  function renderOrigins(s) {
+    var list = s.origins || [], body = $("origins-body");
+    $("origins-card").style.display = list.length > 1 || list.some(function (o) { return o.upstreams.length > 1; })
+      ? "block" : "none";
+    while (body.firstChild) body.removeChild(body.firstChild);
+    list.forEach(function (o) {
+      var tr = el("tr"), r = o.requests;
+      tr.dataset.origin = o.name;
+      var name = el("td", "obj"); name.appendChild(el("div", "path", o.name));
+      var ups = el("td", "ups"); o.upstreams.forEach(function (u) { ups.appendChild(upstreamDot(u)); });
+      [name, el("td", "num", fmtNum(r.cache + r.origin + r.error, 0)), el("td", "num", fmtPct(o.hit_ratio_bytes)),
+        el("td", "num", fmtBytes(o.response_bytes.cache + o.response_bytes.origin)),
+        el("td", "num", fmtBytes(o.upstream_bytes)),
+        el("td", "num" + (o.upstream_failures ? " bad" : ""), fmtNum(o.upstream_failures, 0) +
+          (r.error ? " · " + fmtNum(r.error, 0) + " errors" : "")), ups
+      ].forEach(function (td) { tr.appendChild(td); });
+      body.appendChild(tr);
+    });
+  }
+
   function render(s) {
     last = s;
     renderKpis(s);
     renderCharts(s);
     renderObjects(s);
+    renderOrigins(s);
     renderLatency(s);
     renderFacts(s);
     document.body.dataset.updated = String(s.now);
@@ -442,7 +474,7 @@
     if (btn._disarm) { clearTimeout(btn._disarm); btn._disarm = null; }
   }
 
-  function onPurge(path, btn) {
+  function onPurge(path, origin, btn) {
     if (btn.disabled) return;
     if (!btn.classList.contains("armed")) { // first click arms, a second one within 4 s purges
       btn.classList.add("armed");
@@ -459,7 +491,9 @@
     btn.disabled = true;
     btn.textContent = "Purging…";
     var url = cfg.purgePrefix + path.replace(/^\/+/, "");
-    fetch(url, { method: "DELETE", headers: authHeaders(), cache: "no-store", credentials: "omit" })
+    var headers = authHeaders();
+    if (origin) headers["Rangeproxy-Origin"] = origin; // the object's origin, whatever Host this page has
+    fetch(url, { method: "DELETE", headers: headers, cache: "no-store", credentials: "omit" })
       .then(function (r) {
         if (r.ok) return r.json().then(function (j) {
           toast("Purged " + path + (j.cached_slices_before ? " (" + j.cached_slices_before + " slices dropped)" : ""));
