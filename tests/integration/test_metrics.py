@@ -401,7 +401,7 @@ async def test_two_workers_metrics_and_stats_count_every_request_once(appserver,
 
 COMBINED = re.compile(
     r'^(?P<remote>\S+) - - \[(?P<time>[^\]]+)\] "(?P<request>[^"]*)" (?P<status>\d{3}) (?P<bytes>\d+) '
-    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" cache=(?P<cache>\S+) origin=(?P<origin>\S+) upstream_time=(?P<up>\S+) '
+    r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<agent>(?:[^"\\]|\\.)*)" cache=(?P<cache>\S+) origin=(?P<origin_name>\S+) upstream_time=(?P<up>\S+) '
     r"origin_bytes=(?P<origin>\d+) time=(?P<t>[0-9.]+)$"
 )
 
@@ -433,6 +433,7 @@ async def test_access_log_lines(appserver, proxy_factory, http) -> None:
     miss, hit, page = got
     assert miss["request"] == "GET /big.bin HTTP/1.1" and miss["status"] == "206"
     assert miss["bytes"] == str(2 * MiB) and miss["cache"] == "MISS" and miss["origin"] == str(2 * MiB)
+    assert miss["origin_name"] == hit["origin_name"] == "default" and page["origin_name"] == "-"
     assert miss["agent"] == 'tester \\"quoted\\"' and miss["referer"] == "http://example.test/"
     assert miss["up"] == "-" or float(miss["up"]) >= 0  # "-" while the engine does not report it
     assert hit["cache"] == "HIT" and hit["origin"] == "0" and hit["bytes"] == str(2 * MiB)
