@@ -265,6 +265,9 @@ class ProxyHandler:
             info.cache_status = "PASS"
             if lease.held is not None:
                 self.engine.release_held(lease)
+            # Nothing of it stays: what the discovery run brought leaves the store (no reader
+            # streams from it, every request for it sees this length and passes).
+            await self.engine.invalidate(lease.meta.url, "larger than max_object_size")
             return await passthrough(self.engine, request, self.base + target)
         return await self.respond(request, lease, header, info)
 
