@@ -246,12 +246,14 @@ async def test_a_purge_by_prefix_drops_only_the_objects_of_the_hosts_origin(
     ({"hosts": ["a.test"], "twice": True}, "origin.a.name", "names two origins"),
     ({"add_request_headers": {"Host": "x"}}, "origin.a.add_request_headers.Host", "field name"),
     ({"strip_prefix": True}, "origin.a.strip_prefix", "path_prefix"),
+    ({"hosts": ["a.test"], "default": "http://127.0.0.1:9"}, "upstream", "origin a's first upstream already"),
 ])
 def test_a_mistake_in_an_origin_table_stops_start_up_naming_its_key(tmp_path: Path, table: dict, key: str,
                                                                     says: str) -> None:
     origin = {"name": "a", "upstream": "http://127.0.0.1:9", **table}
-    origins = [{k: v for k, v in origin.items() if v is not None and k != "twice"}]
+    origins = [{k: v for k, v in origin.items() if v is not None and k not in ("twice", "default")}]
     if table.get("twice"):
         origins.append({"name": "a", "hosts": ["b.test"], "upstream": "http://127.0.0.1:10"})
-    stderr = config_error(write_config(tmp_path / "bad.toml", origins))
+    default = {"upstream": table["default"]} if "default" in table else {}
+    stderr = config_error(write_config(tmp_path / "bad.toml", origins, **default))
     assert f"config error: {key}" in stderr and says in stderr, stderr
