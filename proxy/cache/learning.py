@@ -219,7 +219,8 @@ class ObjectLearning:
                     raise RangeNotSatisfiable(answer.length)
                 if isinstance(answer, Refused):
                     err = await runs.origin.error_status(resp)
-                    ttl = status_lifetime(err.status, resp.headers, now, self.settings.default_ttl, asking.sharing)
+                    ttl = status_lifetime(err.status, resp.headers, now, self.settings.default_ttl, asking.sharing,
+                                          self.settings.negative_ttl)
                     if ttl is not None and err.complete:  # RFC 9111 §3: stored whole, reused while fresh
                         self.statuses.keep(url, StatusAnswer(err.status, tuple(err.headers), err.body, now, ttl))
                     raise err

@@ -500,6 +500,10 @@ def _check_together(values: Mapping[str, Any], sources: Mapping[str, str | None]
     _check_slices(values, "", where)
     for o in values["origin"]:
         _check_slices({**values, **dict(o.overrides)}, f"origin.{o.name}.", lambda name: "")
+        if o.primary == values["upstream"]:
+            # One upstream is one cache key space (as between two tables, proxy.core.origins).
+            raise ConfigError("upstream", f"{o.primary} is origin {o.name}'s first upstream already; "
+                              f"leave upstream unset, or give origin {o.name} no hosts for it to take any host")
     if bool(values["tls_cert"]) != bool(values["tls_key"]):
         missing = "tls_key" if values["tls_cert"] else "tls_cert"
         raise ConfigError(missing, "must be set too: HTTPS needs both tls_cert and tls_key")

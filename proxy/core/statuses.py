@@ -14,10 +14,13 @@ from typing import Mapping
 from proxy.core.fields import Fields, initial_age
 from proxy.core.representation import Sharing, directives, field_value, freshness, shareable
 
-__all__ = ["HEURISTIC", "StatusAnswer", "status_lifetime"]
+__all__ = ["HEURISTIC", "NEGATIVE", "StatusAnswer", "status_lifetime"]
 
 # RFC 9110 §15.1: cacheable by default (206 and 200 are the slices' business).
 HEURISTIC = frozenset({203, 204, 300, 301, 308, 404, 405, 410, 414, 501})
+# The heuristically cacheable ones that say "not here": fresh for the operator's negative_ttl
+# when the origin gives no freshness of its own (they rarely carry a validator).
+NEGATIVE = frozenset({404, 405, 410, 414, 501})
 _NEVER = frozenset({206, 304})  # a part, or an answer to a conditional: nothing to store whole
 # The status codes RFC 9110 §15 defines: what this cache "understands" (RFC 9111 §5.2.2.3).
 UNDERSTOOD = frozenset({*range(200, 207), *range(300, 309), *range(400, 418), 421, 422, 426, *range(500, 506)})
@@ -47,15 +50,24 @@ def _explicit(headers: Mapping[str, str]) -> bool:
 
 
 def status_lifetime(status: int, headers: Mapping[str, str], now: float, default_ttl: float,
-                    sharing: Sharing = Sharing()) -> float | None:
-    """How long this answer may be reused, or None when it is not stored at all."""
+                    sharing: Sharing = Sharing(), negative_ttl: float | None = None) -> float | None:
+    """How long this answer may be reused, or None when it is not stored at all.
+
+    ``negative_ttl``: the lifetime of a :data:`NEGATIVE` answer without explicit freshness (0:
+    not stored); None: the heuristic of a 200 (``default_ttl``, with a validator only)."""
     if not 200 <= status < 600 or status in _NEVER:
         return None
-    if not _explicit(headers) and status not in HEURISTIC:
+    explicit = _explicit(headers)
+    if not explicit and status not in HEURISTIC:
         return None  # §4.2.2: no heuristic freshness for the others
-    if "must-understand" in directives(field_value(headers, "Cache-Control")) and status not in UNDERSTOOD:
+    cc = directives(field_value(headers, "Cache-Control"))
+    if "must-understand" in cc and status not in UNDERSTOOD:
         return None  # §5.2.2.3
     if field_value(headers, "Vary") is not None or not shareable(headers, sharing):
         return None
     fresh = freshness(headers, now, default_ttl)
+    if negative_ttl is not None and status in NEGATIVE and not explicit and "no-cache" not in cc and fresh.storable:
+        # §4.2.2: the heuristic is the cache's choice; for "not found" it is the operator's.
+        ttl = negative_ttl - initial_age(tuple(headers.items()))
+        return ttl if ttl > 0 else None
     return fresh.ttl if fresh.storable and fresh.ttl > 0 else None

@@ -116,11 +116,12 @@ class ProxyHandler:
         """The URL an object is stored under: the first upstream's, with the origin's query rule."""
         return self.base + (self.origin.cache_key.key_target(target) if self._keyed else target)
 
-    def _bypassed(self, request: web.Request, target: str) -> bool:
-        """Does the origin's configuration send this request past the cache?"""
+    def _bypassed(self, request: web.Request) -> bool:
+        """Does the origin's configuration send this request past the cache? ``bypass_paths`` are
+        globs of the client's path (before a ``strip_prefix``), as the request names it."""
         if not self._bypassing:
             return False
-        return self.origin.bypasses(target.partition("?")[0], [n.lower() for n in request.headers])
+        return self.origin.bypasses(request.raw_path.partition("?")[0], [n.lower() for n in request.headers])
 
     def forwarded(self, request: web.Request) -> Forwarded:
         """What this request lends the fetches it starts: built once per request, and only when
@@ -203,7 +204,7 @@ class ProxyHandler:
         target, range_q = split_target(target)
         url = self.cache_key(target)
         info.url = url
-        cacheable = request.method in ("GET", "HEAD") and not self._bypassed(request, target)
+        cacheable = request.method in ("GET", "HEAD") and not self._bypassed(request)
         if cacheable and self._keyed and url != self.base + target:
             refused = await self._client_url(request, info, target, url)
             if refused is not None:
@@ -264,6 +265,9 @@ class ProxyHandler:
             info.cache_status = "PASS"
             if lease.held is not None:
                 self.engine.release_held(lease)
+            # Nothing of it stays: what the discovery run brought leaves the store (no reader
+            # streams from it, every request for it sees this length and passes).
+            await self.engine.invalidate(lease.meta.url, "larger than max_object_size")
             return await passthrough(self.engine, request, self.base + target)
         return await self.respond(request, lease, header, info)
 

@@ -436,6 +436,7 @@ async def test_access_log_lines(appserver, proxy_factory, http) -> None:
     miss, hit, page = got
     assert miss["request"] == "GET /big.bin HTTP/1.1" and miss["status"] == "206"
     assert miss["bytes"] == str(2 * MiB) and miss["cache"] == "MISS" and miss["origin"] == str(2 * MiB)
+    assert miss["origin_name"] == hit["origin_name"] == "default" and page["origin_name"] == "-"
     assert miss["agent"] == 'tester \\"quoted\\"' and miss["referer"] == "http://example.test/"
     assert miss["up"] == "-" or float(miss["up"]) >= 0  # "-" while the engine does not report it
     assert hit["cache"] == "HIT" and hit["origin"] == "0" and hit["bytes"] == str(2 * MiB)

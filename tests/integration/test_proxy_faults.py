@@ -146,7 +146,9 @@ async def test_truncated_body_after_cached_slices(fault_origin: FaultOrigin, pro
 async def test_origin_error_status_is_passed_through_not_cached(fault_origin: FaultOrigin, proxy_factory, http,
                                                                status) -> None:
     fault_origin.set_object("err.bin", DATA, fail_status=status)
-    proxy = proxy_factory(fault_origin.url)
+    # negative_ttl=0: a 404/410 without freshness is not stored (by default it is, for 60 s:
+    # test_proxy_origins.py::test_negative_ttl_keeps_a_404_without_freshness).
+    proxy = proxy_factory(fault_origin.url, negative_ttl=0)
     url = proxy.url_for("err.bin")
     for hdrs in (rng(0, 99), {}, rng(0, 99)):
         out = await fetch(http, url, headers=hdrs)

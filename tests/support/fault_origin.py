@@ -39,6 +39,7 @@ import email.utils
 import hashlib
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -102,6 +103,11 @@ def _parse_http_date(value: str) -> float | None:
         return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
+
+
+def _client_cert_names(request: web.BaseRequest) -> tuple[str, ...]:
+    peer = request.transport.get_extra_info("peercert") if request.transport is not None else None
+    return tuple(v for k, v in (peer or {}).get("subjectAltName", ()) if k == "DNS")
 
 
 def _etag_list(value: str) -> list[str]:
@@ -188,6 +194,7 @@ class Record:
     fault: str | None = None  # fault applied, if any
     body_len: int = 0  # request body bytes received
     body_sha256: str | None = None
+    client_cert: tuple[str, ...] = ()  # DNS names of the TLS client certificate shown (HTTPS origin)
     completed: bool = False  # the response was written completely (or deliberately cut)
     t_start: float = 0.0
     t_end: float | None = None
@@ -197,10 +204,12 @@ class Record:
 
 
 class FaultOrigin:
-    """The fault-injecting origin. ``with FaultOrigin() as origin: origin.url``."""
+    """The fault-injecting origin. ``with FaultOrigin() as origin: origin.url``; with
+    ``ssl_context`` (a server context) it speaks HTTPS and ``url`` is ``https://``."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
+        self.ssl_context = ssl_context
         self.port: int | None = None
         self._objects: dict[str, Obj] = {}
         self._records: list[Record] = []
@@ -219,7 +228,8 @@ class FaultOrigin:
     @property
     def url(self) -> str:
         assert self.port is not None, "origin not started"
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     def url_for(self, name: str) -> str:
         return f"{self.url}/{name}"
@@ -283,7 +293,7 @@ class FaultOrigin:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, 0))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=self.ssl_context)
         await site.start()
         self._runner = runner
 
@@ -436,6 +446,7 @@ class FaultOrigin:
             raw_path=request.raw_path,
             name=name,
             headers=dict(request.headers),
+            client_cert=_client_cert_names(request),
             t_start=time.monotonic(),
         )
         with self._lock:

@@ -42,3 +42,20 @@ def test_an_answer_to_credentials_is_stored_only_when_shareable() -> None:
 def test_a_stored_answer_is_fresh_for_its_lifetime_and_ages() -> None:
     a = StatusAnswer(404, (("Age", "10"),), b"gone", NOW, 60.0)
     assert a.is_fresh(NOW + 59) and not a.is_fresh(NOW + 60) and a.age(NOW + 5) == 15
+
+
+@pytest.mark.parametrize(("status", "headers", "ttl"), [
+    (404, {}, 30.0),  # no freshness, no validator: the operator's negative_ttl
+    (410, {"Last-Modified": LM}, 30.0),  # instead of the heuristic of a 200 (default_ttl)
+    (404, {"Age": "10"}, 20.0),  # an upstream cache's age counts
+    (404, {"Age": "40"}, None),
+    (404, {"Cache-Control": "max-age=5"}, 5.0),  # the origin's own freshness wins
+    (404, {"Cache-Control": "no-cache"}, None),
+    (404, {"Cache-Control": "no-store"}, None),
+    (301, {"Last-Modified": LM}, 300.0),  # not a negative answer: the heuristic
+    (500, {}, None),  # not heuristically cacheable at all
+])
+def test_negative_ttl_is_the_lifetime_of_a_not_found_without_freshness(status: int, headers: dict[str, str],
+                                                                     ttl: float | None) -> None:
+    assert status_lifetime(status, headers, NOW, 300.0, negative_ttl=30.0) == ttl
+    assert status_lifetime(404, {}, NOW, 300.0, negative_ttl=0.0) is None  # 0: not stored
