@@ -16,12 +16,19 @@ query what S3 does ("Authenticating Requests: Using Query Parameters"):
 
 Requests without ``X-Amz-Signature`` reach moto untouched. Nothing here is a signer of our own:
 every signature is botocore's.
+
+Every request is also logged as it came, before any of that: ``GET /_gate/requests`` answers the
+log as JSON, one object per request: ``method``, ``target`` (the raw path and query), ``auth``
+("query", "header" or "none"), ``key`` (the access key id it names, or "") and ``range`` (its
+Range field, or ""). ``/_gate/`` is no bucket (a bucket name cannot start with "_") and is not logged.
 """
 
 from __future__ import annotations
 
 import argparse
 import hmac
+import json
+import threading
 import signal
 import sys
 import time
@@ -38,6 +45,7 @@ __all__ = ["QueryAuth", "main"]
 _AUTH_PARAMS = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Date", "X-Amz-Expires",
                           "X-Amz-SignedHeaders", "X-Amz-Signature", "X-Amz-Security-Token"})
 _MAX_EXPIRES = 604800  # seconds: S3 refuses X-Amz-Expires over 7 days
+LOG_PATH = "/_gate/requests"
 
 StartResponse = Callable[..., Any]
 App = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -59,13 +67,23 @@ class QueryAuth:
 
     def __init__(self, app: App) -> None:
         self.app = app
+        self._lock = threading.Lock()
+        self._log: list[dict[str, str]] = []
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         query = environ.get("QUERY_STRING", "")
         pieces = [p for p in query.split("&") if p]
-        if not any(_name(p) == "X-Amz-Signature" for p in pieces):
-            return self.app(environ, start_response)
+        query_signed = any(_name(p) == "X-Amz-Signature" for p in pieces)
         params = dict(parse_qsl(query, keep_blank_values=True))
+        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
+        if raw_uri.split("?", 1)[0] == LOG_PATH:
+            with self._lock:
+                body = json.dumps(self._log).encode()
+            start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+            return [body]
+        self._record(environ, raw_uri, params, query_signed)
+        if not query_signed:
+            return self.app(environ, start_response)
         try:
             akid, day, region, service, _ = params["X-Amz-Credential"].split("/")
             amz_date, expires = params["X-Amz-Date"], int(params["X-Amz-Expires"])
@@ -86,7 +104,6 @@ class QueryAuth:
             return _refuse(start_response, "403 Forbidden", "AccessDenied", "Request has expired")
 
         host = environ.get("HTTP_HOST", "")
-        raw_uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "/")
         path = raw_uri.split("?", 1)[0]
         unsigned = "&".join(p for p in pieces if _name(p) != "X-Amz-Signature")
         fields = {"host": host}
@@ -113,6 +130,20 @@ class QueryAuth:
         if credentials.token:
             environ["HTTP_X_AMZ_SECURITY_TOKEN"] = credentials.token
         return self.app(environ, start_response)
+
+
+    def _record(self, environ: dict[str, Any], raw_uri: str, params: dict[str, str], query_signed: bool) -> None:
+        authorization = environ.get("HTTP_AUTHORIZATION", "")
+        if query_signed:
+            auth, key = "query", params.get("X-Amz-Credential", "").split("/")[0]
+        elif authorization:
+            auth, key = "header", authorization.partition("Credential=")[2].split("/")[0]
+        else:
+            auth, key = "none", ""
+        entry = {"method": environ["REQUEST_METHOD"], "target": raw_uri, "auth": auth, "key": key,
+                 "range": environ.get("HTTP_RANGE", "")}
+        with self._lock:
+            self._log.append(entry)
 
 
 def _credentials(akid: str, region: str, token: str | None) -> Any:

@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from typing import Any
 
@@ -42,9 +43,10 @@ from botocore.exceptions import ClientError
 from botocore.session import Session
 
 from proxy.cache.signing import AwsCredentials
+from tests.support.moto_presigned import LOG_PATH
 from tests.support.servers import ServerProc, start_on_free_port
 
-__all__ = ["SETUP_ACTIONS", "S3Server", "start_s3"]
+__all__ = ["SETUP_ACTIONS", "S3Server", "start_s3", "write_proxy_config"]
 
 SETUP_ACTIONS = 6
 STARTUP_TIMEOUT = 20.0
@@ -111,6 +113,25 @@ class S3Server(ServerProc):
         self.delete_access_key(old)
         return self.credentials
 
+    def requests(self) -> list[dict[str, str]]:
+        """Every request moto has received so far, in order (:mod:`tests.support.moto_presigned`'s log)."""
+        with urllib.request.urlopen(self.endpoint + LOG_PATH, timeout=5) as r:
+            got: list[dict[str, str]] = json.load(r)
+        return got
+
+    def requests_for(self, key: str, since: int = 0) -> list[dict[str, str]]:
+        """The requests for object ``key`` (in any spelling of its path), from the ``since``-th
+        request on (``len(requests())`` taken before: only what came after)."""
+        path = f"/{self.bucket}/{key}"
+        return [r for r in self.requests()[since:] if unquote(r["target"].split("?", 1)[0]) == path]
+
+    def through(self, url: str, proxy_base: str) -> str:
+        """``url`` (on the endpoint, in the bucket) as a client asks a proxy whose origin's upstream
+        is ``<endpoint>/<bucket>``: the same path after the bucket, the same query, byte for byte."""
+        prefix = f"{self.endpoint}/{self.bucket}"
+        assert url.startswith(prefix + "/"), url
+        return proxy_base + url[len(prefix):]
+
     def add_access_key(self) -> AwsCredentials:
         """Another access key of the user (the one in ``credentials`` stays valid and in use)."""
         made = self._client("iam").create_access_key(UserName=USER)["AccessKey"]
@@ -173,3 +194,23 @@ def start_s3(workdir: Path, timeout: float = STARTUP_TIMEOUT) -> S3Server:
         server.kill()
         raise
     return server
+
+
+def write_proxy_config(path: Path, s3: S3Server, *, sign: bool = True, credentials: AwsCredentials | None = None,
+                       signed_urls: bool = False, name: str = "bucket") -> Path:
+    """Write a proxy config file with one ``[[origin]]`` for the bucket (``upstream`` is
+    ``<endpoint>/<bucket>``, path-style): with ``sign`` an ``aws`` table (``credentials`` in it, or
+    only the region: the proxy's environment's), with ``signed_urls`` the signed-urls cache key."""
+    lines = ["[[origin]]", f"name = {json.dumps(name)}", f"upstream = {json.dumps(f'{s3.endpoint}/{s3.bucket}')}"]
+    if signed_urls:
+        lines.append('cache_key = { preset = "signed-urls" }')
+    if sign:
+        aws = {"region": s3.region}
+        if credentials is not None:
+            aws["access_key_id"] = credentials.access_key_id
+            aws["secret_access_key"] = credentials.secret_access_key
+            if credentials.session_token:
+                aws["session_token"] = credentials.session_token
+        lines.append("aws = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in aws.items()) + " }")
+    path.write_text("\n".join(lines) + "\n")
+    return path
