@@ -30,8 +30,11 @@ class Origin:
         status, outcome = "none", "ok"
         t0 = time.monotonic()
         try:
-            # ``url`` is a cache key: a variant's key stands for its URL (proxy.core.variants).
-            async with self.upstream.get(target_url(url), span, headers) as resp:
+            # ``url`` is a cache key: a variant's key stands for its URL (proxy.core.variants), and
+            # that URL for the client URL it is fetched with (proxy.cache.targets). Only here: a
+            # client's own request (pass-through, a signed URL's check) goes out as it came.
+            fetched = self.upstream.clients.fetch_url(target_url(url))
+            async with self.upstream.get(fetched, span, headers) as resp:
                 status = str(resp.status)
                 yield resp
         except UpstreamTimeout:

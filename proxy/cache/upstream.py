@@ -114,9 +114,9 @@ class Upstream:
                   method: str = "GET", data: object = None, sign: bool = True) -> AsyncIterator[aiohttp.ClientResponse]:
         """A ranged request; connection faults map to 502, timeouts to 504. A connection failure or
         a 5xx moves an idempotent request to the next upstream URL (failover, RFC 9110 §9.2.2).
-        ``url`` is on the first upstream (a cache key's URL stands for the client URL it was
-        fetched with); ``sign=False`` sends it without the proxy's signature (a client's own)."""
-        url = self.clients.fetch_url(url)
+        ``url`` is on the first upstream, sent as given (the cache's fetches give a client's URL
+        for their key, see :mod:`proxy.cache.origin`; a client's request goes as it came).
+        ``sign=False`` sends it without the proxy's signature (a client's own)."""
         sign = sign and data is None  # the signature is a bodiless one's (proxy.cache.signing)
         rest = url[len(self.base_url):] if url.startswith(self.base_url) else url
         if sign and self.signer is not None:

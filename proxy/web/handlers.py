@@ -205,7 +205,9 @@ class ProxyHandler:
         url = self.cache_key(target)
         info.url = url
         cacheable = request.method in ("GET", "HEAD") and not self._bypassed(request)
-        if cacheable and self._keyed and url != self.base + target:
+        # A signed-urls origin checks every request, a URL with no signature at all most of all:
+        # its key is its own URL, and from the cache it would be answered like a signed one.
+        if cacheable and self._keyed and (self._signed or url != self.base + target):
             refused = await self._client_url(request, info, target, url)
             if refused is not None:
                 return refused

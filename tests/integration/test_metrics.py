@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.client import fetch
 from tests.support.data import seeded_bytes, write_seeded_file
-from tests.support.metrics import Samples, samples_of, scrape, total, val
+from tests.support.metrics import Samples, samples_of, scrape, settled, total, val
 from tests.support.servers import unused_url
 
 pytestmark = pytest.mark.integration
@@ -27,26 +27,6 @@ pytestmark = pytest.mark.integration
 MiB = 2**20
 S = MiB  # slice size of every proxy here
 
-
-
-async def settled(http: aiohttp.ClientSession, base: str, requests: int, timeout: float = 5.0,
-                  headers: dict[str, str] | None = None) -> Samples:
-    """Metrics once ``requests`` proxied requests have been accounted and no slice is
-    in flight any more (the observer runs just after the last body byte is written, and
-    a fetched slice is written to the store in the background, so a scrape or the next
-    request can overtake either). A scrape reads the cache's size before its gauges, so
-    the one returned is the scrape after one that already saw everything settled."""
-    deadline = time.monotonic() + timeout
-    was_settled = False
-    while True:
-        m = await scrape(http, base, headers)
-        got = total(m, "rangeproxy_requests_total")
-        idle = val(m, "rangeproxy_slice_fetches_in_flight") == 0 == val(m, "rangeproxy_store_writes_pending")
-        if (was_settled and got >= requests and idle) or time.monotonic() > deadline:
-            assert got == requests, f"{got} requests counted, expected {requests}"
-            return m
-        was_settled = got >= requests and idle
-        await asyncio.sleep(0.05)
 
 
 def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:

@@ -1,5 +1,5 @@
 """Prometheus scraping for the tests: ``scrape`` a /metrics, read one series with
-``val``, sum series with ``total``.
+``val``, sum series with ``total``, wait for the counters to settle with ``settled``.
 
 A missing series is an error: ``val`` raises ``KeyError`` (naming the series the
 metric does have), so a misspelt name or label cannot pass as a 0. Where "not
@@ -8,6 +8,9 @@ which is 0 when there are none.
 """
 
 from __future__ import annotations
+
+import asyncio
+import time
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -51,3 +54,23 @@ def total(samples: Samples, name: str, **labels: str) -> float:
     """Sum over the series of ``name`` whose labels include ``labels`` (0 when there are none)."""
     want = set(labels.items())
     return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+async def settled(http: aiohttp.ClientSession, base: str, requests: int, timeout: float = 5.0,
+                  headers: dict[str, str] | None = None) -> Samples:
+    """Metrics once ``requests`` proxied requests have been accounted and no slice is
+    in flight any more (the observer runs just after the last body byte is written, and
+    a fetched slice is written to the store in the background, so a scrape or the next
+    request can overtake either). A scrape reads the cache's size before its gauges, so
+    the one returned is the scrape after one that already saw everything settled."""
+    deadline = time.monotonic() + timeout
+    was_settled = False
+    while True:
+        m = await scrape(http, base, headers)
+        got = total(m, "rangeproxy_requests_total")
+        idle = val(m, "rangeproxy_slice_fetches_in_flight") == 0 == val(m, "rangeproxy_store_writes_pending")
+        if (was_settled and got >= requests and idle) or time.monotonic() > deadline:
+            assert got == requests, f"{got} requests counted, expected {requests}"
+            return m
+        was_settled = got >= requests and idle
+        await asyncio.sleep(0.05)

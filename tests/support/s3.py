@@ -1,6 +1,7 @@
 """A real S3 API on loopback, with authentication on: moto's server mode as a subprocess
-(``python -m moto.server -H 127.0.0.1 -p PORT``), set up with one IAM user, its access key, a
-bucket and (optionally) a role to assume for temporary credentials.
+(``python -m tests.support.moto_presigned -H 127.0.0.1 -p PORT``: moto's own app, with the
+presigned-URL authentication moto lacks added in front, see that module), set up with one IAM
+user, its access key, a bucket and (optionally) a role to assume for temporary credentials.
 
 How moto turns authentication on (moto 5.2, ``moto/core/authorization.py``,
 ``ActionAuthenticatorMixin._authenticate_and_authorize_action``):
@@ -31,8 +32,9 @@ from __future__ import annotations
 
 import json
 import sys
+import urllib.request
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from typing import Any
 
@@ -41,9 +43,10 @@ from botocore.exceptions import ClientError
 from botocore.session import Session
 
 from proxy.cache.signing import AwsCredentials
+from tests.support.moto_presigned import LOG_PATH
 from tests.support.servers import ServerProc, start_on_free_port
 
-__all__ = ["SETUP_ACTIONS", "S3Server", "start_s3"]
+__all__ = ["SETUP_ACTIONS", "S3Server", "start_s3", "write_proxy_config"]
 
 SETUP_ACTIONS = 6
 STARTUP_TIMEOUT = 20.0
@@ -68,6 +71,8 @@ _TRUST = {
 # The set-up's calls must be counted once each: no retries.
 _CLIENT_CONFIG = Config(retries={"total_max_attempts": 1}, s3={"addressing_style": "path"},
                         connect_timeout=5, read_timeout=10)
+# botocore presigns S3 URLs with SigV2 unless told otherwise.
+_PRESIGN_CONFIG = _CLIENT_CONFIG.merge(Config(signature_version="s3v4"))
 
 
 class S3Server(ServerProc):
@@ -79,7 +84,7 @@ class S3Server(ServerProc):
 
     def __init__(self, workdir: Path, port: int) -> None:
         super().__init__(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "tests.support.moto_presigned", "-H", "127.0.0.1", "-p", str(port)],
             workdir, port, health_path="/moto-api/data.json",
             env={"INITIAL_NO_AUTH_ACTION_COUNT": str(SETUP_ACTIONS)},
         )
@@ -103,12 +108,46 @@ class S3Server(ServerProc):
 
     def rotate_credentials(self) -> AwsCredentials:
         """Create a second access key for the user, delete the first; returns (and keeps) the new pair."""
-        iam = self._client("iam")
         old = self.credentials
-        made = iam.create_access_key(UserName=USER)["AccessKey"]
-        self.credentials = AwsCredentials(made["AccessKeyId"], made["SecretAccessKey"])
-        self._client("iam").delete_access_key(UserName=USER, AccessKeyId=old.access_key_id)
+        self.credentials = self.add_access_key()
+        self.delete_access_key(old)
         return self.credentials
+
+    def requests(self) -> list[dict[str, str]]:
+        """Every request moto has received so far, in order (:mod:`tests.support.moto_presigned`'s log)."""
+        with urllib.request.urlopen(self.endpoint + LOG_PATH, timeout=5) as r:
+            got: list[dict[str, str]] = json.load(r)
+        return got
+
+    def requests_for(self, key: str, since: int = 0) -> list[dict[str, str]]:
+        """The requests for object ``key`` (in any spelling of its path), from the ``since``-th
+        request on (``len(requests())`` taken before: only what came after)."""
+        path = f"/{self.bucket}/{key}"
+        return [r for r in self.requests()[since:] if unquote(r["target"].split("?", 1)[0]) == path]
+
+    def through(self, url: str, proxy_base: str) -> str:
+        """``url`` (on the endpoint, in the bucket) as a client asks a proxy whose origin's upstream
+        is ``<endpoint>/<bucket>``: the same path after the bucket, the same query, byte for byte."""
+        prefix = f"{self.endpoint}/{self.bucket}"
+        assert url.startswith(prefix + "/"), url
+        return proxy_base + url[len(prefix):]
+
+    def add_access_key(self) -> AwsCredentials:
+        """Another access key of the user (the one in ``credentials`` stays valid and in use)."""
+        made = self._client("iam").create_access_key(UserName=USER)["AccessKey"]
+        return AwsCredentials(made["AccessKeyId"], made["SecretAccessKey"])
+
+    def delete_access_key(self, credentials: AwsCredentials) -> None:
+        """Delete one of the user's access keys (signed with ``credentials``, the in-use key)."""
+        self._client("iam").delete_access_key(UserName=USER, AccessKeyId=credentials.access_key_id)
+
+    def presign(self, key: str, expires: int = 3600, credentials: AwsCredentials | None = None,
+                method: str = "get_object") -> str:
+        """A SigV4 presigned URL of ``key`` (path-style, on the endpoint), made by botocore with the
+        user's key (or ``credentials``), valid ``expires`` seconds."""
+        url = self._client("s3", credentials, _PRESIGN_CONFIG).generate_presigned_url(
+            method, Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires)
+        return str(url)
 
     def assume_role(self) -> AwsCredentials:
         """Temporary credentials (with a session token) of a role that may only GetObject."""
@@ -136,11 +175,11 @@ class S3Server(ServerProc):
         else:
             raise AssertionError(f"moto accepts a wrong secret: did it count more than {SETUP_ACTIONS} set-up calls?")
 
-    def _client(self, service: str, credentials: AwsCredentials | None = None) -> Any:
+    def _client(self, service: str, credentials: AwsCredentials | None = None, config: Config = _CLIENT_CONFIG) -> Any:
         # Any: botocore makes each client's methods at run time from the service's model.
         c = credentials or self.credentials
         return self._session.create_client(
-            service, region_name=self.region, endpoint_url=self.endpoint, config=_CLIENT_CONFIG,
+            service, region_name=self.region, endpoint_url=self.endpoint, config=config,
             aws_access_key_id=c.access_key_id, aws_secret_access_key=c.secret_access_key,
             aws_session_token=c.session_token,
         )
@@ -155,3 +194,23 @@ def start_s3(workdir: Path, timeout: float = STARTUP_TIMEOUT) -> S3Server:
         server.kill()
         raise
     return server
+
+
+def write_proxy_config(path: Path, s3: S3Server, *, sign: bool = True, credentials: AwsCredentials | None = None,
+                       signed_urls: bool = False, name: str = "bucket") -> Path:
+    """Write a proxy config file with one ``[[origin]]`` for the bucket (``upstream`` is
+    ``<endpoint>/<bucket>``, path-style): with ``sign`` an ``aws`` table (``credentials`` in it, or
+    only the region: the proxy's environment's), with ``signed_urls`` the signed-urls cache key."""
+    lines = ["[[origin]]", f"name = {json.dumps(name)}", f"upstream = {json.dumps(f'{s3.endpoint}/{s3.bucket}')}"]
+    if signed_urls:
+        lines.append('cache_key = { preset = "signed-urls" }')
+    if sign:
+        aws = {"region": s3.region}
+        if credentials is not None:
+            aws["access_key_id"] = credentials.access_key_id
+            aws["secret_access_key"] = credentials.secret_access_key
+            if credentials.session_token:
+                aws["session_token"] = credentials.session_token
+        lines.append("aws = { " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in aws.items()) + " }")
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -195,11 +195,11 @@ class ProxyProc(ServerProc):
     name = "proxy"
 
     def __init__(self, args: list[str], workdir: Path, port: int, cache_dir: Path, slice_size: int,
-                 upstream: str) -> None:
+                 upstream: str, env: Mapping[str, str] | None = None) -> None:
         self.cache_dir = cache_dir
         self.slice_size = slice_size
         self.upstream = upstream
-        super().__init__(args, workdir, port)
+        super().__init__(args, workdir, port, env=env)
 
     def url_for(self, path: str) -> str:
         return f"{self.url}/{path.lstrip('/')}"
@@ -253,8 +253,10 @@ def proxy_command(upstream_url: str, port: int, cache_dir: Path, slice_size: int
 
 def start_proxy(upstream_url: str, tmp_path: Path, *, slice_size: int | None = DEFAULT_SLICE,
                 cache_size: int | None = None, cache_dir: Path | None = None, config: Path | None = None,
-                extra_args: Iterable[str] = (), timeout: float = STARTUP_TIMEOUT, **settings: object) -> ProxyProc:
-    """Start ``python -m proxy`` on a free port; ``settings`` become ``--set key=value``.
+                extra_args: Iterable[str] = (), timeout: float = STARTUP_TIMEOUT, env: Mapping[str, str] | None = None,
+                **settings: object) -> ProxyProc:
+    """Start ``python -m proxy`` on a free port; ``settings`` become ``--set key=value``; ``env``
+    adds to (or overrides) the variables it inherits (:func:`subprocess_env`).
 
     The cache lives in ``<tmp_path>/cache`` unless ``cache_dir`` is given.
     Retries on a different port if the chosen one was taken meanwhile.
@@ -264,7 +266,7 @@ def start_proxy(upstream_url: str, tmp_path: Path, *, slice_size: int | None = D
 
     def make(port: int) -> ProxyProc:
         args = proxy_command(upstream_url, port, cache, slice_size, cache_size, config, settings, extra_args)
-        return ProxyProc(args, tmp_path, port, cache, slice_size or 2**20, upstream_url)
+        return ProxyProc(args, tmp_path, port, cache, slice_size or 2**20, upstream_url, env)
 
     return start_on_free_port(make, timeout)
 
