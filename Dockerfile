@@ -1,6 +1,7 @@
 # rangeproxy container image: ONE image for both programs of this repository,
 #   the caching proxy      python -m proxy       (the default command, port 8080)
-#   the demo media origin  python -m appserver   (docker-compose.yml's `appserver`, port 8081)
+#   the demo media origin  python -m appserver   (docker-compose.yml's `appserver`, port 8081,
+#                                                and `downloads`, port 8082, on another directory)
 # Why one image: both are one Python distribution (pyproject.toml installs the packages
 # `proxy` and `appserver` with one set of dependencies), so two images would hold the same
 # layers twice and could drift apart; docker-compose.yml picks the program with `command:`.
@@ -65,13 +66,16 @@ FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="rangeproxy" \
       org.opencontainers.image.description="Reverse caching proxy for HTTP Range requests, and a demo media origin"
 
+# /srv/media and /srv/downloads belong to `rangeproxy`, so the named volumes docker-compose.yml
+# mounts there start out writable for the demo file generators.
 RUN groupadd --system --gid 10001 rangeproxy \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/rangeproxy --create-home \
         --shell /usr/sbin/nologin rangeproxy \
- && install -d -o rangeproxy -g rangeproxy -m 0755 /var/cache/rangeproxy /srv/media
+ && install -d -o rangeproxy -g rangeproxy -m 0755 /var/cache/rangeproxy /srv/media \
+        /srv/downloads
 
 COPY --from=build /opt/venv /opt/venv
-# Baked-in defaults; docker-compose.yml mounts config/proxy.toml over the first one.
+# Baked-in defaults; docker-compose.yml mounts config/compose-proxy.toml over the first one.
 COPY config/proxy.toml config/appserver.toml /etc/rangeproxy/
 
 # The settings a container needs whatever config/proxy.toml says (precedence: command

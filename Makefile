@@ -39,7 +39,8 @@ typecheck: $(STAMP)
 	$(VPY) -m mypy proxy appserver conformance
 
 # `docker compose config -q` on docker-compose.yml (+ profile monitoring) and with
-# docker-compose.ci.yml; skipped with a message without Docker Compose v2 (not under CI=true).
+# docker-compose.ci.yml, and the proxy's own reading of config/compose-proxy.toml; skipped with a
+# message without Docker Compose v2 (not under CI=true).
 docker-config-check: $(STAMP)
 	bash scripts/test-docker.sh config-check
 

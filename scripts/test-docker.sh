@@ -3,10 +3,17 @@
 #
 #   bash scripts/test-docker.sh [run]        build the image, bring docker-compose.yml up with the
 #                                            test override docker-compose.ci.yml, wait for health,
-#                                            check bytes and /stats.json through the proxy
+#                                            check bytes of both origins (the default one, the
+#                                            appserver's media; /downloads/, the downloads
+#                                            service's files) and /stats.json through the proxy
 #                                            container, tear everything down (always)
 #   bash scripts/test-docker.sh config-check docker compose config -q on both files (+ the
 #                                            monitoring profile); needs no engine
+#
+# The proxy's config file in the test run: config/compose-proxy.toml with the downloads
+# origin's upstream (http://downloads:8082, no such host on the host network) replaced by
+# http://127.0.0.1:$TEST_DOCKER_DOWNLOADS_PORT, written to build/test-docker/ and mounted by
+# docker-compose.ci.yml from $TEST_DOCKER_PROXY_CONFIG (see write_proxy_config).
 #
 # Skips (exit 0, with the reason) where no Docker engine / Compose v2 is available; with
 # CI=true it fails instead. Without a reachable engine, `run` starts the private one of
@@ -16,8 +23,9 @@
 #
 # Environment (all optional):
 #   TEST_DOCKER_PROJECT      compose project name (default rangeproxy-test)
-#   TEST_DOCKER_PROXY_PORT   host-network ports of the containers (default: two free ports)
-#   TEST_DOCKER_ORIGIN_PORT
+#   TEST_DOCKER_PROXY_PORT   host-network ports of the containers (default: three free ports)
+#   TEST_DOCKER_ORIGIN_PORT  (the appserver: the default origin)
+#   TEST_DOCKER_DOWNLOADS_PORT
 #   PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, PIP_TRUSTED_HOST
 #                            passed to the image build (docker-compose.ci.yml build args) for a
 #                            machine whose pip needs an index mirror; unset = pip's default
@@ -37,6 +45,32 @@ skip() {
     fi
     say "SKIPPED: $*"
     exit 0
+}
+
+# The proxy config of the test run (see the top): config/compose-proxy.toml, its downloads
+# upstream on 127.0.0.1:$TEST_DOCKER_DOWNLOADS_PORT; exports TEST_DOCKER_PROXY_CONFIG, the path
+# docker-compose.ci.yml mounts (relative to the project directory, this repository).
+COMPOSE_PROXY_CONFIG=config/compose-proxy.toml
+COMPOSE_DOWNLOADS_UPSTREAM='upstream = "http://downloads:8082"'
+write_proxy_config() {
+    local port=${TEST_DOCKER_DOWNLOADS_PORT:-18082}
+    local out=build/test-docker/${TEST_DOCKER_PROJECT:-rangeproxy-test}-proxy.toml
+    local n
+    n=$(grep -cxF "$COMPOSE_DOWNLOADS_UPSTREAM" "$COMPOSE_PROXY_CONFIG" || true)
+    if [ "$n" != 1 ]; then
+        echo "test-docker: $COMPOSE_PROXY_CONFIG must hold the line '$COMPOSE_DOWNLOADS_UPSTREAM'" \
+            "exactly once (found $n), for the test run to point it at 127.0.0.1" >&2
+        exit 1
+    fi
+    mkdir -p "$(dirname "$out")"
+    {
+        echo "# Written by scripts/test-docker.sh for a test run: $COMPOSE_PROXY_CONFIG with the"
+        echo "# downloads upstream on the host network. Safe to delete."
+        sed "s|^$COMPOSE_DOWNLOADS_UPSTREAM\$|upstream = \"http://127.0.0.1:$port\"|" "$COMPOSE_PROXY_CONFIG"
+    } > "$out.tmp"
+    chmod 0644 "$out.tmp"   # read by the proxy user (uid 10001) in the container
+    mv "$out.tmp" "$out"
+    export TEST_DOCKER_PROXY_CONFIG=./$out
 }
 
 # ============================ config-check =============================================
@@ -86,6 +120,7 @@ config_check() {
     if ! find_compose; then
         skip "docker compose config: no Docker Compose v2 here (install the docker CLI with its compose plugin)"
     fi
+    write_proxy_config    # docker-compose.ci.yml needs TEST_DOCKER_PROXY_CONFIG
     local sets=(
         "docker-compose.yml"
         "docker-compose.yml --profile monitoring"
@@ -102,6 +137,26 @@ config_check() {
         done
         "${COMPOSE[@]}" "${args[@]}" config -q
         say "compose config OK: $set"
+    done
+    # The proxy's own reading of both config files it gets in containers, with the default
+    # origin as docker-compose.yml gives it (needs the project's dependencies in $PY).
+    local f
+    for f in "$COMPOSE_PROXY_CONFIG" "$TEST_DOCKER_PROXY_CONFIG"; do
+        if ! "$PY" -c 'import proxy.core.settings' >/dev/null 2>&1; then
+            say "not checked with the proxy's settings loader: $f ($PY cannot import proxy; make venv)"
+            continue
+        fi
+        "$PY" -c 'import sys
+from proxy.core.config_error import ConfigError
+from proxy.core.settings import load
+try:
+    s = load(["--config", sys.argv[1]], {"RANGEPROXY_UPSTREAM": "http://appserver:8081"})
+except ConfigError as e:
+    sys.exit(f"test-docker: {sys.argv[1]}: {e}")
+print("; ".join([f"default / -> {s.upstream}"]
+                + [o.name + " " + o.path_prefix + " -> " + ",".join(o.upstreams) for o in s.origin]))' "$f" \
+            | sed "s|^|test-docker: proxy settings OK: $f: origins |"
+        [ "${PIPESTATUS[0]}" = 0 ] || exit 1
     done
 }
 
@@ -165,15 +220,16 @@ cleanup() {
     exit "$rc"
 }
 
-# Runs inside the appserver container: what the origin's files hold. argv[1] is a JSON
-# {"file": [range spec, ...]}; prints {"file": {"size", "sha256", "ranges": {spec: {...}}}}.
+# Runs inside an origin's container (appserver, downloads): what its files hold. argv[1] is
+# the directory it serves, argv[2] a JSON {"file": [range spec, ...]}; prints
+# {"file": {"size", "sha256", "ranges": {spec: {...}}}}.
 read -r -d '' REFERENCE_PY <<'PYEOF' || true
 import hashlib, json, os, sys
 
-want = json.loads(sys.argv[1])
+root, want = sys.argv[1], json.loads(sys.argv[2])
 out = {}
 for name, specs in want.items():
-    path = os.path.join("/srv/media", name)
+    path = os.path.join(root, name)
     size = os.path.getsize(path)
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -195,11 +251,14 @@ print(json.dumps(out))
 PYEOF
 
 # Runs inside the proxy container: the requests through the proxy, checked against the
-# reference. argv: port, reference JSON, plan JSON. Exit 1 on any wrong byte or header.
+# reference. argv: port, reference JSON {origin: {file: ...}}, plan JSON [[origin, file, kind,
+# spec], ...], origins JSON {origin: {"prefix": URL path prefix, "upstream": its URL}}. Exit 1
+# on any wrong byte or header.
 read -r -d '' CHECK_PY <<'PYEOF' || true
 import hashlib, http.client, json, re, sys, time
+from collections import Counter
 
-port, ref, plan = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+port, ref, plan, origins = int(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
 failures = []
 def check(ok, what):
     print(("  ok    " if ok else "  FAIL  ") + what)
@@ -250,46 +309,54 @@ def parse_multipart(body, boundary):
 before = stats()
 served = 0      # requests sent through the proxy (not its own paths)
 payload = 0     # range/object bytes they carried
+served_by, payload_by = Counter(), Counter()   # the same per origin
+errors_by = Counter(o for o, _, kind, _ in plan if kind == "status")   # error statuses asked for
 
-for name, kind, spec in plan:
-    r = ref[name]
-    size = r["size"]
+for origin, name, kind, spec in plan:
+    path = origins[origin]["prefix"] + name
+    r = ref[origin].get(name)
+    size = r["size"] if r else None
     if kind == "full":
-        status, h, body = get("/" + name)
-        served += 1; payload += len(body)
-        check(status == 200, f"GET /{name}: status {status}, want 200")
+        status, h, body = get(path)
+        served += 1; payload += len(body); served_by[origin] += 1; payload_by[origin] += len(body)
+        check(status == 200, f"GET {path} ({origin}): status {status}, want 200")
         check(len(body) == size and sha(body) == r["sha256"],
-              f"GET /{name}: {len(body)} bytes, sha256 {sha(body)[:16]}..., want {size} bytes, {r['sha256'][:16]}...")
+              f"GET {path}: {len(body)} bytes, sha256 {sha(body)[:16]}..., want {size} bytes, {r['sha256'][:16]}...")
+    elif kind == "status":
+        # A file the origin does not have (but another origin does): its own answer.
+        status, h, body = get(path)
+        served += 1; served_by[origin] += 1
+        check(status == int(spec), f"GET {path} ({origin}): status {status}, want {spec} (not another origin's file)")
     elif kind == "single":
         want = r["ranges"][spec]
         cr = f"bytes {want['start']}-{want['end']}/{size}"
         # Asked again until it is a HIT: right after the first response the last slices may
         # still be on their way into the store (X-Cache PARTIAL then, with no origin fetch).
         for attempt in range(1, 21):
-            status, h, body = get("/" + name, {"Range": "bytes=" + spec})
-            served += 1; payload += len(body)
+            status, h, body = get(path, {"Range": "bytes=" + spec})
+            served += 1; payload += len(body); served_by[origin] += 1; payload_by[origin] += len(body)
             check(status == 206 and h.get("content-range") == cr,
-                  f"Range {spec} (#{attempt}, X-Cache {h.get('x-cache')}): {status} {h.get('content-range')}, want 206 {cr}")
+                  f"{path} Range {spec} (#{attempt}, X-Cache {h.get('x-cache')}): {status} {h.get('content-range')}, want 206 {cr}")
             check(sha(body) == want["sha256"] and len(body) == want["end"] - want["start"] + 1,
-                  f"Range {spec} (#{attempt}): {len(body)} bytes match the origin's file")
+                  f"{path} Range {spec} (#{attempt}): {len(body)} bytes match the origin's file")
             if attempt > 1 and h.get("x-cache") == "HIT":
                 break
             time.sleep(0.0 if attempt == 1 else 0.25)
-        check(h.get("x-cache") == "HIT", f"Range {spec} asked again becomes a cache HIT (X-Cache {h.get('x-cache')})")
+        check(h.get("x-cache") == "HIT", f"{path} Range {spec} asked again becomes a cache HIT (X-Cache {h.get('x-cache')})")
     elif kind == "multi":
         specs = spec.split(",")
-        status, h, body = get("/" + name, {"Range": "bytes=" + spec})
-        served += 1
+        status, h, body = get(path, {"Range": "bytes=" + spec})
+        served += 1; served_by[origin] += 1
         ctype = h.get("content-type", "")
         m = re.search(r'boundary="?([^";]+)"?', ctype)
         check(status == 206 and ctype.startswith("multipart/byteranges") and m is not None,
-              f"Range {spec}: {status} {ctype}, want 206 multipart/byteranges")
+              f"{path} Range {spec}: {status} {ctype}, want 206 multipart/byteranges")
         parts = parse_multipart(body, m[1]) if m else []
-        check(len(parts) == len(specs), f"Range {spec}: {len(parts)} parts, want {len(specs)}")
+        check(len(parts) == len(specs), f"{path} Range {spec}: {len(parts)} parts, want {len(specs)}")
         for (cr, data), s in zip(parts, specs):
             want = r["ranges"][s]
             wcr = f"bytes {want['start']}-{want['end']}/{size}"
-            payload += len(data)
+            payload += len(data); payload_by[origin] += len(data)
             check(cr == wcr and sha(data) == want["sha256"], f"  part {s}: {cr}, {len(data)} bytes match the origin's file")
     else:
         raise SystemExit(f"unknown check {kind}")
@@ -312,6 +379,33 @@ if before is not None:
     by_cache = {k: v - total(before, "totals", "requests_by_cache_status").get(k, 0)
                 for k, v in total(after, "totals", "requests_by_cache_status").items()}
     check(by_cache.get("HIT", 0) >= 1, f"/stats.json requests_by_cache_status grew by {by_cache}, with a HIT")
+
+    # Per origin: both listed, each with its own upstream, healthy, and the requests it took.
+    def by_name(doc):
+        return {o["name"]: o for o in doc.get("origins", [])}
+    b_o, a_o = by_name(before), by_name(after)
+    check(sorted(a_o) == sorted(origins), f"/stats.json origins: {sorted(a_o)}, want {sorted(origins)}")
+    for name, o in sorted(origins.items()):
+        a, b = a_o.get(name), b_o.get(name)
+        if a is None or b is None:
+            continue
+        bases = [u["base"] for u in a["upstreams"]]
+        check(bases == [o["upstream"]] and all(u["healthy"] for u in a["upstreams"]),
+              f"/stats.json origin {name}: upstreams {bases} healthy, want [{o['upstream']}]")
+        d_req = sum(a["requests"].values()) - sum(b["requests"].values())
+        check(d_req == served_by[name], f"/stats.json origin {name}: {d_req} new requests, want {served_by[name]}")
+        d_bytes = sum(a["response_bytes"].values()) - sum(b["response_bytes"].values())
+        check(d_bytes >= payload_by[name],
+              f"/stats.json origin {name}: response_bytes grew by {d_bytes}, want >= {payload_by[name]}")
+        # upstream_failures counts an error status the origin answered too (status 404, outcome
+        # error): at most one per "status" check, none otherwise.
+        d_fail = a["upstream_failures"] - b["upstream_failures"]
+        check(a["upstream_bytes"] > b["upstream_bytes"] and d_fail <= errors_by[name],
+              f"/stats.json origin {name}: fetched {a['upstream_bytes'] - b['upstream_bytes']} bytes upstream, "
+              f"{d_fail} failures, want at most {errors_by[name]} (its error statuses)")
+    top = {(t.get("origin"), t.get("path")) for t in after.get("top_objects", [])}
+    for origin, name in sorted({(o, n) for o, n, kind, _ in plan if kind in ("full", "single")}):
+        check((origin, "/" + name) in top, f"/stats.json top_objects has /{name} of origin {origin}")
 if failures:
     print(f"{len(failures)} check(s) FAILED")
     sys.exit(1)
@@ -327,8 +421,17 @@ run() {
         skip "the engine answers, but 'docker compose' (Compose v2 plugin) is missing"
     fi
     export TEST_DOCKER_ORIGIN_PORT=${TEST_DOCKER_ORIGIN_PORT:-$(free_port)}
+    export TEST_DOCKER_DOWNLOADS_PORT=${TEST_DOCKER_DOWNLOADS_PORT:-$(free_port)}
+    while [ "$TEST_DOCKER_DOWNLOADS_PORT" = "$TEST_DOCKER_ORIGIN_PORT" ]; do
+        TEST_DOCKER_DOWNLOADS_PORT=$(free_port)
+    done
     export TEST_DOCKER_PROXY_PORT=${TEST_DOCKER_PROXY_PORT:-$(free_port)}
-    [ "$TEST_DOCKER_ORIGIN_PORT" != "$TEST_DOCKER_PROXY_PORT" ] || TEST_DOCKER_PROXY_PORT=$(free_port)
+    while [ "$TEST_DOCKER_PROXY_PORT" = "$TEST_DOCKER_ORIGIN_PORT" ] \
+        || [ "$TEST_DOCKER_PROXY_PORT" = "$TEST_DOCKER_DOWNLOADS_PORT" ]; do
+        TEST_DOCKER_PROXY_PORT=$(free_port)
+    done
+    write_proxy_config    # TEST_DOCKER_PROXY_CONFIG: the downloads origin on 127.0.0.1
+    say "proxy config: $TEST_DOCKER_PROXY_CONFIG (config/compose-proxy.toml, downloads upstream http://127.0.0.1:$TEST_DOCKER_DOWNLOADS_PORT)"
     export PIP_INDEX_URL=${PIP_INDEX_URL:-} PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL:-} \
         PIP_TRUSTED_HOST=${PIP_TRUSTED_HOST:-}
     DC=(docker compose -f docker-compose.yml -f docker-compose.ci.yml -p "$PROJECT")
@@ -339,7 +442,7 @@ run() {
 
     say "building the image (docker-compose.yml + docker-compose.ci.yml, project $PROJECT)"
     "${DC[@]}" build --quiet
-    say "starting appserver (127.0.0.1:$TEST_DOCKER_ORIGIN_PORT) and proxy (127.0.0.1:$TEST_DOCKER_PROXY_PORT), waiting for health"
+    say "starting appserver (127.0.0.1:$TEST_DOCKER_ORIGIN_PORT), downloads (127.0.0.1:$TEST_DOCKER_DOWNLOADS_PORT) and proxy (127.0.0.1:$TEST_DOCKER_PROXY_PORT), waiting for health"
     "${DC[@]}" up --detach --wait --wait-timeout 180
     "${DC[@]}" ps
 
@@ -348,26 +451,55 @@ run() {
     [ "$uid" != 0 ] || { echo "test-docker: the proxy runs as root" >&2; exit 1; }
     say "proxy runs as uid $uid"
 
-    # What the checks ask for: big.bin (64 MiB, slices of 1 MiB) -- a single range across
-    # three slice boundaries (a MISS, then asked again until it is a HIT), a multi-range with
-    # a part across a slice boundary and a suffix part, the whole file; hello.txt whole.
-    local plan
-    plan='[["big.bin", "single", "1000000-3500000"],
-           ["big.bin", "multi", "0-99,2097000-2097299,-1000"],
-           ["big.bin", "full", ""],
-           ["hello.txt", "full", ""]]'
-    local want ref
-    want=$("$PY" -c 'import json, sys
+    # What the checks ask for, per origin. default (the appserver's media): big.bin (64 MiB,
+    # slices of 1 MiB) -- a single range across three slice boundaries (a MISS, then asked
+    # again until it is a HIT), a multi-range with a part across a slice boundary and a suffix
+    # part, the whole file. downloads (/downloads/, slices of 4 MiB): a range across the slice
+    # boundaries at 4, 8 and 12 MiB of the 24 MiB image, the whole of it and of the smaller
+    # update (not a whole number of slices) and SHA256SUMS, and /downloads/hello.txt, which
+    # only the media has: a 404 of the downloads origin. Last, the default origin again
+    # (hello.txt), with the downloads origin's objects in the same cache.
+    local origins plan
+    origins=$(printf '{"default": {"prefix": "/", "upstream": "http://127.0.0.1:%s"},
+                       "downloads": {"prefix": "/downloads/", "upstream": "http://127.0.0.1:%s"}}' \
+        "$TEST_DOCKER_ORIGIN_PORT" "$TEST_DOCKER_DOWNLOADS_PORT")
+    plan='[["default", "big.bin", "single", "1000000-3500000"],
+           ["default", "big.bin", "multi", "0-99,2097000-2097299,-1000"],
+           ["default", "big.bin", "full", ""],
+           ["downloads", "demo-image-2.0.img", "single", "3000000-13000000"],
+           ["downloads", "demo-image-2.0.img", "full", ""],
+           ["downloads", "demo-update-2.0.1.bin", "full", ""],
+           ["downloads", "SHA256SUMS", "full", ""],
+           ["downloads", "hello.txt", "status", "404"],
+           ["default", "hello.txt", "full", ""]]'
+    # The reference of each origin, read inside its own container: {origin: {file: ...}}.
+    local origin service dir want ref='{}' part
+    for origin in default downloads; do
+        case $origin in
+            default) service=appserver dir=/srv/media ;;
+            downloads) service=downloads dir=/srv/downloads ;;
+        esac
+        want=$("$PY" -c 'import json, sys
 w = {}
-for name, kind, spec in json.loads(sys.argv[1]):
-    w.setdefault(name, [])
-    if spec:
-        w[name] += spec.split(",")
-print(json.dumps(w))' "$plan")
-    say "reading the reference from the origin's media volume (appserver container)"
-    ref=$("${DC[@]}" exec -T appserver python -c "$REFERENCE_PY" "$want")
+for origin, name, kind, spec in json.loads(sys.argv[1]):
+    if origin == sys.argv[2] and kind != "status":
+        w.setdefault(name, [])
+        if spec:
+            w[name] += spec.split(",")
+print(json.dumps(w))' "$plan" "$origin")
+        say "reading the reference of origin $origin from $dir ($service container)"
+        part=$("${DC[@]}" exec -T "$service" python -c "$REFERENCE_PY" "$dir" "$want")
+        ref=$("$PY" -c 'import json, sys; r = json.loads(sys.argv[1]); r[sys.argv[2]] = json.loads(sys.argv[3]); print(json.dumps(r))' \
+            "$ref" "$origin" "$part")
+    done
     say "checking through the proxy (inside the proxy container, 127.0.0.1:$TEST_DOCKER_PROXY_PORT)"
-    "${DC[@]}" exec -T proxy python -c "$CHECK_PY" "$TEST_DOCKER_PROXY_PORT" "$ref" "$plan"
+    "${DC[@]}" exec -T proxy python -c "$CHECK_PY" "$TEST_DOCKER_PROXY_PORT" "$ref" "$plan" "$origins"
+
+    # The access log names the origin of each request.
+    local logged
+    logged=$("${DC[@]}" logs --no-color proxy | grep -c ' origin=downloads ' || true)
+    say "access log: $logged lines with origin=downloads"
+    [ "${logged:-0}" -ge 5 ] || { echo "test-docker: the access log has no origin=downloads lines" >&2; exit 1; }
 
     local cached
     cached=$("${DC[@]}" exec -T proxy sh -c 'du -sk /var/cache/rangeproxy | cut -f1')
