@@ -116,7 +116,9 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls
         app.on_startup.append(lambda app: _reload_on_hangup(app, loader))
     log.info("rangeproxy%s on http://%s:%d -> %s (cache %s, slice %d bytes)",
              f" worker {index + 1}/{settings.workers}" if settings.workers > 1 else "",
-             settings.host, settings.port, settings.upstream, settings.cache_dir, settings.slice_size)
+             settings.host, settings.port,
+             ", ".join(f"{o.name}: {' | '.join(o.upstreams)}" for o in settings.origins),
+             settings.cache_dir, settings.slice_size)
     # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
     # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
     runner_args: dict[str, Any] = {"shutdown_timeout": settings.grace_period, "access_log": access_logger_for(settings),

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+from botocore.exceptions import BotoCoreError
 from botocore.session import Session
 
 from proxy.core.config_error import ConfigError
@@ -119,7 +120,10 @@ def _resolve(credentials: AwsCredentials | None) -> Credentials:
     if credentials is not None:
         return Credentials(credentials.access_key_id, credentials.secret_access_key, credentials.session_token)
     # One Session, for the chain only: it loads botocore's data lazily, so this stays cheap.
-    found = Session().get_credentials()
+    try:
+        found = Session().get_credentials()
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names no profile, a credentials file that does not parse
+        raise ConfigError("aws.access_key_id", f"the environment's AWS credentials cannot be read: {exc}") from None
     if found is None or not found.get_frozen_credentials().access_key:
         raise ConfigError(
             "aws.access_key_id",

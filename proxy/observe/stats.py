@@ -263,7 +263,8 @@ def origins_export(engine: EngineView | None, requests: Mapping[str, Counter[str
             "response_bytes": {k: c.response_bytes.get(k, 0) for k in ("cache", "origin")},
             "upstream_bytes": c.upstream_bytes,
             "upstream_requests": sum(c.upstream.values()),
-            "upstream_failures": sum(n for (_, outcome), n in c.upstream.items() if outcome in ("error", "timeout")),
+            # No answer, or a 5xx: what moves a request to the next upstream (an origin's 404 is an answer).
+            "upstream_failures": sum(n for (status, _), n in c.upstream.items() if status == "none" or status[:1] == "5"),
             "upstreams": health,
         })
     return out

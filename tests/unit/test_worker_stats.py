@@ -120,6 +120,7 @@ async def test_stats_json_groups_requests_and_bytes_per_origin() -> None:
     a.response("http://o/a", "HIT", cache=S)
     b.response("http://o/a", "MISS", origin=2 * S)
     b.engine.counters.upstream[("none", "timeout")] += 1
+    b.engine.counters.upstream[("404", "error")] += 1  # an answer, not a failure
     peer = json.loads(json.dumps(b.stats.export()))  # as it travels through the file
     peer.update(index=1, pid=2, age=0.1)
     volume = SimpleNamespace(bytes=3 * S, entries=4, objects=1, evictions=0)
@@ -128,7 +129,7 @@ async def test_stats_json_groups_requests_and_bytes_per_origin() -> None:
     assert o["name"] == "default"
     assert o["requests"] == {"cache": 1, "origin": 1, "error": 0}
     assert o["response_bytes"] == {"cache": S, "origin": 2 * S}
-    assert o["upstream_bytes"] == 2 * S and o["upstream_requests"] == 2 and o["upstream_failures"] == 1
+    assert o["upstream_bytes"] == 2 * S and o["upstream_requests"] == 3 and o["upstream_failures"] == 1
     assert o["hit_ratio_bytes"] == pytest.approx(1 / 3, abs=1e-3)
     assert o["upstreams"] == [{"base": "http://o", "healthy": True, "failures": 0, "cool_until": None}]
 
