@@ -186,6 +186,26 @@ async def test_without_a_window_the_error_reaches_the_client(fault_origin: Fault
     assert out.status == 502 and b"injected 502" in out.body
 
 
+@pytest.mark.parametrize("status", [401, 403])
+async def test_a_refusal_on_revalidation_means_not_authorised_not_gone(
+        fault_origin: FaultOrigin, proxy_factory, http, status: int) -> None:
+    """The origin refusing a revalidation (its credentials or a signed URL expired) reaches the
+    client, and the object stays: once the origin accepts again, a 304 brings it back with no
+    body fetched again."""
+    data = seeded_bytes(2 * S + 5, 309)
+    proxy, url = await stored(fault_origin, proxy_factory, http, "auth.bin", data, "max-age=1")
+    await asyncio.sleep(STALE)
+    fault_origin.set_fault("auth.bin", fail_status=status)
+    out = await fetch(http, url)
+    assert out.status == status
+    fault_origin.clear_faults("auth.bin")
+    fault_origin.reset_counters()
+    out = await fetch(http, url)
+    assert out.status == 200 and out.body == data and out.header("X-Cache") == "HIT"
+    seen = fault_origin.requests_for("auth.bin")
+    assert [r.status for r in seen] == [304], seen  # one revalidation, no slice fetched again
+
+
 # --- directives that forbid stale answers ---------------------------------------------------------
 
 
