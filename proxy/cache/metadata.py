@@ -13,7 +13,7 @@ from proxy.core.representation import ObjectMeta
 __all__ = ["MetaCache", "META_MEMORY"]
 
 log = logging.getLogger("rangeproxy.engine")
-META_MEMORY = 10_000  # objects whose metadata is kept in memory (the store has all of them)
+META_MEMORY = 100_000  # objects whose metadata is kept in memory (about 0.5 KiB each; the store has all)
 
 
 class MetaCache:

@@ -16,14 +16,17 @@ import asyncio
 import fcntl
 import logging
 import os
+import pickle
 import re
 import threading
+import time
 from collections import Counter, OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
 import diskcache
 
+from proxy.cache.fileindex import FileIndex
 from proxy.core.representation import ObjectMeta
 from proxy.core.variants import SEPARATOR
 from proxy.core.slices import Unit
@@ -31,6 +34,7 @@ from proxy.core.slices import Unit
 __all__ = ["SliceStore", "FORMAT"]
 
 log = logging.getLogger("rangeproxy.store")
+REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index after culls
 T = TypeVar("T")
 SliceId = tuple[str, str, Unit]  # (url, validator, slice index or (slice, block))
 
@@ -161,8 +165,25 @@ class SliceStore:
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self._touched: set[SliceId] = set()
+        self._touched_meta: set[str] = set()
         self._directory = directory
         self._drop_other_formats()
+        # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
+        self.files = FileIndex(directory)
+        self._culled_since: float | None = None  # when culls made the index stale, if they did
+        self._rebuilt = time.monotonic()
+        self._load_index()
+
+    def _load_index(self) -> None:
+        rows: list[tuple[object, object]] = []
+        for prefix in _PREFIXES:
+            rows += self._cache._sql("SELECT key, filename FROM Cache WHERE key >= ? AND key < ?",
+                                     (prefix, _end(prefix))).fetchall()
+        self.files.load(rows)
+
+    def _filename(self, key: str) -> str | None:
+        row = self._cache._sql("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
@@ -213,8 +234,30 @@ class SliceStore:
 
     # --- metadata -----------------------------------------------------------
 
+    def _known_meta(self, key: str, url: str) -> ObjectMeta | None:
+        """The record read straight from its file, when the index knows it (no SQLite)."""
+        path = self.files.path(key)
+        if path is None:
+            return None
+        try:
+            with open(path, "rb") as f:
+                raw = pickle.load(f)
+        except FileNotFoundError:  # evicted, or rewritten by another worker: SQLite knows
+            self.files.forget(key)
+            return None
+        except Exception:  # noqa: BLE001 - damaged: the SQLite path drops it
+            return None
+        meta = _meta_from_record(raw, url)
+        if isinstance(meta, str):
+            return None
+        self._touched_meta.add(key)
+        return meta
+
     def _get_meta(self, url: str) -> ObjectMeta | None:
         key = _meta_key(url)
+        known = self._known_meta(key, url)
+        if known is not None:
+            return known
         try:
             raw = self._cache.get(key)
         except diskcache.Timeout:
@@ -231,7 +274,9 @@ class SliceStore:
         return meta
 
     async def get_meta(self, url: str) -> ObjectMeta | None:
-        return await self._run(self._get_meta, url)
+        # A record the index knows is one small file read, done here: cheaper than a thread hop.
+        known = self._known_meta(_meta_key(url), url)
+        return known if known is not None else await self._run(self._get_meta, url)
 
     def _set_counted(self, key: str, value: object, tag: str, read: bool = False) -> None:
         """diskcache evicts (culls) inside set() with no hook: count entries around it."""
@@ -240,8 +285,11 @@ class SliceStore:
             existed = key in self._cache
             self._cache.set(key, value, tag=tag, read=read)
             culled = before + (0 if existed else 1) - len(self._cache)
+        self.files.note(key, self._filename(key))
         if culled > 0:
             self.evictions += culled
+            if self._culled_since is None:
+                self._culled_since = time.monotonic()
 
     async def put_meta(self, meta: ObjectMeta) -> None:
         await self._run(self._set_counted, _meta_key(meta.url), _meta_record(meta), meta.url)
@@ -293,6 +341,31 @@ class SliceStore:
         if fd is not None:
             os.close(fd)
 
+    def _open_known(self, url: str, validator: str, index: Unit, size: int) -> int | None:
+        """Open a slice file the index knows (no SQLite); its length checked."""
+        key = _slice_key(url, validator, index)
+        path = self.files.path(key)
+        if path is None:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # evicted (a cull, another worker): a miss
+            self.files.forget(key)
+            return None
+        except OSError:
+            return None
+        try:
+            actual = os.fstat(fd).st_size
+        except OSError:
+            actual = -1
+        if actual != size:
+            os.close(fd)
+            self.files.forget(key)
+            self._pool.submit(self._drop_corrupt, key, f"length {actual} != {size}")
+            return None
+        self._touched.add((url, validator, index))
+        return fd
+
     def _open(self, url: str, validator: str, index: Unit, size: int) -> int | None:
         """Find a slice file through diskcache (this touches its LRU) and dup its fd."""
         key = _slice_key(url, validator, index)
@@ -311,6 +384,7 @@ class SliceStore:
             if actual != size:
                 self._drop_corrupt(key, f"length {actual} != {size}")
                 return None
+            self.files.note(key, getattr(handle, "name", None))
             return os.dup(handle.fileno())
 
     async def open_slice(self, url: str, validator: str, index: Unit, size: int) -> int | None:
@@ -318,7 +392,10 @@ class SliceStore:
         fd = self.cached_fd(url, validator, index)
         if fd is not None:
             return fd
-        fd = await self._run(self._open, url, validator, index, size)
+        # A file the index knows is opened here (a page-cached open is cheaper than a thread hop).
+        fd = self._open_known(url, validator, index, size)
+        if fd is None:
+            fd = await self._run(self._open, url, validator, index, size)
         if fd is None:
             return None
         self._remember_fd((url, validator, index), fd)
@@ -357,6 +434,7 @@ class SliceStore:
         self._pool.submit(self._drop_corrupt, _slice_key(url, validator, index), why)
 
     def _drop_corrupt(self, key: str, why: str) -> None:
+        self.files.forget(key)
         self.corrupt_dropped += 1
         log.warning("corrupt cache entry dropped (%s): %r", why, key.replace("\x00", " "))
         try:
@@ -373,7 +451,8 @@ class SliceStore:
 
     async def present_units(self, url: str, validator: str, units: Iterable[Unit]) -> set[Unit]:
         units = list(units)
-        known = {u for u in units if (url, validator, u) in self._fds}
+        files = self.files
+        known = {u for u in units if (url, validator, u) in self._fds or _slice_key(url, validator, u) in files}
         rest = [u for u in units if u not in known]
         if rest:
             known |= await self._run(self._present, url, validator, rest)
@@ -393,17 +472,24 @@ class SliceStore:
         if fd is not None:
             self._remember_fd((url, validator, index), fd)
 
-    def _touch(self, keys: list[SliceId]) -> None:
-        for url, validator, index in keys:
-            handle = self._cache.get(_slice_key(url, validator, index), read=True)
-            if handle is not None:
-                handle.close()
+    def _touch(self, keys: list[str]) -> None:
+        """diskcache's LRU is its access_time column: one UPDATE per key, all in one transaction
+        (what its get() does, without reading the value)."""
+        now = time.time()
+        with self._cache.transact():
+            self._cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ?", [(now, k) for k in keys])
 
     async def flush_touches(self) -> None:
-        """Report hits served from held fds to diskcache's LRU (called periodically)."""
-        if self._touched:
-            keys, self._touched = list(self._touched), set()
+        """Report hits served without diskcache (held fds, the file index) to its LRU, and
+        rebuild the file index now and then after culls (called periodically)."""
+        if self._touched or self._touched_meta:
+            keys = [_slice_key(*k) for k in self._touched] + list(self._touched_meta)
+            self._touched, self._touched_meta = set(), set()
             await self._run(self._touch, keys)
+        now = time.monotonic()
+        if self._culled_since is not None and now - self._rebuilt >= REBUILD_INTERVAL:
+            self._culled_since, self._rebuilt = None, now
+            await self._run(self._load_index)
 
     def forget_fds(self, url: str) -> None:
         """Close the held files of one object (another worker dropped it)."""
@@ -428,7 +514,11 @@ class SliceStore:
     async def evict_object(self, url: str) -> int:
         """Drop every slice and the metadata of one object (all versions)."""
         self.forget_fds(url)
-        return await self._run(self._cache.evict, url)
+        self.files.forget(_meta_key(url))
+        n = await self._run(self._cache.evict, url)
+        if n and self._culled_since is None:  # its slices' entries are stale now
+            self._culled_since = time.monotonic()
+        return n
 
     async def volume(self) -> tuple[int, int]:
         """(bytes on disk, entries)."""

@@ -1,0 +1,113 @@
+"""The file index (proxy.cache.fileindex) and the store using it: hits find their files without SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from proxy.cache import fileindex
+from proxy.cache.fileindex import FileIndex
+from proxy.cache.store import SliceStore
+from proxy.core.representation import ObjectMeta
+
+
+def test_paths_round_trip_and_unknown_names_are_left_out() -> None:
+    fi = FileIndex("/c")
+    name = "ab/cd/" + "0123456789abcdef0123456789ab" + ".val"
+    fi.load([("k1", name), ("k2", None), ("k3", "not-a-diskcache-name"), (7, name)])
+    assert fi.path("k1") == os.path.join("/c", "ab", "cd", "0123456789abcdef0123456789ab.val")
+    assert "k1" in fi and "k2" not in fi and "k3" not in fi and len(fi) == 1
+    fi.note("k2", "/c/" + name)  # a full path works too
+    assert fi.path("k2") == fi.path("k1")
+    fi.forget("k1")
+    fi.note("k2", None)
+    assert len(fi) == 0
+
+
+def test_an_entry_costs_about_its_stated_bytes() -> None:
+    tracemalloc.start()
+    try:
+        fi = FileIndex("/c")
+        fi.load((f"s3\x00http://o/{i}.bin\x00e:\"v\"\x000", f"ab/cd/{os.urandom(14).hex()}.val")
+                for i in range(50_000))
+        used, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert used / 50_000 <= fileindex.BYTES_PER_ENTRY * 1.1
+
+
+def meta(url: str, length: int) -> ObjectMeta:
+    return ObjectMeta(url, length, '"v1"', None, "application/octet-stream", time.time(), 3600.0,
+                      headers=(("ETag", '"v1"'),))
+
+
+async def test_a_restarted_store_finds_metadata_and_slices_without_sqlite(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2)
+    m = meta("http://o/a.bin", 1000)
+    await store.put_meta(m)
+    await store.put_slice(m.url, m.validator, 0, b"x" * 1000)
+    store.close()
+
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2)
+    try:
+        assert len(store.files) == 2  # read from the store at start-up
+
+        def no_sqlite(*args: object, **kw: object) -> None:
+            raise AssertionError("a hit asked SQLite")
+
+        monkeypatch.setattr(store._cache, "get", no_sqlite)
+        monkeypatch.setattr(store, "_run", no_sqlite)
+        assert await store.get_meta(m.url) == m
+        assert await store.present(m.url, m.validator, [0]) == {0}
+        fd = await store.open_slice(m.url, m.validator, 0, 1000)
+        assert fd is not None and os.pread(fd, 5, 0) == b"xxxxx"
+        monkeypatch.undo()
+        await store.flush_touches()  # the LRU hears of them in one batch
+    finally:
+        store.close()
+
+
+async def test_a_file_gone_behind_the_index_is_a_miss_not_an_error(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2, max_fds=1)
+    try:
+        a, b = meta("http://o/a.bin", 10), meta("http://o/b.bin", 10)
+        for m in (a, b):
+            await store.put_meta(m)
+            await store.put_slice(m.url, m.validator, 0, b"y" * 10)
+        # a's fd is no longer held (max_fds=1); delete its file as a cull by another worker would.
+        path = store.files.path(f"s3\x00{a.url}\x00{a.validator}\x000")
+        assert path is not None
+        store._cache.evict(a.url)
+        assert not os.path.exists(path)
+        assert await store.open_slice(a.url, a.validator, 0, 10) is None
+        assert await store.get_meta(a.url) is None
+        got = await store.open_slice(b.url, b.validator, 0, 10)
+        assert got is not None
+    finally:
+        store.close()
+
+
+def test_damaged_length_is_dropped(tmp_path: Path) -> None:
+    async def go() -> None:
+        store = SliceStore(str(tmp_path), 64 * 2**20, threads=2, max_fds=1)
+        try:
+            a, b = meta("http://o/a.bin", 10), meta("http://o/b.bin", 10)
+            for m in (a, b):
+                await store.put_slice(m.url, m.validator, 0, b"z" * 10)
+            path = store.files.path(f"s3\x00{a.url}\x00{a.validator}\x000")
+            assert path is not None
+            with open(path, "ab") as f:
+                f.write(b"extra")
+            assert await store.open_slice(a.url, a.validator, 0, 10) is None
+            await asyncio.sleep(0.2)  # the drop runs on a store thread
+            assert store.corrupt_dropped >= 1
+        finally:
+            store.close()
+
+    asyncio.run(go())
