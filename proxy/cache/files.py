@@ -50,12 +50,16 @@ class UnitFiles:
         fd = await self.fd(meta, u)
         return None if fd is None else FilePiece(os.dup(fd), lo, hi - lo)
 
-    def held(self, meta: ObjectMeta, i: int, lo: int, hi: int) -> list[HeldPiece] | None:
+    def held(self, meta: ObjectMeta, i: int, lo: int, hi: int, open_known: bool = True) -> list[HeldPiece] | None:
         """Pieces for bytes ``[lo, hi)`` of slice ``i`` from held files: the whole slice
-        if it is held open, else the blocks covering the cut; None when something is not
+        if it is held open (or known to the file index: then opened and held), else the
+        blocks covering the cut; None when something is not
         held or a file has the wrong length (then dropped)."""
         store, B = self.store, self.geometry.block_size
-        fd = store.checked_fd(meta.url, meta.validator, i, self._size(meta, i))
+        size = self._size(meta, i)
+        fd = store.checked_fd(meta.url, meta.validator, i, size)
+        if fd is None and open_known:  # not held: opened now if the file index knows it (no SQLite, no await)
+            fd = store.hold_known(meta.url, meta.validator, i, size)
         if fd is not None:
             return [(fd, lo, hi - lo)]
         if not self.geometry.has_blocks:

@@ -13,6 +13,8 @@ from proxy.http.ranges import Span
 
 __all__ = ["HitReader"]
 
+OPEN_KNOWN_SLICES = 16  # a hit's bytes up to this many slices may open files it does not hold
+
 
 class HitReader:
     """The whole body of a hit whose every slice is held open, without an await."""
@@ -29,12 +31,16 @@ class HitReader:
             return None
         out: list[bytes | HeldPiece] = []
         cuts_n = 0
+        S = self.files.geometry.slice_size
+        # Files not held are opened from the file index only for a few slices: opening many
+        # could close (LRU) an fd this very body already holds a piece of.
+        few = sum(p.size for p in pieces if isinstance(p, Span)) <= OPEN_KNOWN_SLICES * S
         for piece in pieces:
             if isinstance(piece, bytes):
                 out.append(piece)
                 continue
-            for cut in cuts((piece,), self.files.geometry.slice_size):
-                held = self.files.held(meta, cut.index, cut.lo, cut.hi)
+            for cut in cuts((piece,), S):
+                held = self.files.held(meta, cut.index, cut.lo, cut.hi, open_known=few)
                 if held is None:
                     return None
                 cuts_n += 1

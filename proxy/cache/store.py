@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, TypeVar
 import diskcache
 
 from proxy.cache.fileindex import FileIndex
+from proxy.cache.touches import Touches
 from proxy.core.representation import ObjectMeta
 from proxy.core.variants import SEPARATOR
 from proxy.core.slices import Unit
@@ -164,8 +165,7 @@ class SliceStore:
         self._put_lock = threading.Lock()
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
-        self._touched: set[SliceId] = set()
-        self._touched_meta: set[str] = set()
+        self.touches = Touches()  # uses served without diskcache, for its LRU
         self._directory = directory
         self._drop_other_formats()
         # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
@@ -250,7 +250,7 @@ class SliceStore:
         meta = _meta_from_record(raw, url)
         if isinstance(meta, str):
             return None
-        self._touched_meta.add(key)
+        self.touches.add(key)
         return meta
 
     def _get_meta(self, url: str) -> ObjectMeta | None:
@@ -320,7 +320,7 @@ class SliceStore:
         fd = self._fds.get(key)
         if fd is not None:
             self._fds.move_to_end(key)
-            self._touched.add(key)
+            self.touches.add(key)
         return fd
 
     def held_units(self, url: str, validator: str) -> list[Unit]:
@@ -363,7 +363,14 @@ class SliceStore:
             self.files.forget(key)
             self._pool.submit(self._drop_corrupt, key, f"length {actual} != {size}")
             return None
-        self._touched.add((url, validator, index))
+        self.touches.add((url, validator, index))
+        return fd
+
+    def hold_known(self, url: str, validator: str, index: Unit, size: int) -> int | None:
+        """Open and hold a slice file the index knows, without an await (a hit's fast path)."""
+        fd = self._open_known(url, validator, index, size)
+        if fd is not None:
+            self._remember_fd((url, validator, index), fd)
         return fd
 
     def _open(self, url: str, validator: str, index: Unit, size: int) -> int | None:
@@ -482,9 +489,9 @@ class SliceStore:
     async def flush_touches(self) -> None:
         """Report hits served without diskcache (held fds, the file index) to its LRU, and
         rebuild the file index now and then after culls (called periodically)."""
-        if self._touched or self._touched_meta:
-            keys = [_slice_key(*k) for k in self._touched] + list(self._touched_meta)
-            self._touched, self._touched_meta = set(), set()
+        keys = [k if isinstance(k, str) else _slice_key(*k) for k in self.touches.due(time.monotonic())
+                if isinstance(k, (str, tuple))]
+        if keys:
             await self._run(self._touch, keys)
         now = time.monotonic()
         if self._culled_since is not None and now - self._rebuilt >= REBUILD_INTERVAL:
@@ -495,7 +502,7 @@ class SliceStore:
         """Close the held files of one object (another worker dropped it)."""
         for key in [k for k in self._fds if k[0] == url]:
             self._forget_fd(key)
-        self._touched = {k for k in self._touched if k[0] != url}
+        self.touches.forget(url)
 
     def _keys_under(self, prefix: str) -> list[str]:
         """The object keys that start with ``prefix`` (metadata records): one index range."""

@@ -37,7 +37,7 @@ def request_host(host: str | None) -> str:
     host = host.strip().lower()
     if host.startswith("["):
         end = host.find("]")
-        return host[:end + 1] if end > 0 else host
+        return host[:end + 1] if end > 0 else host.rstrip(".")
     return host.rpartition(":")[0].rstrip(".") if ":" in host else host.rstrip(".")
 
 

@@ -210,6 +210,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.volume = CacheVolume()
+        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self.requests = Counter("requests", "Client requests proxied (admin paths excluded), by method and "
                                 "status class.", ["method", "status_class"], namespace=NS, registry=r)
         self.duration = Histogram("request_duration_seconds", "Time from the request to the last body byte "
@@ -233,11 +234,19 @@ class Metrics:
     def observe(self, method: str, status: int, cache_status: str, duration: float, ttfb: float | None,
                 aborted: bool, sclass: str | None = None) -> None:
         """One finished response (``sclass``: ``status_class(status)`` when the caller has it already)."""
-        self.requests.labels(method_label(method), sclass if sclass is not None else status_class(status)).inc()
-        cs = cache_label(cache_status)
-        self.duration.labels(cs).observe(max(0.0, duration))
+        # The labelled children are looked up once each: labels() costs a lock and checks per call.
+        key = (method, sclass if sclass is not None else status_class(status), cache_status)
+        children = self._children.get(key)
+        if children is None:
+            cs = cache_label(cache_status)
+            children = self._children[key] = (self.requests.labels(method_label(method), key[1]),
+                                              self.duration.labels(cs), self.ttfb.labels(cs))
+            if len(self._children) > 4096:  # unknown methods are one label ("other"), not one key each
+                self._children.clear()
+        children[0].inc()
+        children[1].observe(max(0.0, duration))
         if ttfb is not None:
-            self.ttfb.labels(cs).observe(max(0.0, ttfb))
+            children[2].observe(max(0.0, ttfb))
         if aborted:
             self.aborted.inc()
 

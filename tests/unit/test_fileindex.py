@@ -111,3 +111,39 @@ def test_damaged_length_is_dropped(tmp_path: Path) -> None:
             store.close()
 
     asyncio.run(go())
+
+
+def test_touches_report_each_key_once_per_window() -> None:
+    from proxy.cache.touches import Touches
+
+    t = Touches(window=300.0)
+    t.add(("u", "v", 0))
+    t.add("m3\x00u")
+    assert sorted(map(str, t.due(0.0))) == sorted(map(str, [("u", "v", 0), "m3\x00u"]))
+    t.add(("u", "v", 0))
+    t.add(("u", "v", 1))
+    assert t.due(10.0) == [("u", "v", 1)]  # the first one was reported in this window already
+    t.add(("u", "v", 0))
+    assert t.due(299.0) == []
+    t.add(("u", "v", 0))
+    assert t.due(300.0) == [("u", "v", 0)]  # a new window
+    t.add(("w", "v", 0))
+    t.forget("w")
+    assert t.due(301.0) == []
+
+
+async def test_hits_served_from_the_index_reach_diskcaches_lru(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2, max_fds=1)
+    try:
+        a = meta("http://o/a.bin", 10)
+        await store.put_slice(a.url, a.validator, 0, b"q" * 10)
+        key = f"s3\x00{a.url}\x00{a.validator}\x000"
+        before = store._cache._sql("SELECT access_time FROM Cache WHERE key = ?", (key,)).fetchone()[0]
+        store._forget_fd((a.url, a.validator, 0))
+        await asyncio.sleep(0.01)
+        assert await store.open_slice(a.url, a.validator, 0, 10) is not None
+        await store.flush_touches()
+        after = store._cache._sql("SELECT access_time FROM Cache WHERE key = ?", (key,)).fetchone()[0]
+        assert after > before
+    finally:
+        store.close()
