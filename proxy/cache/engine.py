@@ -91,11 +91,23 @@ class Engine:
 
     async def start(self) -> None:
         self.jobs.spawn(self._housekeeping())
+        self.jobs.spawn(self._preload())
         if self.sync.shared:
             self.jobs.spawn(self._follow_invalidations())
 
     async def close(self) -> None:
         await self.jobs.close(STORE_FLUSH_TIMEOUT)
+
+    async def _preload(self) -> None:
+        t0 = time.monotonic()
+        try:
+            n = await self.metas.preload(self.upstream.base_url + "/")
+        except Exception as exc:  # noqa: BLE001 - a cold memory is slower, not wrong
+            log.warning("loading the metadata of %s failed: %s", self.upstream.base_url, exc)
+            return
+        if n:
+            log.info("metadata of %d objects of %s in memory in %.1f s", n, self.upstream.base_url,
+                     time.monotonic() - t0)
 
     async def _housekeeping(self) -> None:
         """Report fd-served hits to diskcache's LRU now and then."""

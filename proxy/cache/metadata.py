@@ -27,6 +27,7 @@ class MetaCache:
         self._reads: dict[str, asyncio.Task[ObjectMeta | None]] = {}
         self._writes: dict[str, asyncio.Task[None]] = {}  # background metadata writes
         self._evicting: dict[str, asyncio.Future[None]] = {}
+        self._dropped_meanwhile: set[str] | None = None  # while a preload reads the store
 
     def hot(self, url: str) -> ObjectMeta | None:
         """Metadata in memory (no await, no LRU touch)."""
@@ -41,6 +42,25 @@ class MetaCache:
         self._hot.move_to_end(meta.url)
         while len(self._hot) > self.memory:
             self._hot.popitem(last=False)
+
+    async def preload(self, prefix: str) -> int:
+        """Fill memory from the store at start-up, the most recently used objects under ``prefix``
+        (an origin's) first: hits then find their metadata here from the first request on."""
+        self._dropped_meanwhile = set()
+        try:
+            metas = await self.store.recent_metas(prefix, self.memory)
+            dropped = self._dropped_meanwhile
+        finally:
+            self._dropped_meanwhile = None
+        n = 0
+        for meta in reversed(metas):  # the most recent last: the LRU's newest end
+            # Learnt since start-up (newer than the stored one), or dropped meanwhile: left alone.
+            if meta.url not in self._hot and meta.url not in dropped:
+                self._hot[meta.url] = meta
+                n += 1
+        while len(self._hot) > self.memory:
+            self._hot.popitem(last=False)
+        return n
 
     async def load(self, url: str) -> ObjectMeta | None:
         """Stored metadata, once any eviction of it is done; concurrent first requests for
@@ -76,11 +96,15 @@ class MetaCache:
 
     def forget(self, url: str) -> None:
         self._hot.pop(url, None)
+        if self._dropped_meanwhile is not None:
+            self._dropped_meanwhile.add(url)
 
     async def evict(self, url: str) -> None:
         """Drop the object from the store; until that is done nobody reads its metadata back."""
         done = asyncio.get_running_loop().create_future()
         self._evicting[url] = done
+        if self._dropped_meanwhile is not None:
+            self._dropped_meanwhile.add(url)
         try:
             pending = self._writes.get(url)
             if pending is not None:  # a write landing after the eviction would bring it back

@@ -6,7 +6,7 @@ tagged with their object's URL so ``evict(tag)`` drops a whole object at once.
 A slice read checks the file's length against what the slice must hold: a
 truncated or unreadable entry is evicted and reported as a miss, never served.
 
-Every key carries the cache format (:data:`FORMAT`); see :meth:`SliceStore._drop_other_formats`
+Every key carries the cache format (:data:`FORMAT`); see :func:`_drop_other_formats`
 for what happens to a directory holding entries of another format.
 """
 
@@ -136,6 +136,39 @@ def held_fd_budget() -> int:
     return max(256, min(limit // 2, 32768))
 
 
+def _other_format_keys(cache: diskcache.Cache) -> bool:
+    return any(cache._sql(f"SELECT 1 FROM Cache WHERE {cond} LIMIT 1", args).fetchone()
+               for cond, args in _other_format_ranges())
+
+def _drop_other_formats(cache: diskcache.Cache, directory: str) -> None:
+    """Delete every entry not of :data:`FORMAT` (format 0 = before keys had one)."""
+    if not _other_format_keys(cache):
+        return
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(dfd, fcntl.LOCK_EX)  # another worker may be at it: wait, then look again
+        dropped: Counter[int | None] = Counter()
+        for cond, args in _other_format_ranges():
+            while True:
+                with cache._transact(retry=True) as (sql, cleanup):
+                    rows = sql(f"SELECT rowid, key, filename FROM Cache WHERE {cond} LIMIT 100",
+                               args).fetchall()
+                    if not rows:
+                        break
+                    sql("DELETE FROM Cache WHERE rowid IN (%s)" % ",".join(str(r[0]) for r in rows))
+                    for _, key, filename in rows:
+                        dropped[_format_of(key)] += 1
+                        cleanup(filename)  # the value's file, once the transaction commits
+    finally:
+        os.close(dfd)  # releases the lock
+    if dropped:
+        kinds = sorted(f for f in dropped if f is not None)
+        what = ", ".join([f"{dropped[f]} of format {f}" for f in kinds]
+                         + ([f"{dropped[None]} unrecognised"] if None in dropped else []))
+        log.warning("cache %s: dropped %d entries not of cache format %d (%s): this proxy cannot "
+                    "read them", directory, sum(dropped.values()), FORMAT, what)
+
+
 class _Chunks:
     """A file-like view of a list of chunks for ``Cache.set(..., read=True)`` (no join)."""
 
@@ -167,7 +200,7 @@ class SliceStore:
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self.touches = Touches()  # uses served without diskcache, for its LRU
         self._directory = directory
-        self._drop_other_formats()
+        _drop_other_formats(self._cache, directory)
         # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
         self.files = FileIndex(directory)
         self._culled_since: float | None = None  # when culls made the index stale, if they did
@@ -199,38 +232,6 @@ class SliceStore:
     # That never touches an entry of this format, so two workers starting at once on one
     # directory cannot wipe each other's fresh entries whatever the interleaving; a lock
     # on the directory only makes one of them do the deleting and log it, once.
-
-    def _other_format_keys(self) -> bool:
-        return any(self._cache._sql(f"SELECT 1 FROM Cache WHERE {cond} LIMIT 1", args).fetchone()
-                   for cond, args in _other_format_ranges())
-
-    def _drop_other_formats(self) -> None:
-        """Delete every entry not of :data:`FORMAT` (format 0 = before keys had one)."""
-        if not self._other_format_keys():
-            return
-        dfd = os.open(self._directory, os.O_RDONLY)
-        try:
-            fcntl.flock(dfd, fcntl.LOCK_EX)  # another worker may be at it: wait, then look again
-            dropped: Counter[int | None] = Counter()
-            for cond, args in _other_format_ranges():
-                while True:
-                    with self._cache._transact(retry=True) as (sql, cleanup):
-                        rows = sql(f"SELECT rowid, key, filename FROM Cache WHERE {cond} LIMIT 100",
-                                   args).fetchall()
-                        if not rows:
-                            break
-                        sql("DELETE FROM Cache WHERE rowid IN (%s)" % ",".join(str(r[0]) for r in rows))
-                        for _, key, filename in rows:
-                            dropped[_format_of(key)] += 1
-                            cleanup(filename)  # the value's file, once the transaction commits
-        finally:
-            os.close(dfd)  # releases the lock
-        if dropped:
-            kinds = sorted(f for f in dropped if f is not None)
-            what = ", ".join([f"{dropped[f]} of format {f}" for f in kinds]
-                             + ([f"{dropped[None]} unrecognised"] if None in dropped else []))
-            log.warning("cache %s: dropped %d entries not of cache format %d (%s): this proxy cannot "
-                        "read them", self._directory, sum(dropped.values()), FORMAT, what)
 
     # --- metadata -----------------------------------------------------------
 
@@ -509,6 +510,17 @@ class SliceStore:
         lo = _meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ?", (lo, lo + "\U0010ffff")).fetchall()
         return [key[len(_META):] for (key,) in rows if isinstance(key, str)]
+
+    def _recent_metas(self, prefix: str, limit: int) -> list[ObjectMeta]:
+        lo = _meta_key(prefix)
+        rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY access_time DESC LIMIT ?",
+                                (lo, lo + "\U0010ffff", limit)).fetchall()
+        found = (self._get_meta(key[len(_META):]) for (key,) in rows if isinstance(key, str))
+        return [m for m in found if m is not None]
+
+    async def recent_metas(self, prefix: str, limit: int) -> list[ObjectMeta]:
+        """The metadata of the ``limit`` most recently used objects under ``prefix``, most recent first."""
+        return await self._run(self._recent_metas, prefix, limit)
 
     async def variant_keys(self, url: str) -> list[str]:
         """The keys of the stored variants of ``url`` (proxy.core.variants)."""

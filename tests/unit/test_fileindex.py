@@ -147,3 +147,22 @@ async def test_hits_served_from_the_index_reach_diskcaches_lru(tmp_path: Path) -
         assert after > before
     finally:
         store.close()
+
+
+async def test_a_restart_preloads_the_most_recent_metadata_but_not_what_was_dropped_meanwhile(tmp_path: Path) -> None:
+    from proxy.cache.metadata import MetaCache
+    from proxy.cache.tasks import Jobs
+
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2)
+    try:
+        for i in range(5):
+            await store.put_meta(meta(f"http://o/{i}.bin", 10))
+        metas = MetaCache(store, Jobs(), memory=3)
+        preload = asyncio.ensure_future(metas.preload("http://o/"))
+        await asyncio.sleep(0)  # the read of the store is under way
+        metas.forget("http://o/4.bin")  # e.g. a purge meanwhile
+        assert await preload == 2
+        assert metas.hot("http://o/4.bin") is None and metas.hot("http://o/3.bin") is not None
+        assert metas.hot("http://o/0.bin") is None  # only the 3 most recent were read
+    finally:
+        store.close()
