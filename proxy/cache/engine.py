@@ -194,6 +194,9 @@ class Engine:
 
     # --- responses -------------------------------------------------------------------
 
+    def held_plan(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> SlicePlan | None:
+        return self.planner.held_plan(meta, spans)
+
     async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...],
                    fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
         return await self.planner.plan(meta, spans, fetched)

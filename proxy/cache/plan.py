@@ -18,6 +18,16 @@ class CachePlanner:
         self.files = files
         self.flights = flights
 
+    def held_plan(self, meta: ObjectMeta, spans: tuple[Span, ...]) -> SlicePlan | None:
+        """The plan of a hit whose every slice is held open, without an await (the hot path);
+        None otherwise (then :meth:`plan`)."""
+        if not meta.storable:
+            return None
+        needed = needed_slices(spans, self.files.geometry.slice_size)
+        if not needed or not all(self.files.holds(meta, i) for i in needed):
+            return None
+        return SlicePlan(needed, frozenset(needed))
+
     async def plan(self, meta: ObjectMeta, spans: tuple[Span, ...],
                    fetched: tuple[Unit, ...] | None = None) -> SlicePlan:
         """Needed slices and which are cached (whole, or by blocks covering what is needed).

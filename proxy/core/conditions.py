@@ -55,7 +55,12 @@ class RequestDirectives:
     max_age: float | None = None  # the oldest answer accepted, in seconds (§5.2.1.1; 0 is revalidate)
 
 
+_NOTHING_ASKED = RequestDirectives()
+
+
 def request_directives(headers: Mapping[str, str]) -> RequestDirectives:
+    if headers.get("Cache-Control") is None and headers.get("Pragma") is None:
+        return _NOTHING_ASKED  # the usual request: one lookup each, nothing parsed
     cc = directives(field_value(headers, "Cache-Control"))
     max_age = cc.get("max-age")
     revalidate = "no-cache" in cc or (max_age is not None and parse_int(max_age) == 0)

@@ -302,7 +302,8 @@ class ProxyHandler:
             if isinstance(outcome, Unsatisfiable):
                 return answers.unsatisfiable(meta.length, meta)
             reply = frame(lease, outcome, base)
-            reply.plan = await engine.plan(meta, reply.spans, lease.held)
+            plan = engine.held_plan(meta, reply.spans) if lease.held is None else None
+            reply.plan = plan if plan is not None else await engine.plan(meta, reply.spans, lease.held)
             if not meta.storable and not self._within(lease, reply):
                 # RFC 9111 §3.4: an answer that is not stored is not completed from another
                 # one; the origin answers the client's own request instead.
