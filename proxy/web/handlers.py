@@ -67,14 +67,34 @@ class _Restart(Exception):
 Observer = Callable[[web.Request, web.StreamResponse | None, ResponseInfo], None]
 
 
-def base_fields(meta: ObjectMeta, age: int) -> CIMultiDict[str]:
-    """What every answer from the cache carries: the origin's stored fields (RFC 9111 §4),
-    the proxy's Age (§5.1) and its hop in Via; Content-Type is set by the framing."""
+def stored_answer_fields(meta: ObjectMeta) -> list[tuple[str, str]]:
+    """What every answer from the cache carries of an object: the origin's stored fields
+    (RFC 9111 §4) and the proxy's hop in Via; Content-Type is set by the framing, Age per answer."""
     out: CIMultiDict[str] = CIMultiDict(replay(meta.headers, drop=("content-type",)))
     out["Accept-Ranges"] = "bytes"
     out["Via"] = via(meta.headers)
-    out["Age"] = str(age)
-    return out
+    return list(out.items())
+
+
+class AnswerFields:
+    """:func:`stored_answer_fields` of the objects answered lately, worked out once per version."""
+
+    LIMIT = 10_000
+
+    def __init__(self) -> None:
+        self._made: dict[tuple[str, str, float], list[tuple[str, str]]] = {}
+
+    def base(self, meta: ObjectMeta, age: int) -> CIMultiDict[str]:
+        """The fields of an answer about to be framed (its own dict: the caller adds to it)."""
+        key = (meta.url, meta.validator, meta.stored_at)  # a revalidation (new fields) moves stored_at
+        items = self._made.get(key)
+        if items is None:
+            if len(self._made) >= self.LIMIT:
+                self._made.clear()
+            items = self._made[key] = stored_answer_fields(meta)
+        out: CIMultiDict[str] = CIMultiDict(items)
+        out["Age"] = str(age)  # RFC 9111 §5.1
+        return out
 
 
 def frame(lease: MetaLease, outcome: Ignore | Satisfiable, base: CIMultiDict[str]) -> Reply:
@@ -111,6 +131,7 @@ class ProxyHandler:
         self._keyed = not self.origin.cache_key.identity
         self._signed = "signed-urls" in self.origin.cache_key.presets
         self._bypassing = bool(self.origin.bypass_paths or self.origin.bypass_headers)
+        self.fields = AnswerFields()
 
     def cache_key(self, target: str) -> str:
         """The URL an object is stored under: the first upstream's, with the origin's query rule."""
@@ -291,7 +312,7 @@ class ProxyHandler:
                 info.cache_status = "PASS"
                 return await passthrough(engine, request, target_url(meta.url))
             now = time.time()
-            base = base_fields(meta, meta.age(now))
+            base = self.fields.base(meta, meta.age(now))
             base.extend(lease.personal)  # only the client whose request the origin answered
             condition = preconditions(request.headers, meta.etag, meta.last_modified)
             if condition == "failed":  # RFC 9110 §13.1.1, §13.1.4
