@@ -37,7 +37,8 @@ __all__ = ["SliceStore", "FORMAT"]
 log = logging.getLogger("rangeproxy.store")
 REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index after culls
 T = TypeVar("T")
-SliceId = tuple[str, str, Unit]  # (url, validator, slice index or (slice, block))
+SliceId = tuple[str, str, Unit]
+_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, validator, slice index or (slice, block))
 
 
 # The cache format: what is stored under which key. Bump it whenever a key's shape or a
@@ -349,10 +350,16 @@ class SliceStore:
         if path is None:
             return None
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NOATIME: the first read of a file would otherwise write its inode (relatime).
+            fd = os.open(path, _READ_FLAGS)
         except FileNotFoundError:  # evicted (a cull, another worker): a miss
             self.files.forget(key)
             return None
+        except PermissionError:  # O_NOATIME on a file of another user
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return None
         except OSError:
             return None
         try:
