@@ -287,14 +287,18 @@ class SliceStore:
             existed = key in self._cache
             self._cache.set(key, value, tag=tag, read=read)
             culled = before + (0 if existed else 1) - len(self._cache)
-        self.files.note(key, self._filename(key))
         if culled > 0:
             self.evictions += culled
             if self._culled_since is None:
                 self._culled_since = time.monotonic()
 
+    def _put_meta(self, meta: ObjectMeta) -> None:
+        key = _meta_key(meta.url)
+        self._set_counted(key, _meta_record(meta), meta.url)
+        self.files.note(key, self._filename(key))  # a slice's file is noted by the _open after its put
+
     async def put_meta(self, meta: ObjectMeta) -> None:
-        await self._run(self._set_counted, _meta_key(meta.url), _meta_record(meta), meta.url)
+        await self._run(self._put_meta, meta)
 
     def _object_count(self) -> int:
         # Metadata keys are "m<FORMAT>\x00<url>": one range scan of the key index.

@@ -475,13 +475,12 @@ def _check_upstream(value: str, bad: ConfigError) -> str:
 def _check_slices(values: Mapping[str, Any], key: str, where: Callable[[str], str]) -> None:
     """Slice and block sizes fit the cache (``key``: the table whose values these are)."""
     slice_size, cache_size = values["slice_size"], values["cache_size"]
+    if cache_size < 4 * slice_size and key:  # a table's slice size is what is too large
+        raise ConfigError(key + "slice_size", f"must be at most cache_size / 4 = {format_size(cache_size // 4)} "
+                          f"(got {format_size(slice_size)})")
     if cache_size < 4 * slice_size:
-        raise ConfigError(
-            "cache_size" if not key else key + "slice_size",
-            f"must be at least 4 * slice_size = {format_size(4 * slice_size)} "
-            f"(got {format_size(cache_size)}{where('cache_size')})" if not key else
-            f"must be at most cache_size / 4 = {format_size(cache_size // 4)} (got {format_size(slice_size)})",
-        )
+        raise ConfigError("cache_size", f"must be at least 4 * slice_size = {format_size(4 * slice_size)} "
+                          f"(got {format_size(cache_size)}{where('cache_size')})")
     block_size = values["block_size"]
     if block_size < slice_size and slice_size % block_size:
         raise ConfigError(

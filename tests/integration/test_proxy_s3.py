@@ -170,6 +170,17 @@ def start(proxy_factory: ProxyFactory, http: aiohttp.ClientSession, tmp_path: Pa
     return Client(proxy, http), path
 
 
+async def holding_the_object(proxy_factory: ProxyFactory, http: aiohttp.ClientSession, tmp_path: Path,
+                             s3: S3Server) -> tuple[Client, str]:
+    """A signed-urls proxy (no credentials of its own) that has cached KEY through a presigned
+    URL; the client, and that URL's target."""
+    c, _ = start(proxy_factory, http, tmp_path, s3, sign=False, signed_urls=True)
+    signed = target_of(s3, s3.presign(KEY))
+    assert (await c.get(signed)).body == DATA
+    await c.settled()
+    return c, signed
+
+
 # --- the bucket itself --------------------------------------------------------------------------
 
 
@@ -331,10 +342,7 @@ async def test_two_different_presigned_urls_share_the_slices(
 
 async def test_without_a_signature_the_bucket_answers_even_when_the_object_is_cached(
         s3: S3Server, proxy_factory: ProxyFactory, http, tmp_path: Path) -> None:
-    c, _ = start(proxy_factory, http, tmp_path, s3, sign=False, signed_urls=True)
-    signed = target_of(s3, s3.presign(KEY))
-    assert (await c.get(signed)).body == DATA
-    await c.settled()
+    c, _ = await holding_the_object(proxy_factory, http, tmp_path, s3)
     mark = len(s3.requests())
     for out in (await c.get(path_of(KEY)), await c.get(path_of(KEY), Range="bytes=0-99"),
                 await c.get(path_of(KEY) + "?versionId=null")):
@@ -348,9 +356,7 @@ async def test_without_a_signature_the_bucket_answers_even_when_the_object_is_ca
 
 async def test_an_expired_presigned_url_is_refused_even_when_the_object_is_cached(
         s3: S3Server, proxy_factory: ProxyFactory, http, tmp_path: Path) -> None:
-    c, _ = start(proxy_factory, http, tmp_path, s3, sign=False, signed_urls=True)
-    assert (await c.get(target_of(s3, s3.presign(KEY))) ).body == DATA
-    await c.settled()
+    c, _ = await holding_the_object(proxy_factory, http, tmp_path, s3)
     short_url = s3.presign(KEY, expires=4)
     short = target_of(s3, short_url)
     hit = await c.get(short, Range="bytes=0-99")  # accepted by the bucket while valid
@@ -368,10 +374,7 @@ async def test_an_expired_presigned_url_is_refused_even_when_the_object_is_cache
 
 async def test_a_tampered_signature_is_refused_even_when_the_object_is_cached(
         s3: S3Server, proxy_factory: ProxyFactory, http, tmp_path: Path) -> None:
-    c, _ = start(proxy_factory, http, tmp_path, s3, sign=False, signed_urls=True)
-    good = target_of(s3, s3.presign(KEY))
-    assert (await c.get(good)).body == DATA
-    await c.settled()
+    c, good = await holding_the_object(proxy_factory, http, tmp_path, s3)
     bad = tampered(good)
     refused(await c.get(bad), "SignatureDoesNotMatch")
     refused(await c.get(bad, Range="bytes=0-99"), "SignatureDoesNotMatch")
