@@ -16,7 +16,7 @@ from typing import AsyncGenerator
 from proxy.cache.budget import ByteBudget
 from proxy.cache.files import UnitFiles
 from proxy.cache.flights import FlightRegistry, ObjectFlights
-from proxy.cache.hits import HitReader
+from proxy.cache.hits import HeldBody, HitReader
 from proxy.cache.learning import ASK_NOTHING, ObjectLearning
 from proxy.cache.metadata import MetaCache
 from proxy.cache.origin import Origin
@@ -206,8 +206,7 @@ class Engine:
                fields: Fields = ()) -> AsyncGenerator[bytes | FilePiece, None]:
         return self.reader.stream(lease, spans, plan, tally, files, fields)
 
-    def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
-                  tally: RequestTally) -> list[bytes | FilePiece] | None:
+    def hit_files(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> HeldBody | None:
         return self.hits.files_of(meta, pieces, tally)
 
     def hit_bytes(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> bytes | None:

@@ -3,17 +3,49 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from proxy.cache.files import HeldPiece, UnitFiles
 from proxy.cache.pieces import FilePiece, RequestTally, close_pieces, pread_exact
+from proxy.cache.store import SliceStore
 from proxy.core.counters import Counters
 from proxy.core.representation import ObjectMeta
 from proxy.core.slices import cuts
 from proxy.http.ranges import Span
 
-__all__ = ["HitReader"]
+__all__ = ["HitReader", "HeldBody"]
 
 OPEN_KNOWN_SLICES = 16  # a hit's bytes up to this many slices may open files it does not hold
+
+
+@dataclass(slots=True)
+class HeldBody:
+    """A hit's body as framing bytes and pieces of fds the store holds, sent without a dup():
+    sound while the store has closed none of its fds since the lookup, which the sender checks
+    after its only await (the headers) and before any other (then it takes its own dups)."""
+
+    parts: list[bytes | HeldPiece]
+    store: SliceStore
+    closes: int  # the store's fd_closes at the lookup
+
+    def intact(self) -> bool:
+        return self.store.fd_closes == self.closes
+
+    def detach(self, start: int, sent: int = 0) -> list[bytes | FilePiece]:
+        """The parts from ``start`` on, the first ``sent`` bytes of that one already gone, as the
+        sender's own (fds dup'd): what is left when the socket is full and the sender must wait."""
+        out: list[bytes | FilePiece] = []
+        try:
+            for j, part in enumerate(self.parts[start:]):
+                skip = sent if j == 0 else 0
+                if isinstance(part, bytes):
+                    out.append(part[skip:])
+                else:
+                    out.append(FilePiece(os.dup(part[0]), part[1] + skip, part[2] - skip))
+        except OSError:
+            close_pieces(out)
+            raise
+        return out
 
 
 class HitReader:
@@ -53,28 +85,19 @@ class HitReader:
         tally.hits += cuts_n
         tally.cache_bytes += n
 
-    def files_of(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...],
-                 tally: RequestTally) -> list[bytes | FilePiece] | None:
-        """The whole body as framing bytes and file pieces, if every slice is held open.
+    def files_of(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> HeldBody | None:
+        """The whole body as framing bytes and held file pieces, if every slice is held open.
 
-        The fast path for hits (aiohttp's web_fileresponse shape): the caller sends
-        each FilePiece with sendfile. Each fd is a dup the caller closes, so the store
-        may close its own at any time. None when any slice is not held or has the
-        wrong length (the general path then refetches it).
+        The fast path for hits (aiohttp's web_fileresponse shape): the caller sends the
+        pieces with sendfile (see :class:`HeldBody` for why no fd is dup'd). None when any
+        slice is not held or has the wrong length (the general path then refetches it).
         """
         found = self._parts(meta, pieces)
         if found is None:
             return None
         parts, cuts_n = found
-        out: list[bytes | FilePiece] = []
-        try:
-            for part in parts:
-                out.append(part if isinstance(part, bytes) else FilePiece(os.dup(part[0]), part[1], part[2]))
-        except OSError:
-            close_pieces(out)
-            return None
-        self._count(tally, cuts_n, sum(p.count for p in out if isinstance(p, FilePiece)))
-        return out
+        self._count(tally, cuts_n, sum(p[2] for p in parts if not isinstance(p, bytes)))
+        return HeldBody(parts, self.files.store, self.files.store.fd_closes)
 
     def bytes_of(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> bytes | None:
         """The whole body of a small hit, read from the held files at once (no fd dup: nothing

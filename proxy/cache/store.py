@@ -198,6 +198,7 @@ class SliceStore:
         self.evictions = 0  # entries diskcache culled to stay under size_limit (LRU)
         self._put_lock = threading.Lock()
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
+        self.fd_closes = 0  # held fds closed so far: a hit sending from held fds checks it did not move
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self.touches = Touches()  # uses served without diskcache, for its LRU
         self._directory = directory
@@ -336,15 +337,18 @@ class SliceStore:
     def _remember_fd(self, key: SliceId, fd: int) -> None:
         old = self._fds.pop(key, None)
         if old is not None:
+            self.fd_closes += 1
             os.close(old)
         self._fds[key] = fd
         while len(self._fds) > self._max_fds:
             _, victim = self._fds.popitem(last=False)
+            self.fd_closes += 1
             os.close(victim)
 
     def _forget_fd(self, key: SliceId) -> None:
         fd = self._fds.pop(key, None)
         if fd is not None:
+            self.fd_closes += 1
             os.close(fd)
 
     def _open_known(self, url: str, validator: str, index: Unit, size: int) -> int | None:
@@ -556,6 +560,7 @@ class SliceStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self.fd_closes += len(self._fds)
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()

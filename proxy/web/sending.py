@@ -17,10 +17,11 @@ from typing import AsyncIterator
 from aiohttp import web
 from multidict import CIMultiDict
 
+from proxy.cache.hits import HeldBody
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, close_pieces, pread_exact
 from proxy.core.slices import SlicePlan
 from proxy.http.ranges import Span
-from proxy.web.sendfile import sendfile_on, socket_of, wait_flushed
+from proxy.web.sendfile import ConnectionGone, sendfile_on, socket_of, wait_flushed
 
 __all__ = ["Reply", "ResponseInfo", "write_piece", "send_files", "send_stream", "cut", "FAIR_TURN"]
 
@@ -100,14 +101,49 @@ async def write_piece(request: web.Request, resp: web.StreamResponse, piece: byt
         os.close(piece.fd)
 
 
-async def send_files(request: web.Request, reply: Reply, items: list[bytes | FilePiece],
-                     info: ResponseInfo) -> web.StreamResponse:
+def send_now(request: web.Request, body: HeldBody) -> list[bytes | FilePiece]:
+    """Send what the socket takes at once, straight from the store's held fds (no await, so
+    none of them can be closed meanwhile); returns the rest as the sender's own pieces."""
+    transport, writer = request.transport, request._payload_writer
+    sock = socket_of(transport)
+    if sock is None or transport is None or writer is None:
+        return body.detach(0)
+    sfd = sock.fileno()
+    for i, part in enumerate(body.parts):
+        if transport.get_write_buffer_size():  # an earlier part is still queued: wait for it
+            return body.detach(i)
+        if isinstance(part, bytes):
+            transport.write(part)
+            writer.output_size += len(part)
+            continue
+        fd, offset, count = part
+        sent = 0
+        while sent < count:
+            try:
+                n = os.sendfile(sfd, fd, offset + sent, count - sent)
+            except BlockingIOError:
+                writer.output_size += sent
+                return body.detach(i, sent)
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                raise ConnectionGone(str(exc)) from exc
+            if n == 0:
+                raise EOFError("slice file ended before the promised count was sent")
+            sent += n
+        writer.output_size += count
+    return []
+
+
+async def send_files(request: web.Request, reply: Reply, body: HeldBody, info: ResponseInfo) -> web.StreamResponse:
     """A hit: framing bytes written, slice pieces sent zero-copy from their files."""
     resp = web.StreamResponse(status=reply.status, headers=reply.headers)
     resp.content_length = reply.length
+    items: list[bytes | FilePiece] = []
     try:
         await resp.prepare(request)
         info.first_byte = time.monotonic()
+        if not body.intact():  # prepare() waited and the store closed fds meanwhile: cut, never wrong bytes
+            raise EOFError("a held slice file was closed while the headers were written")
+        items = send_now(request, body)
         while items:
             await write_piece(request, resp, items.pop(0))  # it closes a piece's fd
         await resp.write_eof()
