@@ -59,6 +59,8 @@ PART_OVERHEAD = 80  # typical bytes of one part's boundary + Content-Type + Cont
 #   int-range = first-pos "-" [ last-pos ] ; suffix-range = "-" suffix-length
 _DIGITS = re.compile(r"[0-9]+", re.ASCII)  # int() accepts "+1", "1_0", "١"; HTTP does not
 _OWS = " \t"
+# The form nearly every client sends, one closed range: read by one match (same result as the loop).
+_ONE_RANGE = re.compile(r"bytes=([0-9]{1,18})-([0-9]{1,18})", re.ASCII)
 _MAX_HEADER_CHARS = 16 * 1024  # a longer Range value is ignored before any work is done
 
 
@@ -130,6 +132,10 @@ def parse_range(value: str | None) -> tuple[RangeSpec, ...] | None:
     """
     if value is None or len(value) > _MAX_HEADER_CHARS:
         return None
+    one = _ONE_RANGE.fullmatch(value)
+    if one is not None:
+        first, last = int(one[1]), int(one[2])
+        return (RangeSpec(first, last),) if last >= first else None
     unit, sep, rest = value.strip(_OWS).partition("=")
     # RFC 9110 §14.1: range units are case-insensitive; only "bytes" is known here,
     # and a recipient ignores a Range with a unit it does not understand (§14.2).

@@ -330,14 +330,15 @@ class ProxyHandler:
                 # one; the origin answers the client's own request instead.
                 info.cache_status = "PASS"
                 return await passthrough(engine, request, target_url(meta.url))
-            if only_if_cached and reply.plan.status != "HIT":
+            x_cache = reply.plan.status  # HIT | PARTIAL | MISS, worked out once
+            if only_if_cached and x_cache != "HIT":
                 return answers.not_cached()
-            reply.headers["X-Cache"] = info.cache_status = reply.plan.status
+            reply.headers["X-Cache"] = info.cache_status = x_cache
             stale = lease.stale
             # RFC 9211 §2, §3: served stale while revalidating is a hit with a negative ttl;
             # after a failed revalidation it is fwd=stale with the origin's fwd-status.
             reply.headers["Cache-Status"] = cache_status(
-                reply.plan.status, meta.stored_at + meta.ttl - now, meta.storable,
+                x_cache, meta.stored_at + meta.ttl - now, meta.storable,
                 fwd=stale.fwd if stale else None, fwd_status=stale.fwd_status if stale else None,
                 detail=stale.detail if stale else None)
             if request.method == "HEAD":
@@ -346,13 +347,13 @@ class ProxyHandler:
                 await head.prepare(request)
                 await head.write_eof()
                 return head
-            if reply.plan.status == "HIT" and reply.length <= SMALL_HIT:
+            if x_cache == "HIT" and reply.length <= SMALL_HIT:
                 body = engine.hit_bytes(meta, reply.pieces, info.tally)
                 if body is not None:
                     engine.note_hits(meta, reply.spans)
                     info.first_byte = time.monotonic()
                     return web.Response(status=reply.status, headers=reply.headers, body=body)
-            elif reply.plan.status == "HIT":
+            elif x_cache == "HIT":
                 files = engine.hit_files(meta, reply.pieces, info.tally)
                 if files is not None:
                     engine.note_hits(meta, reply.spans)

@@ -135,7 +135,8 @@ class Sites:
         return got
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        if request.message.url.is_absolute():
+        # Only a target not starting with "/" can be absolute-form (request.message warns per call).
+        if not request.raw_path.startswith("/") and request.message.url.is_absolute():
             return self._refused(request, 400, "absolute-form request targets are not accepted")
         got = self.route(request.headers.get("Host"), request.raw_path)
         if isinstance(got, Unrouted):
