@@ -134,8 +134,8 @@ def parse_range(value: str | None) -> tuple[RangeSpec, ...] | None:
         return None
     one = _ONE_RANGE.fullmatch(value)
     if one is not None:
-        first, last = int(one[1]), int(one[2])
-        return (RangeSpec(first, last),) if last >= first else None
+        a, b = int(one[1]), int(one[2])
+        return (RangeSpec(a, b),) if b >= a else None
     unit, sep, rest = value.strip(_OWS).partition("=")
     # RFC 9110 §14.1: range units are case-insensitive; only "bytes" is known here,
     # and a recipient ignores a Range with a unit it does not understand (§14.2).
