@@ -53,6 +53,8 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
         rows = _section(out, title)
         labels = [r.split("|")[1].strip() for r in rows]
         assert "rangeproxy" in labels and "nginx slice cache" in labels, (title, rows)
+        if title != "w4:":  # the aiohttp floor answers single ranges and whole objects
+            assert "aiohttp from memory (floor)" in labels, (title, rows)
         for r in rows:
             assert re.search(r"\| \d+\.\d\d \(\d+\.\d\d–\d+\.\d\d\) \|", r), (title, r)
     assert "rangeproxy: yes: 206 multipart/byteranges, 3 parts verified" in out, report
@@ -69,15 +71,16 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
 
     rss = _section(out, "RSS:")
     assert len(rss) == 2 and all(r.rstrip().endswith("| yes |") for r in rss), rss
-    targets = _section(out, "issue 6 targets")
+    targets = _section(out, "targets (issues 6 and 12)")
     assert len(targets) >= 8, targets
+    assert "aiohttp floor" in next(r for r in targets if "w1 random 64 KiB" in r), targets
 
     figures = _section(out, "figures for issue 3")
     assert any("1.0000x the object" in r for r in figures), figures
     assert sum("RSS growth" in r for r in figures) == 5, figures
 
     written = out_file.read_text()
-    assert written.startswith("## ") and "### issue 6 targets" in written and "### figures for issue 3" in written
+    assert written.startswith("## ") and "### targets (issues 6 and 12)" in written and "### figures for issue 3" in written
 
 
 def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
