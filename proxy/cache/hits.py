@@ -10,7 +10,6 @@ from proxy.cache.pieces import FilePiece, RequestTally, close_pieces, pread_exac
 from proxy.cache.store import SliceStore
 from proxy.core.counters import Counters
 from proxy.core.representation import ObjectMeta
-from proxy.core.slices import cuts
 from proxy.http.ranges import Span
 
 __all__ = ["HitReader", "HeldBody"]
@@ -56,28 +55,37 @@ class HitReader:
         self.counters = counters
 
     def _parts(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...]
-               ) -> tuple[list[bytes | HeldPiece], int] | None:
-        """The body as framing bytes and held pieces, and its cut count; None when any
-        slice is not held or has the wrong length (then the general path)."""
+               ) -> tuple[list[bytes | HeldPiece], int, int] | None:
+        """The body as framing bytes and held pieces, its cut count and file bytes; None when
+        any slice is not held or has the wrong length (then the general path). Every hit runs
+        this: slices are walked inline, not through :func:`cuts`."""
         if not meta.storable:
             return None
         out: list[bytes | HeldPiece] = []
-        cuts_n = 0
+        cuts_n = n = 0
         S = self.files.geometry.slice_size
+        span_bytes = sum(p.end - p.start for p in pieces if not isinstance(p, bytes))
         # Files not held are opened from the file index only for a few slices: opening many
         # could close (LRU) an fd this very body already holds a piece of.
-        few = sum(p.size for p in pieces if isinstance(p, Span)) <= OPEN_KNOWN_SLICES * S
+        few = span_bytes <= OPEN_KNOWN_SLICES * S
+        held_of = self.files.held
         for piece in pieces:
             if isinstance(piece, bytes):
                 out.append(piece)
                 continue
-            for cut in cuts((piece,), S):
-                held = self.files.held(meta, cut.index, cut.lo, cut.hi, open_known=few)
+            start, end = piece.start, piece.end
+            i = start // S
+            while start < end:  # the cuts of this span, slice by slice
+                base = i * S
+                hi = min(end, base + S)
+                held = held_of(meta, i, start - base, hi - base, open_known=few)
                 if held is None:
                     return None
                 cuts_n += 1
+                n += hi - start
                 out.extend(held)
-        return out, cuts_n
+                start, i = hi, i + 1
+        return out, cuts_n, n
 
     def _count(self, tally: RequestTally, cuts_n: int, n: int) -> None:
         self.counters.slice_lookups["hit"] += cuts_n
@@ -95,8 +103,8 @@ class HitReader:
         found = self._parts(meta, pieces)
         if found is None:
             return None
-        parts, cuts_n = found
-        self._count(tally, cuts_n, sum(p[2] for p in parts if not isinstance(p, bytes)))
+        parts, cuts_n, n = found
+        self._count(tally, cuts_n, n)
         return HeldBody(parts, self.files.store, self.files.store.fd_closes)
 
     def bytes_of(self, meta: ObjectMeta, pieces: tuple[bytes | Span, ...], tally: RequestTally) -> bytes | None:
@@ -106,7 +114,7 @@ class HitReader:
         found = self._parts(meta, pieces)
         if found is None:
             return None
-        parts, cuts_n = found
+        parts, cuts_n, _ = found
         out: list[bytes] = []
         n = 0
         try:

@@ -67,6 +67,8 @@ class SlicePlan:
 
 
 def needed_slices(spans: Iterable[Span], slice_size: int) -> tuple[int, ...]:
+    if isinstance(spans, tuple) and len(spans) == 1:  # one range (every hit's plan): in order already
+        return tuple(slice_indices(spans[0], slice_size))
     seen: dict[int, None] = {}
     for span in spans:
         for i in slice_indices(span, slice_size):
@@ -134,6 +136,8 @@ class SliceGeometry:
         return unit_span(unit, self.slice_size, self.block_size, length)
 
     def unit_size(self, unit: Unit, length: int) -> int:
+        if isinstance(unit, int):  # a whole slice (the hot path of every hit): no Span built
+            return max(0, min(self.slice_size, length - unit * self.slice_size))
         return self.unit_span(unit, length).size
 
     def units_span(self, units: Sequence[Unit], length: int) -> Span:

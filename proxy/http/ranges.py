@@ -216,6 +216,9 @@ def resolve(
     # lets a server ignore Range: serve the empty 200.
     if length == 0:
         return Ignore("zero-length representation")
+    if len(specs) == 1:  # the common case: nothing to merge, no amplification possible
+        one = _span_of(specs[0], length)
+        return Unsatisfiable(length) if one is None else Satisfiable((one,), length)
     resolved = [s for s in (_span_of(spec, length) for spec in specs) if s is not None]
     if not resolved:
         # RFC 9110 §15.5.17: 416 only when *no* member is satisfiable.

@@ -21,13 +21,14 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from proxy.observe.series import Histogram, ResponseSeries
 from proxy.observe.view import EngineView, StoreView
 
 __all__ = [
@@ -210,23 +211,10 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.volume = CacheVolume()
-        self._children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
-        self.requests = Counter("requests", "Client requests proxied (admin paths excluded), by method and "
-                                "status class.", ["method", "status_class"], namespace=NS, registry=r)
-        self.duration = Histogram("request_duration_seconds", "Time from the request to the last body byte "
-                                  "sent, by cache status.", ["cache_status"], namespace=NS, registry=r,
-                                  buckets=DURATION_BUCKETS)
-        self.ttfb = Histogram("time_to_first_byte_seconds", "Time from the request to the first body byte "
-                              "(or the headers of a body-less answer), by cache status.", ["cache_status"],
-                              namespace=NS, registry=r, buckets=DURATION_BUCKETS)
-        self.aborted = Counter("responses_aborted", "Responses cut short (client gone, or origin fault after the "
-                               "headers).", namespace=NS, registry=r)
-        for cs in ("hit", "miss", "partial", "pass", "error"):
-            self.duration.labels(cs)
-            self.ttfb.labels(cs)
-        for method in ("GET", "HEAD"):
-            for sc in ("2xx", "3xx", "4xx", "5xx"):
-                self.requests.labels(method, sc)
+        self._children: dict[tuple[str, str, str], tuple[tuple[str, str], Histogram, Histogram]] = {}
+        self.series = ResponseSeries(NS, DURATION_BUCKETS, ("hit", "miss", "partial", "pass", "error"),
+                                     [(m, sc) for m in ("GET", "HEAD") for sc in ("2xx", "3xx", "4xx", "5xx")])
+        r.register(self.series)
         r.register(EngineCollector(get_engine, self.volume, settings, extra))
         if process:
             ProcessCollector(namespace="", registry=r)
@@ -234,21 +222,21 @@ class Metrics:
     def observe(self, method: str, status: int, cache_status: str, duration: float, ttfb: float | None,
                 aborted: bool, sclass: str | None = None) -> None:
         """One finished response (``sclass``: ``status_class(status)`` when the caller has it already)."""
-        # The labelled children are looked up once each: labels() costs a lock and checks per call.
+        # The labels of each (method, status, cache status) are worked out once.
         key = (method, sclass if sclass is not None else status_class(status), cache_status)
         children = self._children.get(key)
         if children is None:
-            cs = cache_label(cache_status)
-            children = self._children[key] = (self.requests.labels(method_label(method), key[1]),
-                                              self.duration.labels(cs), self.ttfb.labels(cs))
             if len(self._children) > 4096:  # unknown methods are one label ("other"), not one key each
                 self._children.clear()
-        children[0].inc()
+            children = self._children[key] = ((method_label(method), key[1]),
+                                              *self.series.histograms(cache_label(cache_status)))
+        series = self.series
+        series.requests[children[0]] = series.requests.get(children[0], 0) + 1
         children[1].observe(max(0.0, duration))
         if ttfb is not None:
             children[2].observe(max(0.0, ttfb))
         if aborted:
-            self.aborted.inc()
+            series.aborted += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -191,10 +191,13 @@ def test_each_app_has_its_own_registry() -> None:
     settings = settings_from_mapping({"upstream": "http://127.0.0.1:9", "cache_dir": "unused"})
     a, b = build_app(settings), build_app(settings)
     assert a[METRICS].registry is not b[METRICS].registry
-    a[METRICS].requests.labels("GET", "2xx").inc()
+    a[METRICS].observe("GET", 200, "HIT", 0.001, 0.0005, aborted=False)
     text_a, text_b = a[METRICS].render().decode(), b[METRICS].render().decode()
     assert 'rangeproxy_requests_total{method="GET",status_class="2xx"} 1.0' in text_a
     assert 'rangeproxy_requests_total{method="GET",status_class="2xx"} 0.0' in text_b
+    assert 'rangeproxy_request_duration_seconds_bucket{cache_status="hit",le="0.001"} 1.0' in text_a
+    assert 'rangeproxy_request_duration_seconds_bucket{cache_status="hit",le="0.0005"} 0.0' in text_a
+    assert 'rangeproxy_time_to_first_byte_seconds_bucket{cache_status="hit",le="0.0005"} 1.0' in text_a
     # before startup (no engine yet) the engine's series are simply absent
     assert "rangeproxy_slice_lookups_total" not in text_a
 
