@@ -22,7 +22,7 @@ class FilePiece:
     count: int
 
 
-@dataclass
+@dataclass(slots=True)
 class RequestTally:
     """What one response was made of: for X-Cache, the access log and per-request metrics."""
 

@@ -32,7 +32,7 @@ log = logging.getLogger("rangeproxy.handlers")
 FAIR_TURN = 256 * 1024
 
 
-@dataclass
+@dataclass(slots=True)
 class ResponseInfo:
     """How one response was made: read by the access log and the metrics."""
 
