@@ -6,10 +6,11 @@ markdown table per workload; with --out FILE also appends a dated section
 with the machine and software versions to FILE.
 
 Workloads: origin (appserver vs nginx serving files), proxy (rangeproxy vs
-nginx as a slice cache: w1..w5b, collapsing, read-ahead, RSS), figures (the
-numbers for issue 3), slice-sweep (rangeproxy at five slice sizes; only
-with --only slice-sweep) and catalogue (hits against the number of cached
-objects, with aiohttp from memory as the floor).
+nginx as a slice cache: w1..w5b, many connections, collapsing, read-ahead,
+RSS), figures (the numbers for issue 3), slice-sweep (rangeproxy at five
+slice sizes; only with --only slice-sweep), catalogue (hits against the
+number of cached objects, with aiohttp from memory as the floor) and
+many-connections (1,000 connections of warm 64 KiB hits, alone).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import catalogue, figures, focused, origin, proxy, rig, slicesweep
+from . import catalogue, conns, figures, focused, origin, proxy, rig, slicesweep
 from .harness import (
     MIB,
     BenchError,
@@ -42,7 +43,7 @@ from .harness import (
 WORKLOADS = {origin.NAME: origin.run, proxy.NAME: proxy.run, figures.NAME: figures.run,
              slicesweep.NAME: slicesweep.run, focused.RSS: focused.run_rss,
              focused.COLLAPSING: focused.run_collapsing, focused.COLD: focused.run_cold,
-             catalogue.NAME: catalogue.run}
+             catalogue.NAME: catalogue.run, conns.NAME: conns.run}
 DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME]  # slice-sweep: on request
 
 
@@ -100,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print every run and the environment")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     rig.add_arguments(p, parse_size)
+    conns.add_arguments(p.add_argument_group("many-connections (also run by proxy)"))
     p.add_argument("--catalogue-sizes", type=lambda t: [int(x) for x in t.split(",")], default=[1000, 100_000],
                    help="objects in each store of the catalogue workload (default 1000,100000)")
     return p
@@ -119,6 +121,7 @@ def resolve(opts: argparse.Namespace) -> argparse.Namespace:
     if opts.no_pin:
         opts.server_cpu = opts.wrk_cpu = None
     rig.resolve(opts)
+    conns.resolve(opts)
     return opts
 
 

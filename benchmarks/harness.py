@@ -448,6 +448,7 @@ class WrkResult:
     lat_p99_ms: float
     wrk_cpu_s: float
     raw: str
+    lat_max_ms: float = float("nan")  # the slowest answered request (timeouts excluded)
 
     @property
     def rps(self) -> float:
@@ -489,20 +490,23 @@ def parse_wrk(out: str) -> dict:
             "socket_errors": {k: int(j[k]) for k in ("connect", "read", "write", "timeout")},
             "lat_p50_ms": j["lat_p50_us"] / 1e3,
             "lat_p99_ms": j["lat_p99_us"] / 1e3,
+            "lat_max_ms": j["lat_max_us"] / 1e3,
         }
         if "requests" in text and text["requests"] != res["requests"]:
             raise BenchError(f"wrk output inconsistent ({text['requests']} vs {res['requests']})")
         return res
     if "requests" not in text:
         raise BenchError(f"cannot parse wrk output:\n{out}")
-    text.update(lat_p50_ms=float("nan"), lat_p99_ms=float("nan"))
+    text.update(lat_p50_ms=float("nan"), lat_p99_ms=float("nan"), lat_max_ms=float("nan"))
     return text
 
 
 def run_wrk(wrk: str, url: str, script: Path, *, duration: int, connections: int,
-            threads: int, pin: list[str]) -> WrkResult:
+            threads: int, pin: list[str], timeout: float | None = None) -> WrkResult:
+    """One wrk run; ``timeout`` (seconds, wrk's --timeout; its default is 2 s): a request
+    answered later than that counts as a timeout, not as a latency."""
     argv = [*pin, wrk, f"-t{threads}", f"-c{connections}", f"-d{duration}s",
-            "-s", str(script), url]
+            *([f"--timeout={timeout:g}s"] if timeout is not None else []), "-s", str(script), url]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 60,
@@ -518,7 +522,7 @@ def run_wrk(wrk: str, url: str, script: Path, *, duration: int, connections: int
         requests=p["requests"], duration_s=p["duration_s"], bytes=p["bytes"],
         non2xx=p["non2xx"], socket_errors=p["socket_errors"],
         lat_p50_ms=p["lat_p50_ms"], lat_p99_ms=p["lat_p99_ms"], wrk_cpu_s=cpu,
-        raw=r.stdout,
+        raw=r.stdout, lat_max_ms=p["lat_max_ms"],
     )
 
 
@@ -614,12 +618,12 @@ class RunResult:
 
 def timed_run(server: Server, wrk: str, url: str, script: Path, *, round_no: int, duration: int,
               connections: int, threads: int, pin: list[str],
-              cores: tuple[int | None, int | None] = (None, None)) -> RunResult:
+              cores: tuple[int | None, int | None] = (None, None), timeout: float | None = None) -> RunResult:
     u0 = user_process_ticks()
     t0 = server.cpu_ticks()
     c0 = cpu_times()
     w = run_wrk(wrk, url, script, duration=duration, connections=connections,
-                threads=threads, pin=pin)
+                threads=threads, pin=pin, timeout=timeout)
     c1 = cpu_times()
     t1 = server.cpu_ticks()
     u1 = user_process_ticks()
@@ -781,14 +785,15 @@ class WorkloadReport:
 
 def time_rounds(servers: list[Server], *, tools: Tools, opts, url_path: str, script: Path, name: str,
                 on_run: Callable[[Server], contextlib.AbstractContextManager[object]] | None = None,
-                ) -> tuple[list[RunResult], list[str]]:
+                timeout: float | None = None) -> tuple[list[RunResult], list[str]]:
     """Time ``servers`` (running and healthy) A B C A B C ... for ``opts.runs`` rounds,
     after ``opts.warmup`` seconds of wrk on each; the runs and the notes on contended rounds.
 
     A round during which other processes used more than ``opts.max_other``
     percent of a core (the machine is shared) is kept in the record but not
     counted, and another round is run instead, up to ``opts.max_rounds`` rounds
-    in all. ``on_run(server)``, if given, is a context manager around each timed run.
+    in all. ``on_run(server)``, if given, is a context manager around each timed run;
+    ``timeout`` is wrk's --timeout (seconds).
     """
     wrk_pin = pin_prefix(tools.taskset, opts.wrk_cpu)
     max_rounds = max(opts.runs, opts.max_rounds or 2 * opts.runs)
@@ -798,7 +803,7 @@ def time_rounds(servers: list[Server], *, tools: Tools, opts, url_path: str, scr
         for s in servers:
             run_wrk(tools.wrk, f"http://127.0.0.1:{s.port}{url_path}", script,
                     duration=opts.warmup, connections=opts.connections,
-                    threads=opts.threads, pin=wrk_pin)
+                    threads=opts.threads, pin=wrk_pin, timeout=timeout)
     clean = 0
     for rnd in range(1, max_rounds + 1):
         if clean >= opts.runs:
@@ -809,7 +814,7 @@ def time_rounds(servers: list[Server], *, tools: Tools, opts, url_path: str, scr
                 r = timed_run(s, tools.wrk, f"http://127.0.0.1:{s.port}{url_path}", script,
                               round_no=rnd, duration=opts.duration,
                               connections=opts.connections, threads=opts.threads, pin=wrk_pin,
-                              cores=(opts.server_cpu, opts.wrk_cpu))
+                              cores=(opts.server_cpu, opts.wrk_cpu), timeout=timeout)
             this_round.append(r)
             print(f"bench[{name}]: round {rnd} {s.label}: "
                   f"{r.wrk.rps:,.0f} req/s, {r.wrk.mbps:,.0f} MB/s, "

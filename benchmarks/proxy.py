@@ -9,6 +9,7 @@ timed alternately (A B A B ...):
 - w3  full GET of a 4 MiB object, warm                           (wrk)
 - w4  3 x 4 KiB multi-range of the 4 MiB object, warm           (wrk; plus the origin
       nginx serving the file itself, whose multi-range rate is the reference)
+- many connections: random 64 KiB ranges, warm, from 1,000 connections (``benchmarks/conns.py``)
 - w5  cold full GET of the big object: time, origin bytes / object size
 - w5b 32 cold random 64 KiB ranges (fixed seed): origin bytes / served bytes
 - collapsing: 50 concurrent cold requests for one 8 MiB range
@@ -28,6 +29,7 @@ import random
 import sys
 from pathlib import Path
 
+from . import conns
 from .harness import (
     KIB,
     MIB,
@@ -174,6 +176,10 @@ def run(opts, tools: Tools, tmp: Path) -> list:
         fleet.stop(ngp)
         fleet.stop(floor)
 
+        # --- many connections: 1,000 connections of warm 64 KiB hits (issue 12) ---------------------
+        many = conns.run_rounds(caches, tools=tools, opts=opts, tmp=tmp, size=len(big))
+        out.append(many)
+
         # --- w4: multi-range -------------------------------------------------------------------
         static = nginx_static_server(media, tmp, tools, opts)
         fleet.start(static)
@@ -220,7 +226,8 @@ def run(opts, tools: Tools, tmp: Path) -> list:
     out.append(collapse_report(col, labels, [s.key for s in caches], opts))
     out.append(readahead_report(greedy, paced, labels, opts, nslices, pin_txt))
     out.append(rss_report(rss, opts, big_txt))
-    out.append(targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, opts, len(big)))
+    out.append(targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, opts, len(big),
+                              many=many))
     return out
 
 
@@ -342,7 +349,8 @@ def rss_report(rss, opts, big_txt) -> TableReport:
                        "timeout of 2 s counts as a socket error)", t)
 
 
-def targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, opts, size) -> TableReport:
+def targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, opts, size,
+                   many: conns.ManyConnections | None = None) -> TableReport:
     def summ(rep: WorkloadReport, key: str):
         return next((s for s in rep.summaries if s.key == key), None)
 
@@ -429,5 +437,7 @@ def targets_report(w1, w2, w3, w4, correct, w5, w5b, col, paced, greedy, rss, op
                      f"+{(rn['max'] - rn['start']) / MIB:.0f} MiB" if rn else "",
                      f"{rp['start'] / MIB:.0f} -> max {rp['max'] / MIB:.0f} MiB (+{g:.0f})", "",
                      "growth <= 50 MiB", "yes" if g <= 50 and rp["alive"] else "NO", f"{g / 50:.2f} of the limit"])
+    if many is not None and many.target:
+        rows.append(many.target)
     t = md_table(["target", "nginx", "rangeproxy", "ratio", "goal", "met?", "by how much"], rows)
     return TableReport("targets", "targets (issues 6 and 12): rangeproxy against nginx, same runs", "", t)

@@ -42,7 +42,8 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
     proc, report = run_benchmarks(
         "--only", "proxy", "--only", "figures", "--runs", "1", "--duration", "1", "--warmup", "0",
         "--max-rounds", "1", "--object-size", "4M", "--huge-size", "4M", "--rss-seconds", "1",
-        "--rss-connections", "100", "--reader-pause-ms", "20", "--out", str(out_file), timeout=110,
+        "--rss-connections", "100", "--reader-pause-ms", "20", "--conns", "100", "--conns-seconds", "1",
+        "--out", str(out_file), timeout=110,
     )  # fmt: skip
     assert proc.returncode == 0, report
     out = proc.stdout
@@ -69,11 +70,16 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
     w5 = {r.split("|")[1].strip(): r for r in _section(out, "w5:")}
     assert "| 1.0000 (1.0000–1.0000) |" in w5["rangeproxy"], w5
 
+    many = _section(out, "many connections:")
+    assert [r.split("|")[1].strip() for r in many] == ["rangeproxy", "nginx slice cache"], many
+    assert "Target (every round): no request slower than 1 s" in out, report
+
     rss = _section(out, "RSS:")
     assert len(rss) == 2 and all(r.rstrip().endswith("| yes |") for r in rss), rss
     targets = _section(out, "targets (issues 6 and 12)")
-    assert len(targets) >= 8, targets
+    assert len(targets) >= 9, targets
     assert "aiohttp floor" in next(r for r in targets if "w1 random 64 KiB" in r), targets
+    assert any("connections of warm 64 KiB hits" in r for r in targets), targets
 
     figures = _section(out, "figures for issue 3")
     assert any("1.0000x the object" in r for r in figures), figures
@@ -84,10 +90,12 @@ def test_cache_benchmarks_tiny_run(tmp_path: Path) -> None:
 
 
 def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
-    """``--only rss --only collapsing --only cold``: each prints its table, bytes verified."""
+    """``--only rss --only collapsing --only cold --only many-connections``: each prints its table,
+    bytes verified."""
     proc, report = run_benchmarks(
-        "--only", "rss", "--only", "collapsing", "--only", "cold", "--runs", "1", "--object-size", "4M",
-        "--rss-seconds", "1", "--rss-connections", "100", timeout=110,
+        "--only", "rss", "--only", "collapsing", "--only", "cold", "--only", "many-connections", "--runs", "1",
+        "--max-rounds", "1", "--object-size", "4M", "--rss-seconds", "1", "--rss-connections", "100",
+        "--conns", "100", "--conns-seconds", "1", timeout=110,
     )  # fmt: skip
     assert proc.returncode == 0, report
     assert "WRONG" not in proc.stderr, report
@@ -99,3 +107,5 @@ def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
         rows = _section(out, title)
         assert len(rows) == 2, (title, rows)
         assert all(r.rstrip().endswith("| yes |") for r in rows), (title, rows)
+    many = _section(out, "many connections:")
+    assert [r.split("|")[1].strip() for r in many] == ["rangeproxy", "nginx slice cache"], many
