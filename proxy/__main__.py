@@ -44,8 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from proxy.workers.supervisor import open_sockets, run_workers
 
         try:
-            socks = open_sockets(settings.host, settings.port, settings.workers)
-            tls_socks = open_sockets(settings.host, settings.tls_port, settings.workers) if tls else []
+            socks = open_sockets(settings.host, settings.port, settings.workers, settings.listen_backlog)
+            tls_socks = (open_sockets(settings.host, settings.tls_port, settings.workers, settings.listen_backlog)
+                         if tls else [])
         except OSError as exc:
             print(f"rangeproxy: cannot listen on {settings.host}: {exc}", file=sys.stderr)
             return 1
@@ -66,8 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return final
 
         return run_workers(settings.workers, lambda index: serve(
-            current(), index, socks[index], tls_socks[index] if tls_socks else None, tls, loader))
-    return serve(settings, 0, tls=tls, loader=loader)
+            current(), index, [socks[index]], [tls_socks[index]] if tls_socks else [], tls, loader))
+    from proxy.web.accepting import listen_sockets
+
+    try:
+        socks = listen_sockets(settings.host, settings.port, settings.listen_backlog)
+        tls_socks = listen_sockets(settings.host, settings.tls_port, settings.listen_backlog) if tls else []
+    except OSError as exc:
+        print(f"rangeproxy: cannot listen on {settings.host}: {exc}", file=sys.stderr)
+        return 1
+    return serve(settings, 0, socks, tls_socks, tls, loader)
 
 
 def check_origins(settings: Settings) -> None:
@@ -94,10 +103,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext:
     return ctx
 
 
-def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls_sock: socket.socket | None = None,
+def serve(settings: Settings, index: int, socks: Sequence[socket.socket], tls_socks: Sequence[socket.socket] = (),
           tls: ssl.SSLContext | None = None, loader: Callable[[], Settings] | None = None) -> int:
-    """One server process (the only one, or worker ``index`` of ``settings.workers``); SIGHUP
-    re-reads the configuration with ``loader``."""
+    """One server process (the only one, or worker ``index`` of ``settings.workers``) on its
+    listening sockets (``tls_socks`` with ``tls``); SIGHUP re-reads the configuration with ``loader``."""
     import uvloop
     from aiohttp import web
 
@@ -119,26 +128,24 @@ def serve(settings: Settings, index: int, sock: socket.socket | None = None, tls
              settings.host, settings.port,
              ", ".join(f"{o.name}: {' | '.join(o.upstreams)}" for o in settings.origins),
              settings.cache_dir, settings.slice_size)
-    # run_app turns SIGTERM/SIGINT into a graceful stop: stop accepting, let in-flight
-    # responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
-    runner_args: dict[str, Any] = {"shutdown_timeout": settings.grace_period, "access_log": access_logger_for(settings),
-                   "access_log_class": AccessLogger, "access_log_format": settings.access_log_format}
-    if tls is not None:  # two listeners: run_app takes one TLS setting for all of its sites
+    if tls is not None:
         log.info("rangeproxy%s on https://%s:%d", f" worker {index + 1}" if settings.workers > 1 else "",
                  settings.host, settings.tls_port)
-        listeners = Listeners(settings, sock, tls_sock, tls)
-        loop = uvloop.new_event_loop()
-        try:
-            loop.run_until_complete(listeners.run(app, runner_args))
-        except (web.GracefulExit, KeyboardInterrupt):
-            pass
-        finally:
-            loop.run_until_complete(listeners.stop())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-        return 0
-    where = {"sock": sock} if sock is not None else {"host": settings.host, "port": settings.port}
-    web.run_app(app, **where, **runner_args, print=None, loop=uvloop.new_event_loop(), handle_signals=True)
+    # SIGTERM/SIGINT (the runner's signal handlers) are a graceful stop: stop accepting, let
+    # in-flight responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
+    runner_args: dict[str, Any] = {"shutdown_timeout": settings.grace_period, "access_log": access_logger_for(settings),
+                                   "access_log_class": AccessLogger,
+                                   "access_log_format": settings.access_log_format}
+    listeners = Listeners(settings, [(sock, None) for sock in socks] + [(sock, tls) for sock in tls_socks])
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(listeners.run(app, runner_args))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
+    finally:
+        loop.run_until_complete(listeners.stop())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
     return 0
 
 
@@ -167,30 +174,24 @@ async def _reload_on_hangup(app: Any, loader: Callable[[], Settings]) -> None:
 
 
 class Listeners:
-    """The plain and the HTTPS listener of one process, run as ``web.run_app`` runs one."""
+    """The listening sockets of one process (plain, and HTTPS with their TLS context), run as
+    ``web.run_app`` runs its sites, each an ``AcceptingSite`` (every queued connection taken at
+    each turn of the loop, with ``listen_backlog``)."""
 
-    def __init__(self, settings: Settings, sock: socket.socket | None, tls_sock: socket.socket | None,
-                 tls: ssl.SSLContext) -> None:
+    def __init__(self, settings: Settings, socks: list[tuple[socket.socket, ssl.SSLContext | None]]) -> None:
         self.settings = settings
-        self.sock = sock
-        self.tls_sock = tls_sock
-        self.tls = tls
+        self.socks = socks
         self.runner: Any = None
 
     async def run(self, app: Any, runner_args: dict[str, Any]) -> None:
         from aiohttp import web
 
-        s = self.settings
+        from proxy.web.accepting import AcceptingSite
+
         self.runner = runner = web.AppRunner(app, handle_signals=True, **runner_args)
         await runner.setup()
-        grace = s.grace_period
-        sites = [web.SockSite(runner, self.sock, shutdown_timeout=grace) if self.sock is not None
-                 else web.TCPSite(runner, s.host, s.port, shutdown_timeout=grace),
-                 web.SockSite(runner, self.tls_sock, ssl_context=self.tls, shutdown_timeout=grace)
-                 if self.tls_sock is not None
-                 else web.TCPSite(runner, s.host, s.tls_port, ssl_context=self.tls, shutdown_timeout=grace)]
-        for site in sites:
-            await site.start()
+        for sock, tls in self.socks:
+            await AcceptingSite(runner, sock, ssl_context=tls, backlog=self.settings.listen_backlog).start()
         while True:  # until SIGTERM / SIGINT (GracefulExit)
             await asyncio.sleep(3600)
 

@@ -53,7 +53,7 @@ async def _sample_every_second(stats: Stats, peers: Peers | None) -> None:
 # Settings a reload cannot change in a running process (listening, the cache directory and its
 # size, the workers, the admin paths and token, logging): a reload that changes them says so
 # and keeps them; the origins and everything an origin may set for itself do change.
-RESTART_ONLY = ("host", "port", "tls_cert", "tls_key", "tls_port", "workers", "cache_dir", "cache_size",
+RESTART_ONLY = ("host", "port", "tls_cert", "tls_key", "tls_port", "workers", "listen_backlog", "cache_dir", "cache_size",
                 "store_threads", "fill_memory", "grace_period", "log_level", "access_log", "access_log_format",
                 "admin_token", "protect_stats", "stats_path", "metrics_path", "health_path", "purge_prefix")
 

@@ -249,6 +249,9 @@ class Settings:
                                 "access log line format: combined (+ cache fields) or json")
     access_log: bool = _f(True, "bool", "log one line per request")
     workers: int = _f(1, "int", "processes sharing the port and the cache dir", 1, 64)
+    listen_backlog: int = _f(4096, "int",
+                             "connections the kernel queues for accept per listening socket (capped by "
+                             "net.core.somaxconn)", 1, 65535)
     admin_token: str = _f("", "token", "token for purge (DELETE <purge_prefix>...); empty: no purge")
     protect_stats: bool = _f(False, "bool", "stats and metrics need the admin token too")
     stats_path: str = _f("/stats", "route", "stats page (JSON at the same path + .json)")

@@ -22,7 +22,7 @@ MAX_RESTARTS = 10  # unexpected worker deaths tolerated per RESTART_WINDOW befor
 RESTART_WINDOW = 60.0  # seconds
 
 
-def open_sockets(host: str, port: int, count: int, backlog: int = 1024) -> list[socket.socket]:
+def open_sockets(host: str, port: int, count: int, backlog: int = 4096) -> list[socket.socket]:
     """``count`` listening sockets on one port, bound with SO_REUSEPORT, one per worker.
 
     The port is first bound once *without* SO_REUSEPORT: if another program (or another
