@@ -153,6 +153,7 @@ async def _reload_on_hangup(app: Any, loader: Callable[[], Settings]) -> None:
     """SIGHUP: a valid configuration applies to new requests; an invalid one is refused, naming
     the key, and the running one stays."""
     from proxy.app import reload
+    from proxy.workers.collector import refreeze
 
     log = logging.getLogger("rangeproxy")
     loop = asyncio.get_running_loop()
@@ -169,6 +170,9 @@ async def _reload_on_hangup(app: Any, loader: Callable[[], Settings]) -> None:
                 log.exception("reload failed; the running configuration stays")
                 return
             log.info("reloaded the configuration (origins changed: %s)", ", ".join(changed) or "none")
+            # Frozen objects are never collected: the origins an earlier reload replaced (finished
+            # by now) go back to the collector, the new ones are frozen with the rest.
+            refreeze()
 
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(hangup()))
 
@@ -188,8 +192,11 @@ class Listeners:
 
         from proxy.web.accepting import AcceptingSite
 
+        from proxy.workers.collector import tune_collector
+
         self.runner = runner = web.AppRunner(app, handle_signals=True, **runner_args)
         await runner.setup()
+        tune_collector()  # start-up is done: what it made stays (issue 12: GC pauses at 1,000 connections)
         for sock, tls in self.socks:
             await AcceptingSite(runner, sock, ssl_context=tls, backlog=self.settings.listen_backlog).start()
         while True:  # until SIGTERM / SIGINT (GracefulExit)
