@@ -191,7 +191,6 @@ class Listeners:
         from aiohttp import web
 
         from proxy.web.accepting import AcceptingSite
-
         from proxy.workers.collector import tune_collector
 
         self.runner = runner = web.AppRunner(app, handle_signals=True, **runner_args)
