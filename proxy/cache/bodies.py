@@ -19,7 +19,7 @@ from typing import Any, AsyncGenerator, AsyncIterator
 
 import aiohttp
 
-from proxy.http.errors import UpstreamTimeout
+from proxy.http.errors import UpstreamError, UpstreamTimeout
 
 __all__ = ["body_pieces", "TAKEOVER_MIN"]
 
@@ -30,22 +30,22 @@ async def body_pieces(resp: aiohttp.ClientResponse, piece: int,
                       timeout: float | None) -> AsyncGenerator[bytes, None]:
     """The body's bytes in order, each piece at most ``piece`` bytes (none empty).
 
-    A body that ends early just ends (the caller counts); a reset raises OSError, and
-    ``timeout`` seconds without a byte raise :class:`UpstreamTimeout`.
+    A body that ends early just ends (the caller counts); a reset raises
+    :class:`UpstreamError`, and ``timeout`` seconds without a byte :class:`UpstreamTimeout`.
     """
-    fd = _take_over(resp)
-    if fd is None:
+    taken = _take_over(resp)
+    if taken is None:
         async for chunk in _aiohttp_pieces(resp.content, piece):
             yield chunk
         return
+    fd, buffered, left = taken
     try:
-        buffered, left = fd[1], fd[2]
         for at in range(0, len(buffered), piece):
             yield buffered[at:at + piece]
-        async for chunk in _socket_pieces(fd[0], left, piece, timeout):
+        async for chunk in _socket_pieces(fd, left, piece, timeout):
             yield chunk
     finally:
-        os.close(fd[0])
+        os.close(fd)
         resp.close()  # mid-message for aiohttp's parser: never back in the pool
 
 
@@ -84,7 +84,8 @@ def _take_over(resp: aiohttp.ClientResponse) -> tuple[int, bytes, int] | None:
     left = length - content.total_bytes
     # A paused parser may hold unparsed body bytes of its own: then leave it to aiohttp.
     if left < TAKEOVER_MIN or content.exception() is not None or content.is_eof() \
-            or getattr(proto, "_reading_paused", True) or getattr(proto, "_buffer_paused", True):
+            or getattr(proto, "_reading_paused", True) or getattr(proto, "_buffer_paused", True) \
+            or getattr(proto, "_parser", None) is None:
         return None
     fd = os.dup(transport.get_extra_info("socket").fileno())
     # No await from here: nothing can arrive between the drain and the pause.
@@ -101,6 +102,8 @@ async def _socket_pieces(fd: int, left: int, piece: int, timeout: float | None) 
         except BlockingIOError:
             await _readable(loop, fd, timeout)
             continue
+        except OSError as exc:  # a reset: typed as aiohttp's faults are (proxy.cache.upstream)
+            raise UpstreamError(f"origin connection failed in the body: {exc.__class__.__name__}: {exc}") from exc
         if not data:
             return
         left -= len(data)
