@@ -24,6 +24,7 @@ from proxy.http.errors import UpstreamError, UpstreamTimeout
 __all__ = ["body_pieces", "TAKEOVER_MIN"]
 
 TAKEOVER_MIN = 2 * 1024 * 1024  # body bytes left worth a connection of its own (it is not reused)
+TURN = 256 * 1024  # bytes read before the loop runs others (as uvloop's reads of 256 KiB did)
 
 
 async def body_pieces(resp: aiohttp.ClientResponse, piece: int,
@@ -96,10 +97,17 @@ def _take_over(resp: aiohttp.ClientResponse) -> tuple[int, bytes, int] | None:
 
 async def _socket_pieces(fd: int, left: int, piece: int, timeout: float | None) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
+    since_turn = 0
     while left > 0:
+        if since_turn >= TURN:
+            # A socket that always has bytes would never give the loop back: the readers
+            # of these pieces (and everybody else) get their turn every TURN bytes.
+            since_turn = 0
+            await asyncio.sleep(0)
         try:
             data = os.read(fd, min(piece, left))
         except BlockingIOError:
+            since_turn = 0
             await _readable(loop, fd, timeout)
             continue
         except OSError as exc:  # a reset: typed as aiohttp's faults are (proxy.cache.upstream)
@@ -107,6 +115,7 @@ async def _socket_pieces(fd: int, left: int, piece: int, timeout: float | None) 
         if not data:
             return
         left -= len(data)
+        since_turn += len(data)
         yield data
 
 

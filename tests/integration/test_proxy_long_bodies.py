@@ -86,3 +86,17 @@ async def test_long_body_that_stalls_times_out_and_is_never_completed_wrongly(
     fault_origin.wait_idle(15)
     out = await fetch(http, url)
     assert out.status == 200 and out.complete and out.body == DATA
+
+
+async def test_long_body_streams_its_first_bytes_before_the_first_slice_is_complete(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    # Half a slice, then a pause: the client has bytes long before slice 0 is whole.
+    fault_origin.set_object("slow.bin", DATA, chunk_size=S // 2, chunk_delay=1.5)
+    proxy = proxy_factory(fault_origin.url, max_run_slices=RUN, readahead_slices=0)
+    t0 = time.monotonic()
+    async with http.get(proxy.url_for("slow.bin")) as r:
+        assert r.status == 200
+        first = await r.content.readany()
+        waited = time.monotonic() - t0
+    assert first and DATA.startswith(first)
+    assert waited < 1.2, f"first bytes after {waited:.2f} s: not streamed"
