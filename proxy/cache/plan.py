@@ -60,18 +60,22 @@ class CachePlanner:
             # (the reader does the same). So only a small cut's blocks are worth asking the
             # index about: asking about all 64 blocks of every megabyte cut cost 50
             # collapsed waiters 400 ms of queries.
-            want: dict[int, set[Unit]] = {}
+            want: dict[int, list[range]] = {}  # slice -> the blocks of its cuts
             ask: list[Unit] = []
             for cut in cuts(spans, S):
                 i = cut.index
                 if i in present or i in fills:
                     continue
-                units: list[Unit] = [(i, k) for k in block_range(cut.lo, cut.hi, B)]
-                want.setdefault(i, set()).update(units)
+                blocks = block_range(cut.lo, cut.hi, B)
+                want.setdefault(i, []).append(blocks)
                 if prefers_blocks(cut.hi - cut.lo, S, B, False):
-                    ask.extend(units)
+                    ask.extend((i, k) for k in blocks)
             if want:
                 have = await store.present_units(meta.url, meta.validator, ask) if ask else set()
-                have.update(u for us in want.values() for u in us if done(u) or self.files.holds(meta, u))
-                present.update(i for i, us in want.items() if us <= have)
+
+                def held(u: Unit) -> bool:
+                    return u in have or done(u) or self.files.holds(meta, u)
+
+                # Stops at a slice's first missing block: a cold slice costs one look, not 64.
+                present.update(i for i, ranges in want.items() if all(held((i, k)) for r in ranges for k in r))
         return SlicePlan(needed, frozenset(present.difference(own)))

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, Callable, Coroutine
 
 import aiohttp
 
+from proxy.cache.bodies import body_pieces
 from proxy.cache.files import UnitFiles
 from proxy.cache.flights import FillAbandoned, FlightRegistry, ObjectFlights, SliceFill
 from proxy.cache.origin import Origin
@@ -222,7 +224,7 @@ class UpstreamRun:
         unfinished fills (their readers abort) and caches nothing partial.
         """
         try:
-            await self._pump_body(resp.content, skip)
+            await self._pump_body(resp, skip)
         finally:
             await self._drain()
 
@@ -231,55 +233,48 @@ class UpstreamRun:
             await asyncio.gather(*self._pending, return_exceptions=True)
             self._pending.clear()
 
-    async def _pump_body(self, content: aiohttp.StreamReader, skip: int) -> None:
+    async def _pump_body(self, resp: aiohttp.ClientResponse, skip: int) -> None:
         la, fl, units = self.launcher, self.fl, self.units
         counters = la.origin.counters
         pos = 0
         idx = units[0]
         fill = self.fills[idx]
         la.flights.take_room(fill)
-        while True:
-            # readchunk hands over each buffered chunk as is (readany joins them: a copy).
-            chunk, end_of_http_chunk = await content.readchunk()
-            if not chunk:
-                if end_of_http_chunk:
-                    continue
-                break
-            counters.upstream_bytes += len(chunk)
-            if skip:
-                if len(chunk) <= skip:
-                    skip -= len(chunk)
-                    continue
-                chunk, skip = chunk[skip:], 0
-            # Pieces of at most FILL_PIECE: a slow reader holds on to the piece it is
-            # sending, and a piece cut from a 256 KiB read would keep all of it alive.
-            view = memoryview(chunk)
-            at = 0
-            while at < len(chunk):
-                take = min(fill.size - fill.filled, FILL_PIECE, len(chunk) - at)
-                fill.append(chunk if take == len(chunk) else bytes(view[at:at + take]))
-                at += take
-                if fill.filled < fill.size:
-                    continue
-                fill.finish()
-                # Store in the background so the network and the disk overlap; at most
-                # STORE_BEHIND slices of one run wait for the disk (bounded memory).
-                await self._writes.acquire()
-                task = la.jobs.store(self._store_unit(idx, fill))
-                self._pending.add(task)
-                task.add_done_callback(self._pending.discard)
-                pos += 1
-                if pos >= len(units):
-                    await self._drain()
-                    return
-                rest = units[pos:]
-                if not fl.wanted(rest):
-                    # Nobody waits on the rest of the run: stop (the current unit was completed).
-                    la.abandon(fl, {u: self.fills[u] for u in rest}, FillAbandoned("no reader left"))
-                    return
-                idx = units[pos]
-                fill = self.fills[idx]
-                la.flights.take_room(fill)
+        # Pieces of at most FILL_PIECE: a slow reader holds on to the piece it is sending.
+        async with aclosing(body_pieces(resp, FILL_PIECE, la.settings.upstream_read_timeout)) as pieces:
+            async for chunk in pieces:
+                counters.upstream_bytes += len(chunk)
+                if skip:
+                    if len(chunk) <= skip:
+                        skip -= len(chunk)
+                        continue
+                    chunk, skip = chunk[skip:], 0
+                at = 0
+                while at < len(chunk):
+                    take = min(fill.size - fill.filled, len(chunk) - at)
+                    fill.append(chunk if take == len(chunk) else chunk[at:at + take])
+                    at += take
+                    if fill.filled < fill.size:
+                        continue
+                    fill.finish()
+                    # Store in the background so the network and the disk overlap; at most
+                    # STORE_BEHIND slices of one run wait for the disk (bounded memory).
+                    await self._writes.acquire()
+                    task = la.jobs.store(self._store_unit(idx, fill))
+                    self._pending.add(task)
+                    task.add_done_callback(self._pending.discard)
+                    pos += 1
+                    if pos >= len(units):
+                        await self._drain()
+                        return
+                    rest = units[pos:]
+                    if not fl.wanted(rest):
+                        # Nobody waits on the rest of the run: stop (the current unit was completed).
+                        la.abandon(fl, {u: self.fills[u] for u in rest}, FillAbandoned("no reader left"))
+                        return
+                    idx = units[pos]
+                    fill = self.fills[idx]
+                    la.flights.take_room(fill)
         raise UpstreamMismatch(f"{self.meta.url}: origin body ended at slice {idx}, "
                                f"{fill.filled} of {fill.size} bytes (short body)")
 
