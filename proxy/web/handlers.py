@@ -42,7 +42,7 @@ from proxy.http.ranges import (
 from proxy.http.target import split_target
 from proxy.web import answers
 from proxy.web.passthrough import asker, passthrough
-from proxy.web.sending import Reply, ResponseInfo, send_files, send_stream
+from proxy.web.sending import Reply, ResponseInfo, StreamedResponse, send_files, send_stream
 from proxy.web.sendfile import socket_of
 
 __all__ = ["ProxyHandler", "ResponseInfo", "INFO_KEY"]
@@ -427,7 +427,7 @@ class ProxyHandler:
                 if isinstance(got, web.StreamResponse):
                     return got
                 first = got
-            resp = web.StreamResponse(status=reply.status, headers=reply.headers)
+            resp = StreamedResponse(status=reply.status, headers=reply.headers)
             resp.content_length = reply.length
             await send_stream(request, resp, first, body, reply, info)
             return resp
