@@ -26,16 +26,20 @@ from typing import Any, Callable, Iterable, TypeVar
 
 import diskcache
 
+from proxy.cache import eviction
 from proxy.cache.fileindex import FileIndex
+from proxy.cache.interned import compact
 from proxy.cache.touches import Touches
 from proxy.core.representation import ObjectMeta
 from proxy.core.variants import SEPARATOR
 from proxy.core.slices import Unit
 
-__all__ = ["SliceStore", "FORMAT"]
+__all__ = ["SliceStore", "FORMAT", "meta_key", "slice_key", "meta_record"]
 
 log = logging.getLogger("rangeproxy.store")
-REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index after culls
+REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index (see flush_touches)
+SQLITE_CACHE_PAGES = 1024  # 4 MiB of pages per connection
+STALE_SHARE = 0.25  # the file index is rebuilt when it holds this much more than the store
 T = TypeVar("T")
 SliceId = tuple[str, str, Unit]
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, validator, slice index or (slice, block))
@@ -50,7 +54,7 @@ _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, 
 # format, so an older or newer entry cannot be misread even before it is dropped. The
 # \x00 after the number keeps the prefixes apart ("m1\x00" is not a prefix of "m10\x00").
 # Format 0 is the unversioned "m\x00<url>" / "s\x00..." of before. The metadata record
-# carries the format as well (see _meta_record), so a record is checked, not trusted.
+# carries the format as well (see meta_record), so a record is checked, not trusted.
 # 2: the metadata record holds the origin's stored header fields (ObjectMeta.headers).
 # 3: ObjectMeta.answer (objects stored whole without a strong validator), Age kept in the fields.
 FORMAT = 3
@@ -86,17 +90,17 @@ def _format_of(key: object) -> int | None:
     return None if m is None else int(m.group(1) or 0)
 
 
-def _slice_key(url: str, validator: str, index: Unit) -> str:
+def slice_key(url: str, validator: str, index: Unit) -> str:
     """A whole slice ``i`` or a block ``(i, k)`` of it (``i.k``)."""
     unit = index if isinstance(index, int) else f"{index[0]}.{index[1]}"
     return f"{_SLICE}{url}\x00{validator}\x00{unit}"
 
 
-def _meta_key(url: str) -> str:
+def meta_key(url: str) -> str:
     return f"{_META}{url}"
 
 
-def _meta_record(meta: ObjectMeta) -> dict[str, object]:
+def meta_record(meta: ObjectMeta) -> dict[str, object]:
     """What is stored for an object: the format and ObjectMeta's fields, nested apart
     (so that no field ObjectMeta may gain can collide with the version)."""
     return {"format": FORMAT, "meta": meta.to_dict()}
@@ -114,7 +118,7 @@ def _meta_from_record(raw: object, url: str) -> ObjectMeta | str:
         return f"bad meta record ({type(exc).__name__}: {exc})"
     if meta.url != url:
         return f"meta record of {meta.url!r}"
-    return meta
+    return compact(meta)
 
 
 def held_fd_budget() -> int:
@@ -190,13 +194,19 @@ class SliceStore:
             eviction_policy="least-recently-used",
             disk_min_file_size=0,  # every value is a plain file: a hit can be read by offset
             tag_index=True,  # evict(tag=url) drops one object's slices in one indexed query
-            cull_limit=16,
+            cull_limit=0,  # never inside set(): the store culls (proxy.cache.eviction) and tells the index
             statistics=False,
+            # SQLite's memory per connection (one per store thread): the hot path makes no
+            # query, so a small page cache and no mmap cost nothing there, and keep a million
+            # objects' key scans from settling in RSS (diskcache's defaults: 32 MiB + 64 MiB).
+            sqlite_cache_size=SQLITE_CACHE_PAGES,
+            sqlite_mmap_size=0,
         )
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
         self.corrupt_dropped = 0
-        self.evictions = 0  # entries diskcache culled to stay under size_limit (LRU)
-        self._put_lock = threading.Lock()
+        self.evictions = 0  # entries culled to stay under size_limit (LRU)
+        self._size_limit = size_limit
+        self._cull_lock = threading.Lock()
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self.touches = Touches()  # uses served without diskcache, for its LRU
@@ -204,16 +214,15 @@ class SliceStore:
         _drop_other_formats(self._cache, directory)
         # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
         self.files = FileIndex(directory)
-        self._culled_since: float | None = None  # when culls made the index stale, if they did
         self._rebuilt = time.monotonic()
         self._load_index()
 
     def _load_index(self) -> None:
-        rows: list[tuple[object, object]] = []
-        for prefix in _PREFIXES:
-            rows += self._cache._sql("SELECT key, filename FROM Cache WHERE key >= ? AND key < ?",
-                                     (prefix, _end(prefix))).fetchall()
-        self.files.load(rows)
+        def rows() -> Iterable[tuple[object, object]]:  # streamed from the cursor: no list of a million rows
+            for prefix in _PREFIXES:
+                yield from self._cache._sql("SELECT key, filename FROM Cache WHERE key >= ? AND key < ?",
+                                            (prefix, _end(prefix)))
+        self.files.load(rows(), expected=len(self._cache))
 
     def _filename(self, key: str) -> str | None:
         row = self._cache._sql("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
@@ -256,7 +265,7 @@ class SliceStore:
         return meta
 
     def _get_meta(self, url: str) -> ObjectMeta | None:
-        key = _meta_key(url)
+        key = meta_key(url)
         known = self._known_meta(key, url)
         if known is not None:
             return known
@@ -277,24 +286,24 @@ class SliceStore:
 
     async def get_meta(self, url: str) -> ObjectMeta | None:
         # A record the index knows is one small file read, done here: cheaper than a thread hop.
-        known = self._known_meta(_meta_key(url), url)
+        known = self._known_meta(meta_key(url), url)
         return known if known is not None else await self._run(self._get_meta, url)
 
     def _set_counted(self, key: str, value: object, tag: str, read: bool = False) -> None:
-        """diskcache evicts (culls) inside set() with no hook: count entries around it."""
-        with self._put_lock:
-            before = len(self._cache)
-            existed = key in self._cache
-            self._cache.set(key, value, tag=tag, read=read)
-            culled = before + (0 if existed else 1) - len(self._cache)
-        if culled > 0:
-            self.evictions += culled
-            if self._culled_since is None:
-                self._culled_since = time.monotonic()
+        """A write, then the cull it calls for: the keys that left are forgotten by the index."""
+        self._cache.set(key, value, tag=tag, read=read)
+        if self._cull_lock.acquire(blocking=False):  # one thread culls at a time; the others need not wait
+            try:
+                gone = eviction.cull(self._cache, self._size_limit)
+            finally:
+                self._cull_lock.release()
+            if gone:
+                self.evictions += len(gone)
+                self.files.forget_many(gone)
 
     def _put_meta(self, meta: ObjectMeta) -> None:
-        key = _meta_key(meta.url)
-        self._set_counted(key, _meta_record(meta), meta.url)
+        key = meta_key(meta.url)
+        self._set_counted(key, meta_record(meta), meta.url)
         self.files.note(key, self._filename(key))  # a slice's file is noted by the _open after its put
 
     async def put_meta(self, meta: ObjectMeta) -> None:
@@ -349,7 +358,7 @@ class SliceStore:
 
     def _open_known(self, url: str, validator: str, index: Unit, size: int) -> int | None:
         """Open a slice file the index knows (no SQLite); its length checked."""
-        key = _slice_key(url, validator, index)
+        key = slice_key(url, validator, index)
         path = self.files.path(key)
         if path is None:
             return None
@@ -387,7 +396,7 @@ class SliceStore:
 
     def _open(self, url: str, validator: str, index: Unit, size: int) -> int | None:
         """Find a slice file through diskcache (this touches its LRU) and dup its fd."""
-        key = _slice_key(url, validator, index)
+        key = slice_key(url, validator, index)
         try:
             handle = self._cache.get(key, read=True)
         except OSError:
@@ -450,7 +459,7 @@ class SliceStore:
     def drop(self, url: str, validator: str, index: Unit, why: str) -> None:
         """Forget a damaged slice now; delete it from diskcache in the background."""
         self._forget_fd((url, validator, index))
-        self._pool.submit(self._drop_corrupt, _slice_key(url, validator, index), why)
+        self._pool.submit(self._drop_corrupt, slice_key(url, validator, index), why)
 
     def _drop_corrupt(self, key: str, why: str) -> None:
         self.files.forget(key)
@@ -462,7 +471,7 @@ class SliceStore:
             pass
 
     def _present(self, url: str, validator: str, indices: Iterable[Unit]) -> set[Unit]:
-        return {i for i in indices if _slice_key(url, validator, i) in self._cache}
+        return {i for i in indices if slice_key(url, validator, i) in self._cache}
 
     async def present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
         """Which of ``indices`` are stored (open fds first; the rest in one thread hop)."""
@@ -471,7 +480,7 @@ class SliceStore:
     async def present_units(self, url: str, validator: str, units: Iterable[Unit]) -> set[Unit]:
         units = list(units)
         files = self.files
-        known = {u for u in units if (url, validator, u) in self._fds or _slice_key(url, validator, u) in files}
+        known = {u for u in units if (url, validator, u) in self._fds or slice_key(url, validator, u) in files}
         rest = [u for u in units if u not in known]
         if rest:
             known |= await self._run(self._present, url, validator, rest)
@@ -480,10 +489,10 @@ class SliceStore:
     def _put(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> int | None:
         if isinstance(data, list):  # the chunks as they came: written one by one, never joined
             size = sum(len(c) for c in data)
-            self._set_counted(_slice_key(url, validator, index), _Chunks(data), url, read=True)
+            self._set_counted(slice_key(url, validator, index), _Chunks(data), url, read=True)
         else:
             size = len(data)
-            self._set_counted(_slice_key(url, validator, index), data, url)
+            self._set_counted(slice_key(url, validator, index), data, url)
         return self._open(url, validator, index, size)
 
     async def put_slice(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> None:
@@ -501,14 +510,16 @@ class SliceStore:
     async def flush_touches(self) -> None:
         """Report hits served without diskcache (held fds, the file index) to its LRU, and
         rebuild the file index now and then after culls (called periodically)."""
-        keys = [k if isinstance(k, str) else _slice_key(*k) for k in self.touches.due(time.monotonic())
+        keys = [k if isinstance(k, str) else slice_key(*k) for k in self.touches.due(time.monotonic())
                 if isinstance(k, (str, tuple))]
         if keys:
             await self._run(self._touch, keys)
         now = time.monotonic()
-        if self._culled_since is not None and now - self._rebuilt >= REBUILD_INTERVAL:
-            self._culled_since, self._rebuilt = None, now
-            await self._run(self._load_index)
+        if now - self._rebuilt >= REBUILD_INTERVAL:
+            self._rebuilt = now
+            entries = await self._run(len, self._cache)  # Settings.count: one row
+            if len(self.files) > entries * (1 + STALE_SHARE) + 1000:  # others' culls left dead entries
+                await self._run(self._load_index)
 
     def forget_fds(self, url: str) -> None:
         """Close the held files of one object (another worker dropped it)."""
@@ -518,12 +529,12 @@ class SliceStore:
 
     def _keys_under(self, prefix: str) -> list[str]:
         """The object keys that start with ``prefix`` (metadata records): one index range."""
-        lo = _meta_key(prefix)
+        lo = meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ?", (lo, lo + "\U0010ffff")).fetchall()
         return [key[len(_META):] for (key,) in rows if isinstance(key, str)]
 
     def _recent_metas(self, prefix: str, limit: int) -> list[ObjectMeta]:
-        lo = _meta_key(prefix)
+        lo = meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY access_time DESC LIMIT ?",
                                 (lo, lo + "\U0010ffff", limit)).fetchall()
         found = (self._get_meta(key[len(_META):]) for (key,) in rows if isinstance(key, str))
@@ -544,11 +555,10 @@ class SliceStore:
     async def evict_object(self, url: str) -> int:
         """Drop every slice and the metadata of one object (all versions)."""
         self.forget_fds(url)
-        self.files.forget(_meta_key(url))
-        n = await self._run(self._cache.evict, url)
-        if n and self._culled_since is None:  # its slices' entries are stale now
-            self._culled_since = time.monotonic()
-        return n
+        self.files.forget(meta_key(url))
+        gone = await self._run(eviction.evict_tag, self._cache, url)
+        self.files.forget_many(gone)
+        return len(gone)
 
     async def volume(self) -> tuple[int, int]:
         """(bytes on disk, entries)."""
