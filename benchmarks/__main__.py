@@ -8,8 +8,11 @@ with the machine and software versions to FILE.
 Workloads: origin (appserver vs nginx serving files), proxy (rangeproxy vs
 nginx as a slice cache: w1..w5b, collapsing, read-ahead, RSS), figures (the
 numbers for issue 3), slice-sweep (rangeproxy at five slice sizes; only
-with --only slice-sweep) and catalogue (hits against the number of cached
-objects, with aiohttp from memory as the floor).
+with --only slice-sweep), catalogue (hits against the number of cached
+objects, with aiohttp from memory as the floor; start-up and RSS of each store)
+and eviction (hits and event-loop stalls while writes force eviction from a
+full cache). See benchmarks/catalogue.py and benchmarks/eviction.py for the
+million-object runs.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import catalogue, figures, focused, origin, proxy, rig, slicesweep
+from . import catalogue, eviction, figures, focused, origin, proxy, rig, slicesweep
 from .harness import (
     MIB,
     BenchError,
@@ -42,7 +45,7 @@ from .harness import (
 WORKLOADS = {origin.NAME: origin.run, proxy.NAME: proxy.run, figures.NAME: figures.run,
              slicesweep.NAME: slicesweep.run, focused.RSS: focused.run_rss,
              focused.COLLAPSING: focused.run_collapsing, focused.COLD: focused.run_cold,
-             catalogue.NAME: catalogue.run}
+             catalogue.NAME: catalogue.run, eviction.NAME: eviction.run}
 DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME]  # slice-sweep: on request
 
 
@@ -100,8 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also print every run and the environment")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     rig.add_arguments(p, parse_size)
-    p.add_argument("--catalogue-sizes", type=lambda t: [int(x) for x in t.split(",")], default=[1000, 100_000],
-                   help="objects in each store of the catalogue workload (default 1000,100000)")
+    catalogue.add_arguments(p, parse_size)
+    eviction.add_arguments(p)
     return p
 
 

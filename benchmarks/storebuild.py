@@ -70,9 +70,6 @@ def build(directory: Path, objects: int, object_size: int, slice_size: int, *, s
     directory.mkdir(parents=True, exist_ok=True)
     SliceStore(str(directory), 2**50, threads=1).close()  # the schema, Settings and triggers, as the proxy has them
     base = str(directory)
-    for a in range(256):
-        for b in range(256):
-            os.makedirs(os.path.join(base, f"{a:02x}", f"{b:02x}"), exist_ok=True)
     con = sqlite3.connect(os.path.join(base, "cache.db"), isolation_level=None)
     con.execute("PRAGMA synchronous = OFF")
     con.execute("BEGIN")
@@ -95,7 +92,12 @@ def build(directory: Path, objects: int, object_size: int, slice_size: int, *, s
                 values += [(slice_key(url, meta.validator, s), body[s * slice_size:(s + 1) * slice_size], MODE_BINARY)
                            for s in range(slices)]
                 for (key, data, mode), (rel, _) in zip(values, names):
-                    fd = os.open(os.path.join(base, rel), _WRITE_FLAGS, 0o644)
+                    path = os.path.join(base, rel)
+                    try:
+                        fd = os.open(path, _WRITE_FLAGS, 0o644)
+                    except FileNotFoundError:  # its two directory levels, made as diskcache does: on first use
+                        os.makedirs(os.path.dirname(path), exist_ok=True)
+                        fd = os.open(path, _WRITE_FLAGS, 0o644)
                     try:
                         os.write(fd, data)
                     finally:

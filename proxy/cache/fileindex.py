@@ -4,8 +4,8 @@ diskcache keeps every value in a file of its own named by 16 random bytes
 (``ab/cd/<28 hex>.val``) and the key -> file map in SQLite, which the hot path cannot afford
 once the catalogue outgrows what is held open. This index keeps that map in three flat
 arrays, an open-addressing hash table with no Python object per entry: the key's 128-bit
-digest as two 64-bit words and the file's 16 bytes, 32 bytes a slot, kept between a half and
-four fifths full (:data:`BYTES_PER_ENTRY`). A dict of ints would cost some 150 bytes an
+digest as two 64-bit words, the file's 16 bytes and a 2-byte tick of its last use, 34 bytes
+a slot, kept between 65 % and 80 % full (:data:`BYTES_PER_ENTRY`). A dict of ints would cost some 150 bytes an
 entry: 1.5 GB at ten million slices, against some 500 MB here.
 
 It is read from the store once at start-up (one scan of the key index, streamed: no list of
@@ -36,7 +36,7 @@ EMPTY, DELETED = 0, 1  # key words no digest has: every stored high word has its
 MIN_SLOTS = 1024
 FILL = 0.8  # at most this full (deleted slots count), then resized to LOW_FILL
 LOW_FILL = 0.65
-BYTES_PER_ENTRY = 48  # about: 32 bytes a slot at 65-80 % full (49 B sized at load) (tests/unit/test_fileindex.py measures it)
+BYTES_PER_ENTRY = 52  # about: 34 bytes a slot at 65-80 % full (tests/unit/test_fileindex.py measures it) (tests/unit/test_fileindex.py measures it)
 
 
 def _digest(key: str) -> tuple[int, int]:
@@ -54,13 +54,14 @@ def _name(filename: str | None) -> bytes | None:
 class _Table:
     """The three arrays of one capacity (replaced whole on a resize)."""
 
-    __slots__ = ("hi", "lo", "names", "slots")
+    __slots__ = ("hi", "lo", "names", "used", "slots")
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
         self.hi = array("Q", bytes(8 * slots))
         self.lo = array("Q", bytes(8 * slots))
         self.names = bytearray(16 * slots)
+        self.used = array("H", bytes(2 * slots))  # the tick of the last use seen here, 0 = none
 
     def find(self, hi: int, lo: int) -> int:
         """The slot of the key, or -1."""
@@ -96,6 +97,7 @@ class _Table:
         if free >= 0:
             i = free
         self.names[16 * i:16 * i + 16] = name  # name, then the key: a reader never sees a key without its name
+        self.used[i] = 0
         los[i] = lo
         keys[i] = hi
         return 1 if free >= 0 else 2
@@ -139,11 +141,13 @@ class FileIndex:
     @staticmethod
     def _grown(t: _Table, live: int) -> _Table:
         new = _Table(max(MIN_SLOTS, int(live / LOW_FILL)))
-        keys, los, names = t.hi, t.lo, t.names
+        keys, los, names, used = t.hi, t.lo, t.names, t.used
         for i in range(t.slots):
             h = keys[i]
             if h > DELETED:
                 new.put(h, los[i], bytes(names[16 * i:16 * i + 16]))
+                if used[i]:
+                    new.used[new.find(h, los[i])] = used[i]
         return new
 
     def note(self, key: str, filename: str | None) -> None:
@@ -176,6 +180,24 @@ class FileIndex:
         for key in keys:
             if isinstance(key, str):
                 self.forget(key)
+
+    # --- uses, for eviction (proxy.cache.eviction) ---------------------------------------
+    #
+    # A tick per slot (2 bytes) records when this process last saw the entry used: hits
+    # then cost diskcache's LRU nothing per key, and the cull spares what was used lately.
+
+    def mark_used(self, keys: Iterable[str], tick: int) -> None:
+        t = self._t
+        for key in keys:
+            i = t.find(*_digest(key))
+            if i >= 0:
+                t.used[i] = tick
+
+    def used_at(self, key: str) -> int:
+        """The tick of the entry's last use seen here (0: none, or not indexed)."""
+        t = self._t
+        i = t.find(*_digest(key))
+        return t.used[i] if i >= 0 else 0
 
     def path(self, key: str) -> str | None:
         """The full path of ``key``'s file, if the index knows it."""

@@ -39,6 +39,8 @@ __all__ = ["SliceStore", "FORMAT", "meta_key", "slice_key", "meta_record"]
 log = logging.getLogger("rangeproxy.store")
 REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index (see flush_touches)
 SQLITE_CACHE_PAGES = 1024  # 4 MiB of pages per connection
+TICK = 10.0  # seconds: the resolution of the uses the file index keeps for the cull
+TOUCH_SQL_BUDGET = 256  # access_time UPDATEs per flush at most (the rest live in the file index)
 STALE_SHARE = 0.25  # the file index is rebuilt when it holds this much more than the store
 T = TypeVar("T")
 SliceId = tuple[str, str, Unit]
@@ -62,6 +64,11 @@ _META = f"m{FORMAT}\x00"
 _SLICE = f"s{FORMAT}\x00"
 _PREFIXES = (_META, _SLICE)  # every key this format writes starts with one of these, sorted
 _KEY_FORMAT = re.compile(r"[a-z]+(\d*)\x00")  # "<kind><format>\x00": the format of a key
+
+
+def _tick(epoch: float) -> int:
+    """A wall-clock time as the file index's 16-bit use tick (never 0: that is "no use")."""
+    return int(epoch // TICK) & 0xFFFF or 1
 
 
 def _end(prefix: str) -> str:
@@ -294,7 +301,7 @@ class SliceStore:
         self._cache.set(key, value, tag=tag, read=read)
         if self._cull_lock.acquire(blocking=False):  # one thread culls at a time; the others need not wait
             try:
-                gone = eviction.cull(self._cache, self._size_limit)
+                gone = eviction.cull(self._cache, self._size_limit, self._used_since)
             finally:
                 self._cull_lock.release()
             if gone:
@@ -500,12 +507,20 @@ class SliceStore:
         if fd is not None:
             self._remember_fd((url, validator, index), fd)
 
+    def _used_since(self, key: object, access_time: float) -> bool:
+        """Has this process used the entry since its diskcache access_time? (the cull's second chance)"""
+        used = self.files.used_at(key) if isinstance(key, str) else 0
+        return used != 0 and 0 < (used - _tick(access_time)) & 0xFFFF < 0x8000
+
     def _touch(self, keys: list[str]) -> None:
-        """diskcache's LRU is its access_time column: one UPDATE per key, all in one transaction
-        (what its get() does, without reading the value)."""
+        """Uses go to the file index (a tick each, what the cull reads) and, up to a budget, to
+        diskcache's LRU, its access_time column (what other workers' culls read): one UPDATE
+        a key there, which at a million objects asked at random would be one per hit."""
         now = time.time()
+        self.files.mark_used(keys, _tick(now))
         with self._cache.transact():
-            self._cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ?", [(now, k) for k in keys])
+            self._cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ?",
+                                         [(now, k) for k in keys[:TOUCH_SQL_BUDGET]])
 
     async def flush_touches(self) -> None:
         """Report hits served without diskcache (held fds, the file index) to its LRU, and

@@ -12,6 +12,7 @@ import pytest
 
 from proxy.cache import fileindex
 from proxy.cache.fileindex import FileIndex
+from proxy.cache import store as store_module
 from proxy.cache.store import SliceStore
 from proxy.core.representation import ObjectMeta
 
@@ -228,5 +229,33 @@ async def test_evicting_an_object_forgets_all_its_files(tmp_path: Path) -> None:
         assert len(store.files) == 4
         assert await store.evict_object(m.url) == 4
         assert len(store.files) == 0 and await store.present(m.url, m.validator, range(3)) == set()
+    finally:
+        store.close()
+
+
+async def test_a_hit_served_from_the_index_spares_its_entry_from_the_cull(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 1 << 20, threads=2, max_fds=1)
+    try:
+        metas = [meta(f"http://o/{i}.bin", 32 * 1024) for i in range(40)]
+        for m in metas[:20]:
+            await store.put_meta(m)
+            await store.put_slice(m.url, m.validator, 0, b"y" * (32 * 1024))
+        # Object 0 is the least recently written; a hit on it (no diskcache get) is flushed
+        # past the SQL budget: only the file index's tick says it was used.
+        store._cache._sql("UPDATE Cache SET access_time = access_time - 100")
+        fd = store.hold_known(metas[0].url, metas[0].validator, 0, 32 * 1024)
+        assert fd is not None
+        monkey_budget = store_module.TOUCH_SQL_BUDGET
+        store_module.TOUCH_SQL_BUDGET = 0
+        try:
+            await store.flush_touches()
+        finally:
+            store_module.TOUCH_SQL_BUDGET = monkey_budget
+        for m in metas[20:]:
+            await store.put_meta(m)
+            await store.put_slice(m.url, m.validator, 0, b"y" * (32 * 1024))
+        assert store.evictions > 0
+        assert await store.present(metas[0].url, metas[0].validator, [0]) == {0}  # spared
+        assert await store.present(metas[1].url, metas[1].validator, [0]) == set()  # unused: culled
     finally:
         store.close()
