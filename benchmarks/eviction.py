@@ -137,18 +137,19 @@ def run(opts: Any, tools: Tools, tmp: Path) -> list[TableReport]:
     tmp.mkdir(parents=True, exist_ok=True)
     n, size = opts.eviction_objects, opts.catalogue_object_size
     rng = min(opts.catalogue_range, size)
-    cache, took = store_for(opts, tmp, n)
-    (cache / "built.json").unlink()  # evicted into: not the catalogue's store any more
+    oport = free_port()
+    upstream = f"http://127.0.0.1:{oport}"  # the keys name the origin: the store is built for this one
+    cache, took = store_for(opts, tmp, n, upstream)
+    (cache / "built.json").unlink()  # evicted into: never kept for another run
     with diskcache.Cache(str(cache)) as dc:
         limit = dc.volume()
     print(f"bench[{NAME}]: {n:,} objects ({'built in %.0f s' % took if took else 'kept'}), "
           f"cache_size {limit:,} bytes", flush=True)
-    oport = free_port()
     script = tmp / "origin_app.py"
     script.write_text(ORIGIN_APP)
     origin = Server(key="origin", label="origin", argv=[sys.executable, str(script), str(oport), str(size)],
                     port=oport, log_path=tmp / "origin.log")
-    proxy = proxy_for(cache, tmp, tools, opts, f"proxy-{n}", upstream=f"http://127.0.0.1:{oport}",
+    proxy = proxy_for(cache, tmp, tools, opts, f"proxy-{n}", upstream=upstream,
                       cache_size=str(limit))
     lua = tmp / "hot.lua"
     lua.write_text(LUA % {"objects": min(HOT, n), "size": size, "range": rng})
@@ -164,6 +165,7 @@ def run(opts: Any, tools: Tools, tmp: Path) -> list[TableReport]:
         proxy.start()
         proxy.wait_healthy(timeout=1800)
         check_bytes(proxy, min(HOT, n), size)
+        check_bytes(proxy, 2 * n + 1, size, hit=False)  # the origin answers what the store holds
         # Warm the hot set past one LRU flush, so the cull takes the others.
         timed_run(proxy, tools.wrk, url, lua, round_no=0, duration=max(6, opts.warmup), connections=32,
                   threads=1, pin=pin)

@@ -41,8 +41,8 @@ _INSERT = ("INSERT INTO Cache(key, raw, store_time, expire_time, access_time, ac
 MODE_BINARY, MODE_PICKLE = 2, 4  # diskcache.core
 
 
-def object_url(i: int) -> str:
-    return f"{UPSTREAM}/o/{i}.bin"
+def object_url(i: int, upstream: str = UPSTREAM) -> str:
+    return f"{upstream}/o/{i}.bin"
 
 
 def object_bytes(i: int, size: int) -> bytes:
@@ -60,7 +60,7 @@ def _names(n: int) -> Iterator[tuple[str, str]]:
 
 
 def build(directory: Path, objects: int, object_size: int, slice_size: int, *, start: int = 0,
-          quiet: bool = False) -> float:
+          quiet: bool = False, upstream: str = UPSTREAM) -> float:
     """Write objects ``start`` .. ``start + objects - 1``; the seconds taken."""
     sys.path.insert(0, str(REPO_ROOT))
     from proxy.cache.store import SliceStore, meta_key, meta_record, slice_key
@@ -82,7 +82,7 @@ def build(directory: Path, objects: int, object_size: int, slice_size: int, *, s
             names = _names((hi - lo) * (1 + slices))
             rows = []
             for i in range(lo, hi):
-                url = object_url(i)
+                url = object_url(i, upstream)
                 etag = f'"o{i}"'
                 meta = ObjectMeta(url, object_size, etag, None, ctype, now, TTL,
                                   headers=(("ETag", etag), ("Content-Type", ctype), ("Cache-Control", "max-age=2592000")))

@@ -9,7 +9,7 @@ a slot, kept between 65 % and 80 % full (:data:`BYTES_PER_ENTRY`). A dict of int
 entry: 1.5 GB at ten million slices, against some 500 MB here.
 
 It is read from the store once at start-up (one scan of the key index, streamed: no list of
-rows) and kept in step with this process's writes and evictions (the store's own cull
+rows; in the background in the proxy, the changes made meanwhile replayed onto it) and kept in step with this process's writes and evictions (the store's own cull
 reports the keys it deletes). What it cannot see (another worker's writes and evictions)
 only ever makes it *stale*, never wrong: files are never reused and their length is
 checked, so a stale entry is a file that is gone (then a miss, looked up in SQLite once, and
@@ -110,6 +110,8 @@ class FileIndex:
         self._live = 0
         self._used = 0  # live and deleted slots
         self._lock = threading.Lock()
+        # While a load scans the store: the changes made meanwhile, replayed onto what it read.
+        self._journal: list[tuple[int, int, bytes | None]] | None = None
 
     def __len__(self) -> int:
         return self._live
@@ -124,6 +126,8 @@ class FileIndex:
     def load(self, rows: Iterable[tuple[object, object]], expected: int = 0) -> None:
         """Replace the index with ``(key, filename)`` rows of the store (streamed; ``expected``
         sizes the table once instead of growing it)."""
+        with self._lock:
+            self._journal = []
         t = _Table(max(MIN_SLOTS, int(expected / LOW_FILL)))
         live = 0
         limit = int(t.slots * FILL)
@@ -136,7 +140,20 @@ class FileIndex:
                         t = self._grown(t, live)
                         limit = int(t.slots * FILL)
         with self._lock:
-            self._t, self._live, self._used = t, live, live
+            used = live
+            for hi, lo, name in self._journal or ():
+                if name is not None:
+                    took = t.put(hi, lo, name)
+                    live += took > 0
+                    used += took == 2
+                else:
+                    i = t.find(hi, lo)
+                    if i >= 0:
+                        t.hi[i] = DELETED
+                        live -= 1
+            if used >= t.slots * FILL:
+                t, used = self._grown(t, live), live
+            self._t, self._live, self._used, self._journal = t, live, used, None
 
     @staticmethod
     def _grown(t: _Table, live: int) -> _Table:
@@ -157,6 +174,8 @@ class FileIndex:
             return
         hi, lo = _digest(key)
         with self._lock:
+            if self._journal is not None:
+                self._journal.append((hi, lo, name))
             took = self._t.put(hi, lo, name)
             if took:
                 self._live += 1
@@ -169,6 +188,8 @@ class FileIndex:
     def forget(self, key: str) -> None:
         hi, lo = _digest(key)
         with self._lock:
+            if self._journal is not None:
+                self._journal.append((hi, lo, None))
             t = self._t
             i = t.find(hi, lo)
             if i >= 0:

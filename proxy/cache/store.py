@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from collections import Counter, OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
 import diskcache
@@ -69,6 +69,12 @@ _KEY_FORMAT = re.compile(r"[a-z]+(\d*)\x00")  # "<kind><format>\x00": the format
 def _tick(epoch: float) -> int:
     """A wall-clock time as the file index's 16-bit use tick (never 0: that is "no use")."""
     return int(epoch // TICK) & 0xFFFF or 1
+
+
+def _done_future() -> Future[None]:
+    f: Future[None] = Future()
+    f.set_result(None)
+    return f
 
 
 def _end(prefix: str) -> str:
@@ -194,7 +200,8 @@ class _Chunks:
 class SliceStore:
     """Slices and object metadata in one diskcache directory, LRU-evicted by size."""
 
-    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int | None = None) -> None:
+    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int | None = None,
+                 load_in_background: bool = False) -> None:
         self._cache = diskcache.Cache(
             directory,
             size_limit=size_limit,
@@ -222,14 +229,21 @@ class SliceStore:
         # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
         self.files = FileIndex(directory)
         self._rebuilt = time.monotonic()
-        self._load_index()
+        # In the background (the proxy): /healthz answers at once; until it is loaded a hit
+        # whose file the index lacks is looked up in SQLite, as one another worker wrote.
+        self.index_loaded: Future[None] = (self._pool.submit(self._load_index) if load_in_background
+                                           else _done_future())
+        if not load_in_background:
+            self._load_index()
 
     def _load_index(self) -> None:
         def rows() -> Iterable[tuple[object, object]]:  # streamed from the cursor: no list of a million rows
             for prefix in _PREFIXES:
                 yield from self._cache._sql("SELECT key, filename FROM Cache WHERE key >= ? AND key < ?",
                                             (prefix, _end(prefix)))
+        t0 = time.monotonic()
         self.files.load(rows(), expected=len(self._cache))
+        log.info("file index of %s: %d entries in %.1f s", self._directory, len(self.files), time.monotonic() - t0)
 
     def _filename(self, key: str) -> str | None:
         row = self._cache._sql("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()

@@ -259,3 +259,33 @@ async def test_a_hit_served_from_the_index_spares_its_entry_from_the_cull(tmp_pa
         assert await store.present(metas[1].url, metas[1].validator, [0]) == set()  # unused: culled
     finally:
         store.close()
+
+
+def test_changes_made_while_a_load_scans_are_kept() -> None:
+    fi = FileIndex("/c")
+    name = "ab/cd/" + "0" * 28 + ".val"
+
+    def rows():  # the scan of the store, with writes and culls landing in the middle of it
+        yield ("old1", name)
+        fi.note("new", name)  # written after the scan passed its key
+        fi.forget("old2")  # culled after the scan read it
+        yield ("old2", name)
+        yield ("old3", name)
+
+    fi.load(rows())
+    assert "new" in fi and "old1" in fi and "old3" in fi and "old2" not in fi and len(fi) == 3
+
+
+async def test_a_store_loading_its_index_in_the_background_answers_meanwhile(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2)
+    m = meta("http://o/a.bin", 1000)
+    await store.put_meta(m)
+    await store.put_slice(m.url, m.validator, 0, b"x" * 1000)
+    store.close()
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2, load_in_background=True)
+    try:
+        assert await store.get_meta(m.url) == m  # from the index, or from SQLite while it loads
+        await asyncio.wrap_future(store.index_loaded)
+        assert len(store.files) == 2
+    finally:
+        store.close()
