@@ -25,8 +25,12 @@ from typing import Any, Callable
 
 import diskcache
 
-__all__ = ["cull", "evict_tag", "never", "Spare", "CULL_BATCH", "MAX_BATCHES"]
+from proxy.cache.fileindex import FileIndex
 
+__all__ = ["cull", "evict_tag", "never", "used_since", "report_uses", "Spare", "CULL_BATCH", "MAX_BATCHES"]
+
+TICK = 10.0  # seconds: the resolution of the uses the file index keeps for the cull
+TOUCH_SQL_BUDGET = 256  # access_time UPDATEs per report at most (the rest live in the file index)
 CULL_BATCH = 64  # rows per transaction (diskcache's own default cull is 10 per set)
 MAX_BATCHES = 16  # per write: a write of a large slice over a full cache frees what it takes
 
@@ -47,6 +51,29 @@ Spare = Callable[[object, float], bool]  # (key, access_time): used since then?
 
 def never(key: object, access_time: float) -> bool:
     return False
+
+
+def _tick(epoch: float) -> int:
+    """A wall-clock time as the file index's 16-bit use tick (never 0: that is "no use")."""
+    return int(epoch // TICK) & 0xFFFF or 1
+
+
+def used_since(files: FileIndex, key: object, access_time: float) -> bool:
+    """Has this process used the entry since its diskcache access_time? (the cull's second chance)"""
+    used = files.used_at(key) if isinstance(key, str) else 0
+    return used != 0 and 0 < (used - _tick(access_time)) & 0xFFFF < 0x8000
+
+
+def report_uses(cache: diskcache.Cache, files: FileIndex, keys: list[str]) -> None:
+    """Uses served without diskcache go to the file index (a tick each, what the cull reads)
+    and, up to a budget, to diskcache's LRU, its access_time column (what other workers'
+    culls read): one UPDATE a key there, which at a million objects asked at random would be
+    one per hit."""
+    now = time.time()
+    files.mark_used(keys, _tick(now))
+    with cache.transact():
+        cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ?",
+                               [(now, k) for k in keys[:TOUCH_SQL_BUDGET]])
 
 
 def _cull_batch(cache: diskcache.Cache, spare: Spare) -> tuple[list[object], int]:

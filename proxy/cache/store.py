@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections import Counter, OrderedDict
+from functools import partial
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -39,8 +40,6 @@ __all__ = ["SliceStore", "FORMAT", "meta_key", "slice_key", "meta_record"]
 log = logging.getLogger("rangeproxy.store")
 REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index (see flush_touches)
 SQLITE_CACHE_PAGES = 1024  # 4 MiB of pages per connection
-TICK = 10.0  # seconds: the resolution of the uses the file index keeps for the cull
-TOUCH_SQL_BUDGET = 256  # access_time UPDATEs per flush at most (the rest live in the file index)
 STALE_SHARE = 0.25  # the file index is rebuilt when it holds this much more than the store
 T = TypeVar("T")
 SliceId = tuple[str, str, Unit]
@@ -64,11 +63,6 @@ _META = f"m{FORMAT}\x00"
 _SLICE = f"s{FORMAT}\x00"
 _PREFIXES = (_META, _SLICE)  # every key this format writes starts with one of these, sorted
 _KEY_FORMAT = re.compile(r"[a-z]+(\d*)\x00")  # "<kind><format>\x00": the format of a key
-
-
-def _tick(epoch: float) -> int:
-    """A wall-clock time as the file index's 16-bit use tick (never 0: that is "no use")."""
-    return int(epoch // TICK) & 0xFFFF or 1
 
 
 def _done_future() -> Future[None]:
@@ -266,7 +260,7 @@ class SliceStore:
 
     # --- metadata -----------------------------------------------------------
 
-    def _known_meta(self, key: str, url: str) -> ObjectMeta | None:
+    def _known_meta(self, key: str, url: str, use: bool = True) -> ObjectMeta | None:
         """The record read straight from its file, when the index knows it (no SQLite)."""
         path = self.files.path(key)
         if path is None:
@@ -282,12 +276,13 @@ class SliceStore:
         meta = _meta_from_record(raw, url)
         if isinstance(meta, str):
             return None
-        self.touches.add(key)
+        if use:
+            self.touches.add(key)
         return meta
 
-    def _get_meta(self, url: str) -> ObjectMeta | None:
+    def _get_meta(self, url: str, use: bool = True) -> ObjectMeta | None:
         key = meta_key(url)
-        known = self._known_meta(key, url)
+        known = self._known_meta(key, url, use)
         if known is not None:
             return known
         try:
@@ -315,7 +310,7 @@ class SliceStore:
         self._cache.set(key, value, tag=tag, read=read)
         if self._cull_lock.acquire(blocking=False):  # one thread culls at a time; the others need not wait
             try:
-                gone = eviction.cull(self._cache, self._size_limit, self._used_since)
+                gone = eviction.cull(self._cache, self._size_limit, partial(eviction.used_since, self.files))
             finally:
                 self._cull_lock.release()
             if gone:
@@ -521,20 +516,8 @@ class SliceStore:
         if fd is not None:
             self._remember_fd((url, validator, index), fd)
 
-    def _used_since(self, key: object, access_time: float) -> bool:
-        """Has this process used the entry since its diskcache access_time? (the cull's second chance)"""
-        used = self.files.used_at(key) if isinstance(key, str) else 0
-        return used != 0 and 0 < (used - _tick(access_time)) & 0xFFFF < 0x8000
-
     def _touch(self, keys: list[str]) -> None:
-        """Uses go to the file index (a tick each, what the cull reads) and, up to a budget, to
-        diskcache's LRU, its access_time column (what other workers' culls read): one UPDATE
-        a key there, which at a million objects asked at random would be one per hit."""
-        now = time.time()
-        self.files.mark_used(keys, _tick(now))
-        with self._cache.transact():
-            self._cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ?",
-                                         [(now, k) for k in keys[:TOUCH_SQL_BUDGET]])
+        eviction.report_uses(self._cache, self.files, keys)
 
     async def flush_touches(self) -> None:
         """Report hits served without diskcache (held fds, the file index) to its LRU, and
@@ -566,7 +549,7 @@ class SliceStore:
         lo = meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY access_time DESC LIMIT ?",
                                 (lo, lo + "\U0010ffff", limit)).fetchall()
-        found = (self._get_meta(key[len(_META):]) for (key,) in rows if isinstance(key, str))
+        found = (self._get_meta(key[len(_META):], use=False) for (key,) in rows if isinstance(key, str))  # not a use
         return [m for m in found if m is not None]
 
     async def recent_metas(self, prefix: str, limit: int) -> list[ObjectMeta]:

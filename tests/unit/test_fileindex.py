@@ -12,7 +12,7 @@ import pytest
 
 from proxy.cache import fileindex
 from proxy.cache.fileindex import FileIndex
-from proxy.cache import store as store_module
+from proxy.cache import eviction
 from proxy.cache.store import SliceStore
 from proxy.core.representation import ObjectMeta
 
@@ -245,12 +245,12 @@ async def test_a_hit_served_from_the_index_spares_its_entry_from_the_cull(tmp_pa
         store._cache._sql("UPDATE Cache SET access_time = access_time - 100")
         fd = store.hold_known(metas[0].url, metas[0].validator, 0, 32 * 1024)
         assert fd is not None
-        monkey_budget = store_module.TOUCH_SQL_BUDGET
-        store_module.TOUCH_SQL_BUDGET = 0
+        budget = eviction.TOUCH_SQL_BUDGET
+        eviction.TOUCH_SQL_BUDGET = 0
         try:
             await store.flush_touches()
         finally:
-            store_module.TOUCH_SQL_BUDGET = monkey_budget
+            eviction.TOUCH_SQL_BUDGET = budget
         for m in metas[20:]:
             await store.put_meta(m)
             await store.put_slice(m.url, m.validator, 0, b"y" * (32 * 1024))
