@@ -103,8 +103,8 @@ def store_for(opts: Any, tmp: Path, objects: int, upstream: str = UPSTREAM) -> t
     (then None for its build time)."""
     shape = {"objects": objects, "object_size": opts.catalogue_object_size, "slice_size": opts.catalogue_slice_size}
     tag = f"cache-{objects}-{shape['object_size']}-{shape['slice_size']}"
-    if upstream != UPSTREAM:  # an origin of this run's port: never kept
-        tag, shape["upstream"] = tag + "-" + upstream.rsplit(":", 1)[1], upstream
+    if upstream != UPSTREAM:  # for a real origin (benchmarks/eviction.py), on the port it names
+        tag, shape["upstream"] = tag + "-evict", upstream
     cache = (opts.catalogue_dir or tmp) / tag
     done = cache / "built.json"
     if done.exists() and json.loads(done.read_text()) == shape:

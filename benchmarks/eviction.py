@@ -16,8 +16,9 @@ there as a stall (its maximum). Phase 2 also reports the objects written, the en
 (``rangeproxy_cache_evictions_total``) and the store's volume against cache_size.
 
 With a million entries: ``--only eviction --eviction-objects 1000000 --catalogue-object-size
-4096 --catalogue-range 1024 --catalogue-dir DIR`` (the store is consumed: evicted into, it is
-not kept for the next run).
+4096 --catalogue-range 1024 --catalogue-dir DIR``. The store is kept in DIR with the origin
+port its keys name; the next run reuses it (evicted into, it is still a full cache) when that
+port is free. The phases start once the proxy's file index and metadata are loaded.
 
 ``python -m benchmarks --only eviction [--eviction-objects 20000]``
 """
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .catalogue import LUA, check_bytes, proxy_for, store_for
+from .catalogue import _INDEXED, _PRELOADED, LUA, check_bytes, logged, proxy_for, store_for
 from .harness import RunResult, Server, Tools, free_port, med, timed_run
 from .rig import TableReport, _cpu_pin, md_table
 
@@ -68,6 +69,25 @@ app.router.add_get("/o/{i}.bin", handle)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
             loop=uvloop.new_event_loop())
 """
+
+
+def kept_port(opts: Any, tmp: Path, n: int) -> int | None:
+    """The origin port a kept store of this shape was built for, if that port is free.
+
+    A kept store has been evicted into by the run before: still a full cache of about N
+    objects, the hot set kept by its LRU."""
+    import json
+    import socket
+
+    tag = f"cache-{n}-{opts.catalogue_object_size}-{opts.catalogue_slice_size}-evict"
+    try:
+        shape = json.loads(((opts.catalogue_dir or tmp) / tag / "built.json").read_text())
+        port = int(shape["upstream"].rsplit(":", 1)[1])
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
+        return port
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def add_arguments(p: Any) -> None:
@@ -137,10 +157,9 @@ def run(opts: Any, tools: Tools, tmp: Path) -> list[TableReport]:
     tmp.mkdir(parents=True, exist_ok=True)
     n, size = opts.eviction_objects, opts.catalogue_object_size
     rng = min(opts.catalogue_range, size)
-    oport = free_port()
+    oport = kept_port(opts, tmp, n) or free_port()
     upstream = f"http://127.0.0.1:{oport}"  # the keys name the origin: the store is built for this one
     cache, took = store_for(opts, tmp, n, upstream)
-    (cache / "built.json").unlink()  # evicted into: never kept for another run
     with diskcache.Cache(str(cache)) as dc:
         limit = dc.volume()
     print(f"bench[{NAME}]: {n:,} objects ({'built in %.0f s' % took if took else 'kept'}), "
@@ -164,6 +183,8 @@ def run(opts: Any, tools: Tools, tmp: Path) -> list[TableReport]:
         origin.wait_healthy()
         proxy.start()
         proxy.wait_healthy(timeout=1800)
+        logged(proxy, _INDEXED)  # the file index is loaded in the background: measure after it
+        logged(proxy, _PRELOADED)
         check_bytes(proxy, min(HOT, n), size)
         check_bytes(proxy, 2 * n + 1, size, hit=False)  # the origin answers what the store holds
         # Warm the hot set past one LRU flush, so the cull takes the others.

@@ -26,6 +26,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from array import array
 from typing import Iterable
 
@@ -131,7 +132,9 @@ class FileIndex:
         t = _Table(max(MIN_SLOTS, int(expected / LOW_FILL)))
         live = 0
         limit = int(t.slots * FILL)
-        for key, filename in rows:
+        for n, (key, filename) in enumerate(rows):
+            if not n & 1023:  # let the event loop's thread have the GIL: hits are served meanwhile
+                time.sleep(0)
             name = _name(filename) if isinstance(filename, str) else None
             if isinstance(key, str) and name is not None:
                 if t.put(*_digest(key), name):  # no deleted slots yet: a new key takes an empty one
