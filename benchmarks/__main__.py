@@ -7,10 +7,15 @@ with the machine and software versions to FILE.
 
 Workloads: origin (appserver vs nginx serving files), proxy (rangeproxy vs
 nginx as a slice cache: w1..w5b, many connections, collapsing, read-ahead,
-RSS), figures (the numbers for issue 3), slice-sweep (rangeproxy at five
-slice sizes; only with --only slice-sweep), catalogue (hits against the
-number of cached objects, with aiohttp from memory as the floor) and
-many-connections (1,000 connections of warm 64 KiB hits, alone).
+RSS), figures (the numbers for issue 3), catalogue (hits against the number
+of cached objects: 1,000, 100,000 and 1,000,000 by default, with aiohttp from
+memory as the floor; start-up and RSS of each store), eviction (hits and
+event-loop stalls while writes force eviction from a full cache of a million
+entries), many-connections (1,000 connections of warm 64 KiB hits, alone) and
+slice-sweep (rangeproxy at five slice sizes; only with --only slice-sweep).
+The default run (make bench) is all but slice-sweep and the parts run alone
+(rss, collapsing, cold, many-connections: each also inside proxy); building
+the million-object stores takes some 15 minutes of it.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import catalogue, conns, figures, focused, origin, proxy, rig, slicesweep
+from . import catalogue, conns, eviction, figures, focused, origin, proxy, rig, slicesweep
 from .harness import (
     MIB,
     BenchError,
@@ -43,8 +48,9 @@ from .harness import (
 WORKLOADS = {origin.NAME: origin.run, proxy.NAME: proxy.run, figures.NAME: figures.run,
              slicesweep.NAME: slicesweep.run, focused.RSS: focused.run_rss,
              focused.COLLAPSING: focused.run_collapsing, focused.COLD: focused.run_cold,
-             catalogue.NAME: catalogue.run, conns.NAME: conns.run}
-DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME]  # slice-sweep: on request
+             catalogue.NAME: catalogue.run, conns.NAME: conns.run, eviction.NAME: eviction.run}
+# Every figure of issues 3, 6 and 12 (slice-sweep: on request).
+DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME, catalogue.NAME, eviction.NAME]
 
 
 def parse_size(text: str) -> int:
@@ -102,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs, configs)")
     rig.add_arguments(p, parse_size)
     conns.add_arguments(p.add_argument_group("many-connections (also run by proxy)"))
-    p.add_argument("--catalogue-sizes", type=lambda t: [int(x) for x in t.split(",")], default=[1000, 100_000],
-                   help="objects in each store of the catalogue workload (default 1000,100000)")
+    catalogue.add_arguments(p, parse_size)
+    eviction.add_arguments(p)
     return p
 
 
@@ -122,6 +128,10 @@ def resolve(opts: argparse.Namespace) -> argparse.Namespace:
         opts.server_cpu = opts.wrk_cpu = None
     rig.resolve(opts)
     conns.resolve(opts)
+    if opts.catalogue_sizes is None:
+        opts.catalogue_sizes = [1000, 10_000] if opts.quick else [1000, 100_000, 1_000_000]
+    if opts.eviction_objects is None:
+        opts.eviction_objects = 20_000 if opts.quick else 1_000_000
     return opts
 
 

@@ -22,7 +22,8 @@ import uvloop
 from aiohttp import web
 port, source = int(sys.argv[1]), sys.argv[2]
 if source.startswith("@"):
-    one = bytes(range(256)) * (int(source[1:]) // 256)
+    n = int(source[1:])
+    one = (bytes(range(256)) * (n // 256 + 1))[:n]
     files = None
 else:
     files = {"/" + n: open(os.path.join(source, n), "rb").read() for n in os.listdir(source)}

@@ -99,7 +99,7 @@ def build_app(settings: Settings, *, worker: WorkerInfo | None = None) -> web.Ap
             log.exception("stats observer failed")
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
-        store = SliceStore(settings.cache_dir, settings.cache_size, settings.store_threads)
+        store = SliceStore(settings.cache_dir, settings.cache_size, settings.store_threads, load_in_background=True)
         sites = Sites(store, observe)
         await sites.apply(settings)
         app[SITES] = sites

@@ -22,22 +22,27 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterable, TypeVar
 
 import diskcache
 from diskcache.core import MODE_BINARY  # type: ignore[import-untyped]
 
+from proxy.cache import eviction
 from proxy.cache.fileindex import FileIndex
+from proxy.cache.interned import compact
 from proxy.cache.touches import Touches
 from proxy.core.representation import ObjectMeta
 from proxy.core.variants import SEPARATOR
 from proxy.core.slices import Unit
 
-__all__ = ["SliceStore", "FORMAT"]
+__all__ = ["SliceStore", "FORMAT", "meta_key", "slice_key", "meta_record"]
 
 log = logging.getLogger("rangeproxy.store")
-REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index after culls
+REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index (see flush_touches)
+SQLITE_CACHE_PAGES = 1024  # 4 MiB of pages per connection
+STALE_SHARE = 0.25  # the file index is rebuilt when it holds this much more than the store
 T = TypeVar("T")
 SliceId = tuple[str, str, Unit]
 _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, validator, slice index or (slice, block))
@@ -52,7 +57,7 @@ _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, 
 # format, so an older or newer entry cannot be misread even before it is dropped. The
 # \x00 after the number keeps the prefixes apart ("m1\x00" is not a prefix of "m10\x00").
 # Format 0 is the unversioned "m\x00<url>" / "s\x00..." of before. The metadata record
-# carries the format as well (see _meta_record), so a record is checked, not trusted.
+# carries the format as well (see meta_record), so a record is checked, not trusted.
 # 2: the metadata record holds the origin's stored header fields (ObjectMeta.headers).
 # 3: ObjectMeta.answer (objects stored whole without a strong validator), Age kept in the fields.
 FORMAT = 3
@@ -60,6 +65,12 @@ _META = f"m{FORMAT}\x00"
 _SLICE = f"s{FORMAT}\x00"
 _PREFIXES = (_META, _SLICE)  # every key this format writes starts with one of these, sorted
 _KEY_FORMAT = re.compile(r"[a-z]+(\d*)\x00")  # "<kind><format>\x00": the format of a key
+
+
+def _done_future() -> Future[None]:
+    f: Future[None] = Future()
+    f.set_result(None)
+    return f
 
 
 def _end(prefix: str) -> str:
@@ -88,17 +99,17 @@ def _format_of(key: object) -> int | None:
     return None if m is None else int(m.group(1) or 0)
 
 
-def _slice_key(url: str, validator: str, index: Unit) -> str:
+def slice_key(url: str, validator: str, index: Unit) -> str:
     """A whole slice ``i`` or a block ``(i, k)`` of it (``i.k``)."""
     unit = index if isinstance(index, int) else f"{index[0]}.{index[1]}"
     return f"{_SLICE}{url}\x00{validator}\x00{unit}"
 
 
-def _meta_key(url: str) -> str:
+def meta_key(url: str) -> str:
     return f"{_META}{url}"
 
 
-def _meta_record(meta: ObjectMeta) -> dict[str, object]:
+def meta_record(meta: ObjectMeta) -> dict[str, object]:
     """What is stored for an object: the format and ObjectMeta's fields, nested apart
     (so that no field ObjectMeta may gain can collide with the version)."""
     return {"format": FORMAT, "meta": meta.to_dict()}
@@ -116,7 +127,7 @@ def _meta_from_record(raw: object, url: str) -> ObjectMeta | str:
         return f"bad meta record ({type(exc).__name__}: {exc})"
     if meta.url != url:
         return f"meta record of {meta.url!r}"
-    return meta
+    return compact(meta)
 
 
 def held_fd_budget() -> int:
@@ -143,6 +154,16 @@ def _other_format_keys(cache: diskcache.Cache) -> bool:
     return any(cache._sql(f"SELECT 1 FROM Cache WHERE {cond} LIMIT 1", args).fetchone()
                for cond, args in _other_format_ranges())
 
+
+# No marker is needed: whether the directory holds anything but FORMAT's keys is a
+# few lookups of the key index (the gaps between this format's key ranges), done at
+# every start. It looks at the entries themselves, so nothing can get out of step with
+# them: not an evicted or deleted marker, not entries an older proxy wrote after a
+# rollback, not a cache.db copied in. Only the rare start that finds such entries
+# deletes them (by key range, one transaction per 100 entries, files with them).
+# That never touches an entry of this format, so two workers starting at once on one
+# directory cannot wipe each other's fresh entries whatever the interleaving; a lock
+# on the directory only makes one of them do the deleting and log it, once.
 def _drop_other_formats(cache: diskcache.Cache, directory: str) -> None:
     """Delete every entry not of :data:`FORMAT` (format 0 = before keys had one)."""
     if not _other_format_keys(cache):
@@ -202,7 +223,8 @@ class SliceDisk(diskcache.Disk):
 class SliceStore:
     """Slices and object metadata in one diskcache directory, LRU-evicted by size."""
 
-    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int | None = None) -> None:
+    def __init__(self, directory: str, size_limit: int, threads: int = 4, max_fds: int | None = None,
+                 load_in_background: bool = False) -> None:
         self._cache = diskcache.Cache(
             directory,
             disk=SliceDisk,
@@ -210,14 +232,20 @@ class SliceStore:
             eviction_policy="least-recently-used",
             disk_min_file_size=0,  # every value is a plain file: a hit can be read by offset
             tag_index=True,  # evict(tag=url) drops one object's slices in one indexed query
-            cull_limit=16,
+            cull_limit=0,  # never inside set(): the store culls (proxy.cache.eviction) and tells the index
             statistics=False,
+            # SQLite's memory per connection (one per store thread): the hot path makes no
+            # query, so a small page cache and no mmap cost nothing there, and keep a million
+            # objects' key scans from settling in RSS (diskcache's defaults: 32 MiB + 64 MiB).
+            sqlite_cache_size=SQLITE_CACHE_PAGES,
+            sqlite_mmap_size=0,
         )
         self._disk: SliceDisk = self._cache.disk
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
         self.corrupt_dropped = 0
-        self.evictions = 0  # entries diskcache culled to stay under size_limit (LRU)
-        self._put_lock = threading.Lock()
+        self.evictions = 0  # entries culled to stay under size_limit (LRU)
+        self._size_limit = size_limit
+        self._cull_lock = threading.Lock()
         self._fds: OrderedDict[SliceId, int] = OrderedDict()  # open slice files, LRU
         self.fd_closes = 0  # held fds closed so far: a hit sending from held fds checks it did not move
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
@@ -226,16 +254,22 @@ class SliceStore:
         _drop_other_formats(self._cache, directory)
         # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
         self.files = FileIndex(directory)
-        self._culled_since: float | None = None  # when culls made the index stale, if they did
         self._rebuilt = time.monotonic()
-        self._load_index()
+        # In the background (the proxy): /healthz answers at once; until it is loaded a hit
+        # whose file the index lacks is looked up in SQLite, as one another worker wrote.
+        self.index_loaded: Future[None] = (self._pool.submit(self._load_index) if load_in_background
+                                           else _done_future())
+        if not load_in_background:
+            self._load_index()
 
     def _load_index(self) -> None:
-        rows: list[tuple[object, object]] = []
-        for prefix in _PREFIXES:
-            rows += self._cache._sql("SELECT key, filename FROM Cache WHERE key >= ? AND key < ?",
-                                     (prefix, _end(prefix))).fetchall()
-        self.files.load(rows)
+        def rows() -> Iterable[tuple[object, object]]:  # streamed from the cursor: no list of a million rows
+            for prefix in _PREFIXES:
+                yield from self._cache._sql("SELECT key, filename FROM Cache WHERE key >= ? AND key < ?",
+                                            (prefix, _end(prefix)))
+        t0 = time.monotonic()
+        self.files.load(rows(), expected=len(self._cache))
+        log.info("file index of %s: %d entries in %.1f s", self._directory, len(self.files), time.monotonic() - t0)
 
     def _filename(self, key: str) -> str | None:
         row = self._cache._sql("SELECT filename FROM Cache WHERE key = ?", (key,)).fetchone()
@@ -244,21 +278,9 @@ class SliceStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
 
-    # --- the cache format -----------------------------------------------------
-    #
-    # No marker is needed: whether the directory holds anything but FORMAT's keys is a
-    # few lookups of the key index (the gaps between this format's key ranges), done at
-    # every start. It looks at the entries themselves, so nothing can get out of step with
-    # them: not an evicted or deleted marker, not entries an older proxy wrote after a
-    # rollback, not a cache.db copied in. Only the rare start that finds such entries
-    # deletes them (by key range, one transaction per 100 entries, files with them).
-    # That never touches an entry of this format, so two workers starting at once on one
-    # directory cannot wipe each other's fresh entries whatever the interleaving; a lock
-    # on the directory only makes one of them do the deleting and log it, once.
-
     # --- metadata -----------------------------------------------------------
 
-    def _known_meta(self, key: str, url: str) -> ObjectMeta | None:
+    def _known_meta(self, key: str, url: str, use: bool = True) -> ObjectMeta | None:
         """The record read straight from its file, when the index knows it (no SQLite)."""
         path = self.files.path(key)
         if path is None:
@@ -274,12 +296,13 @@ class SliceStore:
         meta = _meta_from_record(raw, url)
         if isinstance(meta, str):
             return None
-        self.touches.add(key)
+        if use:
+            self.touches.add(key)
         return meta
 
-    def _get_meta(self, url: str) -> ObjectMeta | None:
-        key = _meta_key(url)
-        known = self._known_meta(key, url)
+    def _get_meta(self, url: str, use: bool = True) -> ObjectMeta | None:
+        key = meta_key(url)
+        known = self._known_meta(key, url, use)
         if known is not None:
             return known
         try:
@@ -299,24 +322,24 @@ class SliceStore:
 
     async def get_meta(self, url: str) -> ObjectMeta | None:
         # A record the index knows is one small file read, done here: cheaper than a thread hop.
-        known = self._known_meta(_meta_key(url), url)
+        known = self._known_meta(meta_key(url), url)
         return known if known is not None else await self._run(self._get_meta, url)
 
     def _set_counted(self, key: str, value: object, tag: str, read: bool = False) -> None:
-        """diskcache evicts (culls) inside set() with no hook: count entries around it."""
-        with self._put_lock:
-            before = len(self._cache)
-            existed = key in self._cache
-            self._cache.set(key, value, tag=tag, read=read)
-            culled = before + (0 if existed else 1) - len(self._cache)
-        if culled > 0:
-            self.evictions += culled
-            if self._culled_since is None:
-                self._culled_since = time.monotonic()
+        """A write, then the cull it calls for: the keys that left are forgotten by the index."""
+        self._cache.set(key, value, tag=tag, read=read)
+        if self._cull_lock.acquire(blocking=False):  # one thread culls at a time; the others need not wait
+            try:
+                gone = eviction.cull(self._cache, self._size_limit, partial(eviction.used_since, self.files))
+            finally:
+                self._cull_lock.release()
+            if gone:
+                self.evictions += len(gone)
+                self.files.forget_many(gone)
 
     def _put_meta(self, meta: ObjectMeta) -> None:
-        key = _meta_key(meta.url)
-        self._set_counted(key, _meta_record(meta), meta.url)
+        key = meta_key(meta.url)
+        self._set_counted(key, meta_record(meta), meta.url)
         self.files.note(key, self._filename(key))  # a slice's file is noted by the _open after its put
 
     async def put_meta(self, meta: ObjectMeta) -> None:
@@ -372,9 +395,10 @@ class SliceStore:
             self.fd_closes += 1
             os.close(fd)
 
-    def _open_known(self, url: str, validator: str, index: Unit, size: int) -> int | None:
-        """Open a slice file the index knows (no SQLite); its length checked."""
-        key = _slice_key(url, validator, index)
+    def _open_known(self, url: str, validator: str, index: Unit, size: int, use: bool = True) -> int | None:
+        """Open a slice file the index knows (no SQLite); its length checked. ``use``: a read
+        (for the LRU), not the open after the file's own write."""
+        key = slice_key(url, validator, index)
         path = self.files.path(key)
         if path is None:
             return None
@@ -400,7 +424,8 @@ class SliceStore:
             self.files.forget(key)
             self._pool.submit(self._drop_corrupt, key, f"length {actual} != {size}")
             return None
-        self.touches.add((url, validator, index))
+        if use:
+            self.touches.add((url, validator, index))
         return fd
 
     def hold_known(self, url: str, validator: str, index: Unit, size: int) -> int | None:
@@ -412,7 +437,7 @@ class SliceStore:
 
     def _open(self, url: str, validator: str, index: Unit, size: int) -> int | None:
         """Find a slice file through diskcache (this touches its LRU) and dup its fd."""
-        key = _slice_key(url, validator, index)
+        key = slice_key(url, validator, index)
         try:
             handle = self._cache.get(key, read=True)
         except OSError:
@@ -475,7 +500,7 @@ class SliceStore:
     def drop(self, url: str, validator: str, index: Unit, why: str) -> None:
         """Forget a damaged slice now; delete it from diskcache in the background."""
         self._forget_fd((url, validator, index))
-        self._pool.submit(self._drop_corrupt, _slice_key(url, validator, index), why)
+        self._pool.submit(self._drop_corrupt, slice_key(url, validator, index), why)
 
     def _drop_corrupt(self, key: str, why: str) -> None:
         self.files.forget(key)
@@ -487,7 +512,7 @@ class SliceStore:
             pass
 
     def _present(self, url: str, validator: str, indices: Iterable[Unit]) -> set[Unit]:
-        return {i for i in indices if _slice_key(url, validator, i) in self._cache}
+        return {i for i in indices if slice_key(url, validator, i) in self._cache}
 
     async def present(self, url: str, validator: str, indices: Iterable[int]) -> set[int]:
         """Which of ``indices`` are stored (open fds first; the rest in one thread hop)."""
@@ -496,16 +521,16 @@ class SliceStore:
     async def present_units(self, url: str, validator: str, units: Iterable[Unit]) -> set[Unit]:
         units = list(units)
         files = self.files
-        known = {u for u in units if (url, validator, u) in self._fds or _slice_key(url, validator, u) in files}
+        known = {u for u in units if (url, validator, u) in self._fds or slice_key(url, validator, u) in files}
         rest = [u for u in units if u not in known]
         if rest:
             known |= await self._run(self._present, url, validator, rest)
         return known
 
     def _put(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> int | None:
-        key = _slice_key(url, validator, index)
+        key = slice_key(url, validator, index)
         chunks = data if isinstance(data, list) else [data]  # as they came: written one by one, never joined
-        written = self._disk.write(chunks)
+        written = self._disk.write(chunks)  # before the row: SQLite's write lock is held for the row alone
         try:
             self._set_counted(key, written, url, read=True)
         except BaseException:
@@ -514,7 +539,7 @@ class SliceStore:
         self.files.note(key, written.filename)
         # Opened through the index, not a diskcache get: that would be a write transaction,
         # and concurrent ones wait for each other in SQLite's sleeping busy handler.
-        return self._open_known(url, validator, index, written.size)
+        return self._open_known(url, validator, index, written.size, use=False)
 
     async def put_slice(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> None:
         fd = await self._run(self._put, url, validator, index, data)
@@ -522,23 +547,21 @@ class SliceStore:
             self._remember_fd((url, validator, index), fd)
 
     def _touch(self, keys: list[str]) -> None:
-        """diskcache's LRU is its access_time column: one UPDATE per key, all in one transaction
-        (what its get() does, without reading the value)."""
-        now = time.time()
-        with self._cache.transact():
-            self._cache._con.executemany("UPDATE Cache SET access_time = ? WHERE key = ?", [(now, k) for k in keys])
+        eviction.report_uses(self._cache, self.files, keys)
 
     async def flush_touches(self) -> None:
         """Report hits served without diskcache (held fds, the file index) to its LRU, and
         rebuild the file index now and then after culls (called periodically)."""
-        keys = [k if isinstance(k, str) else _slice_key(*k) for k in self.touches.due(time.monotonic())
+        keys = [k if isinstance(k, str) else slice_key(*k) for k in self.touches.due(time.monotonic())
                 if isinstance(k, (str, tuple))]
         if keys:
             await self._run(self._touch, keys)
         now = time.monotonic()
-        if self._culled_since is not None and now - self._rebuilt >= REBUILD_INTERVAL:
-            self._culled_since, self._rebuilt = None, now
-            await self._run(self._load_index)
+        if now - self._rebuilt >= REBUILD_INTERVAL:
+            self._rebuilt = now
+            entries = await self._run(len, self._cache)  # Settings.count: one row
+            if len(self.files) > entries * (1 + STALE_SHARE) + 1000:  # others' culls left dead entries
+                await self._run(self._load_index)
 
     def forget_fds(self, url: str) -> None:
         """Close the held files of one object (another worker dropped it)."""
@@ -548,15 +571,15 @@ class SliceStore:
 
     def _keys_under(self, prefix: str) -> list[str]:
         """The object keys that start with ``prefix`` (metadata records): one index range."""
-        lo = _meta_key(prefix)
+        lo = meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ?", (lo, lo + "\U0010ffff")).fetchall()
         return [key[len(_META):] for (key,) in rows if isinstance(key, str)]
 
     def _recent_metas(self, prefix: str, limit: int) -> list[ObjectMeta]:
-        lo = _meta_key(prefix)
+        lo = meta_key(prefix)
         rows = self._cache._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? ORDER BY access_time DESC LIMIT ?",
                                 (lo, lo + "\U0010ffff", limit)).fetchall()
-        found = (self._get_meta(key[len(_META):]) for (key,) in rows if isinstance(key, str))
+        found = (self._get_meta(key[len(_META):], use=False) for (key,) in rows if isinstance(key, str))  # not a use
         return [m for m in found if m is not None]
 
     async def recent_metas(self, prefix: str, limit: int) -> list[ObjectMeta]:
@@ -574,11 +597,10 @@ class SliceStore:
     async def evict_object(self, url: str) -> int:
         """Drop every slice and the metadata of one object (all versions)."""
         self.forget_fds(url)
-        self.files.forget(_meta_key(url))
-        n = await self._run(self._cache.evict, url)
-        if n and self._culled_since is None:  # its slices' entries are stale now
-            self._culled_since = time.monotonic()
-        return n
+        self.files.forget(meta_key(url))
+        gone = await self._run(eviction.evict_tag, self._cache, url)
+        self.files.forget_many(gone)
+        return len(gone)
 
     async def volume(self) -> tuple[int, int]:
         """(bytes on disk, entries)."""

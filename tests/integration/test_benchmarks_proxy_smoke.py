@@ -109,3 +109,21 @@ def test_focused_benchmarks_tiny_run(tmp_path: Path) -> None:
         assert all(r.rstrip().endswith("| yes |") for r in rows), (title, rows)
     many = _section(out, "many connections:")
     assert [r.split("|")[1].strip() for r in many] == ["rangeproxy", "nginx slice cache"], many
+
+
+def test_catalogue_and_eviction_benchmarks_tiny_run() -> None:
+    """``--only catalogue --only eviction`` on tiny stores: each prints its table, with the
+    aiohttp floor beside the proxy and the volume within cache_size after eviction."""
+    proc, report = run_benchmarks(
+        "--only", "catalogue", "--only", "eviction", "--catalogue-sizes", "200,400", "--eviction-objects", "6000",
+        "--runs", "1", "--duration", "1", "--warmup", "0", "--max-rounds", "1", timeout=110,
+    )  # fmt: skip
+    assert proc.returncode == 0, report
+    out = proc.stdout
+    cat = {r.split("|")[1].strip(): r for r in _section(out, "Hits against the size of the catalogue")}
+    assert {"rangeproxy, 200 objects", "rangeproxy, 400 objects", "aiohttp from memory (floor)"} <= cat.keys(), cat
+    assert re.search(r"\| \d[\d,]* \|", cat["rangeproxy, 400 objects"]), cat
+    ev = {r.split("|")[1].strip(): r for r in _section(out, "Eviction under a full cache")}
+    assert {"hits only", "hits + writes forcing eviction"} <= ev.keys(), ev
+    assert "(within cache_size)" in out, report
+    assert ev["hits + writes forcing eviction"].rstrip().endswith("| 0 |"), ev  # no writer errors

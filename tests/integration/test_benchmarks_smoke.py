@@ -29,7 +29,7 @@ def test_benchmark_harness_quick_run(tmp_path: Path) -> None:
     out_file = tmp_path / "results.md"
     proc, report = run_benchmarks(
         "--runs", "1", "--duration", "1", "--warmup", "0", "--max-rounds", "1", "--file-size", "1M",
-        "--range-size", "256K", "--out", str(out_file), timeout=75,
+        "--range-size", "256K", "--only", "origin", "--out", str(out_file), timeout=75,
     )  # fmt: skip
     assert proc.returncode == 0, report
     assert "| target | req/s | MB/s |" in proc.stdout, report

@@ -12,6 +12,7 @@ import pytest
 
 from proxy.cache import fileindex
 from proxy.cache.fileindex import FileIndex
+from proxy.cache import eviction
 from proxy.cache.store import SliceStore
 from proxy.core.representation import ObjectMeta
 
@@ -164,5 +165,127 @@ async def test_a_restart_preloads_the_most_recent_metadata_but_not_what_was_drop
         assert await preload == 2
         assert metas.hot("http://o/4.bin") is None and metas.hot("http://o/3.bin") is not None
         assert metas.hot("http://o/0.bin") is None  # only the 3 most recent were read
+    finally:
+        store.close()
+
+
+def test_the_table_agrees_with_a_dict_through_growth_deletes_and_reuse() -> None:
+    import random
+
+    rng = random.Random(5)
+    fi = FileIndex("/c")
+    model: dict[str, str] = {}
+    keys = [f"s3\x00http://o/{i}.bin\x00e:\"v\"\x000" for i in range(6000)]
+    for step in range(40_000):
+        key = rng.choice(keys)
+        if rng.random() < 0.6:
+            name = f"{os.urandom(1).hex()}/{os.urandom(1).hex()}/{os.urandom(14).hex()}.val"
+            fi.note(key, name)
+            model[key] = name
+        else:
+            fi.forget(key)
+            model.pop(key, None)
+        if step % 5000 == 0:
+            assert len(fi) == len(model)
+    assert len(fi) == len(model)
+    for key in keys:
+        want = model.get(key)
+        assert fi.path(key) == (None if want is None else os.path.join("/c", *want.split("/")))
+    assert fi.slots * fileindex.FILL >= len(fi)  # deleted slots were reused or dropped by a resize
+
+
+def test_a_load_sized_by_the_expected_count_does_not_grow() -> None:
+    fi = FileIndex("/c")
+    fi.load(((f"k{i}", f"ab/cd/{os.urandom(14).hex()}.val") for i in range(10_000)), expected=10_000)
+    assert len(fi) == 10_000 and fi.slots == int(10_000 / fileindex.LOW_FILL)
+    fi.forget_many(["k1", "k2", 7])
+    assert len(fi) == 9_998 and "k1" not in fi and "k3" in fi
+
+
+async def test_eviction_at_the_size_limit_tells_the_index_which_keys_left(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 1 << 20, threads=2, max_fds=4)
+    try:
+        metas = [meta(f"http://o/{i}.bin", 32 * 1024) for i in range(80)]  # 2.5 MiB into 1 MiB
+        for m in metas:
+            await store.put_meta(m)
+            await store.put_slice(m.url, m.validator, 0, b"y" * (32 * 1024))
+        volume, entries = await store.volume()
+        assert volume <= 1 << 20 and store.evictions > 0
+        assert len(store.files) == entries  # every culled key was forgotten, no rebuild needed
+        assert store._cache.cull_limit == 0  # diskcache itself never culls
+        gone = [m for m in metas if await store.get_meta(m.url) is None]
+        assert gone and gone[0] is metas[0]  # the least recently used left first
+    finally:
+        store.close()
+
+
+async def test_evicting_an_object_forgets_all_its_files(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2)
+    try:
+        m = meta("http://o/a.bin", 3000)
+        await store.put_meta(m)
+        for i in range(3):
+            await store.put_slice(m.url, m.validator, i, b"z" * 1000)
+        assert len(store.files) == 4
+        assert await store.evict_object(m.url) == 4
+        assert len(store.files) == 0 and await store.present(m.url, m.validator, range(3)) == set()
+    finally:
+        store.close()
+
+
+async def test_a_hit_served_from_the_index_spares_its_entry_from_the_cull(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 1 << 20, threads=2, max_fds=1)
+    try:
+        metas = [meta(f"http://o/{i}.bin", 32 * 1024) for i in range(40)]
+        for m in metas[:20]:
+            await store.put_meta(m)
+            await store.put_slice(m.url, m.validator, 0, b"y" * (32 * 1024))
+        # Object 0 is the least recently written; a hit on it (no diskcache get) is flushed
+        # past the SQL budget: only the file index's tick says it was used.
+        store._cache._sql("UPDATE Cache SET access_time = access_time - 100")
+        fd = store.hold_known(metas[0].url, metas[0].validator, 0, 32 * 1024)
+        assert fd is not None
+        budget = eviction.TOUCH_SQL_BUDGET
+        eviction.TOUCH_SQL_BUDGET = 0
+        try:
+            await store.flush_touches()
+        finally:
+            eviction.TOUCH_SQL_BUDGET = budget
+        for m in metas[20:]:
+            await store.put_meta(m)
+            await store.put_slice(m.url, m.validator, 0, b"y" * (32 * 1024))
+        assert store.evictions > 0
+        assert await store.present(metas[0].url, metas[0].validator, [0]) == {0}  # spared
+        assert await store.present(metas[1].url, metas[1].validator, [0]) == set()  # unused: culled
+    finally:
+        store.close()
+
+
+def test_changes_made_while_a_load_scans_are_kept() -> None:
+    fi = FileIndex("/c")
+    name = "ab/cd/" + "0" * 28 + ".val"
+
+    def rows():  # the scan of the store, with writes and culls landing in the middle of it
+        yield ("old1", name)
+        fi.note("new", name)  # written after the scan passed its key
+        fi.forget("old2")  # culled after the scan read it
+        yield ("old2", name)
+        yield ("old3", name)
+
+    fi.load(rows())
+    assert "new" in fi and "old1" in fi and "old3" in fi and "old2" not in fi and len(fi) == 3
+
+
+async def test_a_store_loading_its_index_in_the_background_answers_meanwhile(tmp_path: Path) -> None:
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2)
+    m = meta("http://o/a.bin", 1000)
+    await store.put_meta(m)
+    await store.put_slice(m.url, m.validator, 0, b"x" * 1000)
+    store.close()
+    store = SliceStore(str(tmp_path), 64 * 2**20, threads=2, load_in_background=True)
+    try:
+        assert await store.get_meta(m.url) == m  # from the index, or from SQLite while it loads
+        await asyncio.wrap_future(store.index_loaded)
+        assert len(store.files) == 2
     finally:
         store.close()
