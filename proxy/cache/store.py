@@ -303,8 +303,10 @@ class SliceStore:
     def _get_meta(self, url: str, use: bool = True) -> ObjectMeta | None:
         key = meta_key(url)
         known = self._known_meta(key, url, use)
-        if known is not None:
-            return known
+        return known if known is not None else self._stored_meta(key, url)
+
+    def _stored_meta(self, key: str, url: str) -> ObjectMeta | None:
+        """The record through SQLite (diskcache's get): a key the file index lacks, or a damaged file."""
         try:
             raw = self._cache.get(key)
         except diskcache.Timeout:
@@ -322,8 +324,9 @@ class SliceStore:
 
     async def get_meta(self, url: str) -> ObjectMeta | None:
         # A record the index knows is one small file read, done here: cheaper than a thread hop.
-        known = self._known_meta(meta_key(url), url)
-        return known if known is not None else await self._run(self._get_meta, url)
+        key = meta_key(url)
+        known = self._known_meta(key, url)
+        return known if known is not None else await self._run(self._stored_meta, key, url)
 
     def _set_counted(self, key: str, value: object, tag: str, read: bool = False) -> None:
         """A write, then the cull it calls for: the keys that left are forgotten by the index."""

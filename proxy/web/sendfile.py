@@ -13,7 +13,7 @@ import asyncio
 import os
 from typing import Any
 
-__all__ = ["ConnectionGone", "wait_flushed", "sendfile_on", "socket_of", "MAX_SENDFILE"]
+__all__ = ["ConnectionGone", "wait_flushed", "sendfile_now", "sendfile_on", "socket_of", "MAX_SENDFILE"]
 
 MAX_SENDFILE = 0x7FFFF000  # Linux caps one sendfile() at this many bytes
 YIELD_EVERY = 4 * 1024 * 1024  # give other connections a turn on a fast socket
@@ -62,6 +62,22 @@ async def _wait_writable(loop: asyncio.AbstractEventLoop, fd: int, timeout: floa
         loop.remove_writer(fd)
 
 
+def sendfile_now(sfd: int, fd: int, offset: int, count: int) -> int:
+    """Bytes of ``fd`` from ``offset`` the socket ``sfd`` takes now, up to ``count``: never waits."""
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(sfd, fd, offset + sent, min(count - sent, MAX_SENDFILE))
+        except BlockingIOError:
+            break
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise ConnectionGone(str(exc)) from exc
+        if n == 0:
+            raise EOFError("file ended before the promised count was sent")
+        sent += n
+    return sent
+
+
 async def sendfile_on(transport: asyncio.Transport, sock: Any, fd: int, offset: int, count: int,
                       timeout: float | None = 60.0) -> int:
     """Send ``count`` bytes of ``fd`` from ``offset``; returns the times the socket was full.
@@ -73,30 +89,21 @@ async def sendfile_on(transport: asyncio.Transport, sock: Any, fd: int, offset: 
     loop = asyncio.get_running_loop()
     sfd = os.dup(sock.fileno())
     waits = 0
-    since_yield = 0
     try:
         while count > 0:
-            try:
-                n = os.sendfile(sfd, fd, offset, min(count, MAX_SENDFILE))
-            except BlockingIOError:
-                if transport.is_closing():
-                    raise ConnectionGone("connection lost") from None
-                waits += 1
-                await _wait_writable(loop, sfd, timeout)
-                since_yield = 0
-                continue
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                raise ConnectionGone(str(exc)) from exc
-            if n == 0:
-                raise EOFError("file ended before the promised count was sent")
+            turn = min(count, YIELD_EVERY)
+            n = sendfile_now(sfd, fd, offset, turn)
             offset += n
             count -= n
-            since_yield += n
-            if since_yield >= YIELD_EVERY and count > 0:
-                since_yield = 0
+            if count == 0:
+                break
+            if transport.is_closing():
+                raise ConnectionGone("connection lost")
+            if n < turn:  # the socket is full
+                waits += 1
+                await _wait_writable(loop, sfd, timeout)
+            else:  # a fast socket: give other connections a turn
                 await asyncio.sleep(0)
-                if transport.is_closing():
-                    raise ConnectionGone("connection lost")
     finally:
         os.close(sfd)
     return waits

@@ -22,7 +22,7 @@ from proxy.cache.hits import HeldBody
 from proxy.cache.pieces import FilePiece, MetaLease, RequestTally, close_pieces, pread_exact
 from proxy.core.slices import SlicePlan
 from proxy.http.ranges import Span
-from proxy.web.sendfile import ConnectionGone, sendfile_on, socket_of, wait_flushed
+from proxy.web.sendfile import sendfile_now, sendfile_on, socket_of, wait_flushed
 
 __all__ = ["Reply", "ResponseInfo", "StreamedResponse", "write_piece", "send_files", "send_stream", "cut",
            "FAIR_TURN"]
@@ -119,19 +119,10 @@ def send_now(request: web.Request, body: HeldBody) -> list[bytes | FilePiece]:
             writer.output_size += len(part)
             continue
         fd, offset, count = part
-        sent = 0
-        while sent < count:
-            try:
-                n = os.sendfile(sfd, fd, offset + sent, count - sent)
-            except BlockingIOError:
-                writer.output_size += sent
-                return body.detach(i, sent)
-            except (BrokenPipeError, ConnectionResetError) as exc:
-                raise ConnectionGone(str(exc)) from exc
-            if n == 0:
-                raise EOFError("slice file ended before the promised count was sent")
-            sent += n
-        writer.output_size += count
+        sent = sendfile_now(sfd, fd, offset, count)
+        writer.output_size += sent
+        if sent < count:  # the socket is full
+            return body.detach(i, sent)
     return []
 
 
