@@ -9,6 +9,10 @@ hand a byte span of a file to the server, which sends it zero-copy.
 - :mod:`appserver.runner_aiohttp` — a small ASGI server on aiohttp + uvloop that
   advertises ``{"ranges": True}`` and implements pathsend with ``os.sendfile``.
 - :mod:`appserver.runner_granian` — the same app under granian (plain pathsend).
+- :mod:`appserver.runner_hypercorn` — the same app under Hypercorn: HTTP/2 (h2c, TLS h2), with
+  the server push and Early Hints extensions the watch pages (:mod:`appserver.watch`) use.
+- :mod:`appserver.h3` — an HTTP/3 + WebTransport server prototype on aioquic (``--server h3``);
+  :mod:`appserver.wt_ranges` is the app's WebTransport endpoint (byte ranges, one per stream).
 - ``python -m appserver`` — the command line (:mod:`appserver.config`).
 """
 

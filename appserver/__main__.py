@@ -1,7 +1,9 @@
 """The demo origin's command line (``python -m appserver``, the ``rangeproxy-origin`` script).
 
-``python -m appserver [--config F] [--media-dir D] [--host H] [--port P] [--server aiohttp|granian]
-[--cors-origin ORIGIN]``
+``python -m appserver [--config F] [--media-dir D] [--host H] [--port P] [--server aiohttp|granian|hypercorn|h3]
+[--cors-origin ORIGIN] [--events-token TOKEN] [--certfile C --keyfile K]``
+
+``--server h3`` is the HTTP/3 + WebTransport prototype (:mod:`appserver.h3`) on UDP ``host:port``.
 """
 
 from __future__ import annotations
@@ -20,12 +22,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import runner_granian
 
         return runner_granian.run(settings.media_dir, settings.host, settings.port,
-                                  cors_origin=settings.cors_origin)
+                                  cors_origin=settings.cors_origin, events_token=settings.events_token)
 
-    from . import runner_aiohttp
     from .app import MediaApp
 
-    app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin)
+    if settings.server == "h3":
+        from .h3 import server as h3_server
+
+        assert settings.certfile is not None and settings.keyfile is not None  # config checks it
+        app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin, events_token=settings.events_token)
+        return h3_server.run(app, settings.host, settings.port, certfile=settings.certfile,
+                             keyfile=settings.keyfile)
+
+    app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin, events_token=settings.events_token)
+    if settings.server == "hypercorn":
+        from . import runner_hypercorn
+
+        return runner_hypercorn.run(app, settings.host, settings.port, certfile=settings.certfile,
+                                    keyfile=settings.keyfile)
+
+    from . import runner_aiohttp
+
     return runner_aiohttp.run(app, settings.host, settings.port)
 
 

@@ -5,6 +5,8 @@ HTTP plumbing and the file I/O:
 
 - GET / HEAD; anything else is 405 with ``Allow: GET, HEAD`` (but see CORS below).
 - ``/`` is a JSON catalogue ``[{name, size, type, etag}]``; ``/healthz`` is ``ok``.
+- ``/watch/<video>`` is a player page, with its script and style under ``/_watch/``, pushed or
+  announced by 103 Early Hints where the server offers that (:mod:`appserver.watch`).
 - Strong ETag ``"<inode hex>-<size hex>-<mtime_ns hex>"``, ``Last-Modified``,
   ``Accept-Ranges: bytes``, Content-Type by extension.
 - Preconditions in RFC 9110 §13.2.2 order: If-Match, If-Unmodified-Since (412),
@@ -17,6 +19,12 @@ HTTP plumbing and the file I/O:
   percent-encoded, checked in both ``path`` and ``raw_path``), empty segments,
   NUL bytes, backslashes, symlinks resolving outside the root, non-regular files:
   all 404.
+
+WebTransport (``--server h3`` only): ``/_ranges`` fetches byte ranges, one per stream
+(:mod:`appserver.wt_ranges`); any other webtransport scope is not accepted.
+
+WebSocket: ``/_events`` is the origin's change feed, off unless ``events_token`` is set
+(:mod:`appserver.events`, :mod:`appserver.changes`); any other websocket scope is refused 404.
 
 CORS, off by default: with ``MediaApp(..., cors_origin="*")`` (``--cors-origin``,
 ``cors_origin`` in the TOML file) every response also carries
@@ -50,23 +58,28 @@ import logging
 import mimetypes
 import os
 import stat
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Iterable
 from urllib.parse import parse_qs, unquote_to_bytes
 
 from proxy.http import ranges as R
 from proxy.http.dates import format_http_date, parse_http_date
 
-__all__ = ["MediaApp", "app_from_env", "factory", "CORS_ORIGIN_ENV", "MEDIA_DIR_ENV", "make_etag"]
+from .asgi import Message, Receive, Scope, Send
+from .events import EventsEndpoint
+from .files import inside_root, make_etag, url_segments
+from .watch import WatchPages
+from .wt_ranges import WebTransportRanges
+
+__all__ = [
+    "MediaApp", "app_from_env", "factory", "CORS_ORIGIN_ENV", "EVENTS_TOKEN_ENV", "MEDIA_DIR_ENV", "make_etag",
+]
 
 log = logging.getLogger("appserver")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 MEDIA_DIR_ENV = "RANGEPROXY_MEDIA_DIR"
 CORS_ORIGIN_ENV = "RANGEPROXY_CORS_ORIGIN"
+EVENTS_TOKEN_ENV = "RANGEPROXY_EVENTS_TOKEN"
 PATHSEND = "http.response.pathsend"
 DEFAULT_CHUNK_SIZE = 256 * 1024
 _INLINE_READ = 64 * 1024  # reads up to this size are done on the loop, larger in a thread
@@ -101,21 +114,6 @@ for _ext, _type in {
 def content_type_for(name: str) -> str:
     ctype, _ = _MIME.guess_type(name, strict=False)
     return ctype or "application/octet-stream"
-
-
-def make_etag(st: os.stat_result) -> str:
-    """Strong validator from inode, size and mtime (ns), all in hex."""
-    return f'"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}"'
-
-
-def _segments(path: str) -> list[str] | None:
-    """Split an absolute URL path into safe segments, or None if it must be refused."""
-    if not path.startswith("/") or "\x00" in path or "\\" in path:
-        return None
-    parts = path[1:].split("/")
-    if any(p in ("", ".", "..") for p in parts):
-        return None
-    return parts
 
 
 def _strong_match(if_match: str, etag: str) -> bool:
@@ -173,6 +171,7 @@ class MediaApp:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         max_ranges: int = R.DEFAULT_MAX_RANGES,
         cors_origin: str | None = None,
+        events_token: str | None = None,
     ):
         root = os.path.realpath(os.fspath(media_dir))
         if not os.path.isdir(root):
@@ -183,6 +182,9 @@ class MediaApp:
         self.chunk_size = chunk_size
         self.max_ranges = max_ranges
         self.cors_origin = cors_origin or None
+        self.events = EventsEndpoint(root, events_token or None)
+        self.watch = WatchPages(self._resolve, content_type_for)
+        self.ranges = WebTransportRanges(self)
         self._cors: list[tuple[bytes, bytes]] = []
         if self.cors_origin is not None:
             origin = self.cors_origin.encode("latin-1")
@@ -198,9 +200,13 @@ class MediaApp:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self.events(scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
-        else:  # websocket and anything newer: not served
+        elif kind == "webtransport":
+            await self.ranges(scope, receive, send)
+        else:  # anything newer: not served
             raise RuntimeError(f"unsupported ASGI scope type {kind!r}")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -209,6 +215,7 @@ class MediaApp:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.events.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -235,6 +242,9 @@ class MediaApp:
         if path == "/":
             await self._catalogue(send, method)
             return
+        if self.watch.handles(path):
+            await self.watch(scope, send)
+            return
         f = self._open(scope)
         if f is None:
             await _simple(send, 404, b"not found\n", method)
@@ -258,7 +268,7 @@ class MediaApp:
     # ---------------------------------------------------------------- lookups
 
     def _resolve(self, scope: Scope) -> str | None:
-        parts = _segments(scope["path"])
+        parts = url_segments(scope["path"])
         if parts is None:
             return None
         raw = scope.get("raw_path")
@@ -271,10 +281,10 @@ class MediaApp:
                 decoded = unquote_to_bytes(target).decode("utf-8")
             except UnicodeDecodeError:
                 return None
-            if _segments(decoded) is None:
+            if url_segments(decoded) is None:
                 return None
         real = os.path.realpath(os.path.join(self.root, *parts))
-        if real == self.root or os.path.commonpath((self.root, real)) != self.root:
+        if not inside_root(self.root, real):
             return None  # a symlink (or anything) leading out of the media root
         return real
 
@@ -297,6 +307,10 @@ class MediaApp:
             return None
         return _File(fd, real, st)
 
+    def open_file(self, path: str, raw_path: bytes | None = None) -> _File | None:
+        """A served file by URL path under the same rules as a GET (the caller closes ``.fd``)."""
+        return self._open({"path": path, "raw_path": raw_path})
+
     def catalogue(self) -> list[dict[str, Any]]:
         """Every regular file under the root (symlinks only if they stay inside)."""
         items: list[dict[str, Any]] = []
@@ -314,7 +328,7 @@ class MediaApp:
                 if not stat.S_ISREG(st.st_mode):
                     continue
                 name = os.path.relpath(full, self.root).replace(os.sep, "/")
-                if _segments("/" + name) is None:
+                if url_segments("/" + name) is None:
                     continue  # e.g. a name with a backslash: it could not be fetched
                 items.append(
                     {"name": name, "size": st.st_size, "type": content_type_for(fn), "etag": make_etag(st)}
@@ -533,13 +547,15 @@ async def _not_modified(send: Send, validators: list[tuple[bytes, bytes]]) -> No
 def app_from_env() -> MediaApp:
     """ASGI app factory for servers that import by name (granian ``--factory``).
 
-    Reads the media directory from ``$RANGEPROXY_MEDIA_DIR`` and the CORS origin
-    (optional) from ``$RANGEPROXY_CORS_ORIGIN``.
+    Reads the media directory from ``$RANGEPROXY_MEDIA_DIR``, the CORS origin
+    (optional) from ``$RANGEPROXY_CORS_ORIGIN`` and the change feed's token (optional)
+    from ``$RANGEPROXY_EVENTS_TOKEN``.
     """
     media_dir = os.environ.get(MEDIA_DIR_ENV)
     if not media_dir:
         raise RuntimeError(f"{MEDIA_DIR_ENV} is not set")
-    return MediaApp(media_dir, cors_origin=os.environ.get(CORS_ORIGIN_ENV) or None)
+    return MediaApp(media_dir, cors_origin=os.environ.get(CORS_ORIGIN_ENV) or None,
+                    events_token=os.environ.get(EVENTS_TOKEN_ENV) or None)
 
 
 factory = app_from_env

@@ -34,6 +34,10 @@ send timeout) aborts the connection: the framing can no longer be trusted.
 
 ``stats`` counts which path served each pathsend, so tests can assert that the
 zero-copy path really ran.
+
+An ``Upgrade: websocket`` request gets an ASGI ``websocket`` scope instead,
+carried out by ``appserver.runner_websocket`` (with the ``websocket.http.response``
+denial-response extension advertised).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
+from appserver.runner_websocket import WebSocketSession, is_websocket_upgrade, until_done_or_gone, websocket_scope
 from proxy.web.sendfile import ConnectionGone, sendfile_on, wait_flushed
 
 __all__ = ["ASGIServer", "SendStats", "serve", "run", "SENDFILE_MODES"]
@@ -136,12 +141,7 @@ class _Exchange:
                 self.body_done = True
             return {"type": "http.request", "body": bytes(chunk), "more_body": more}
         # Body consumed: block until the response is done or the client goes away.
-        while not self.finished.is_set():
-            transport = self.request.transport
-            if transport is None or transport.is_closing():
-                break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.finished.wait(), 0.5)
+        await until_done_or_gone(self.request, self.finished)
         return {"type": "http.disconnect"}
 
     # ---------------------------------------------------------------- send
@@ -419,6 +419,8 @@ class ASGIServer:
         }
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if is_websocket_upgrade(request):
+            return await WebSocketSession(request).run(self.app, websocket_scope(self._scope(request), request))
         ex = _Exchange(self, request)
         try:
             await self.app(self._scope(request), ex.receive, ex.send)

@@ -2,7 +2,7 @@
 
 granian imports the app by name in its worker process, so the media directory
 travels in ``$RANGEPROXY_MEDIA_DIR`` (the CORS origin, if any, in
-``$RANGEPROXY_CORS_ORIGIN``) and the target is the factory
+``$RANGEPROXY_CORS_ORIGIN``; the change feed's token, if any, in ``$RANGEPROXY_EVENTS_TOKEN``) and the target is the factory
 ``appserver.app:app_from_env``. The equivalent command line is::
 
     RANGEPROXY_MEDIA_DIR=media granian --interface asgi --factory \\
@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from .app import CORS_ORIGIN_ENV, MEDIA_DIR_ENV
+from .app import CORS_ORIGIN_ENV, EVENTS_TOKEN_ENV, MEDIA_DIR_ENV
 
 __all__ = ["TARGET", "run", "command"]
 
@@ -36,7 +36,8 @@ def command(host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def run(media_dir: str, host: str, port: int, *, log_access: bool = False, cors_origin: str | None = None) -> int:
+def run(media_dir: str, host: str, port: int, *, log_access: bool = False, cors_origin: str | None = None,
+        events_token: str | None = None) -> int:
     """Serve until SIGTERM/SIGINT (granian handles the signals and exits 0)."""
     from granian import Granian
     from granian.constants import Interfaces, Loops
@@ -46,6 +47,10 @@ def run(media_dir: str, host: str, port: int, *, log_access: bool = False, cors_
         os.environ[CORS_ORIGIN_ENV] = cors_origin
     else:
         os.environ.pop(CORS_ORIGIN_ENV, None)
+    if events_token:
+        os.environ[EVENTS_TOKEN_ENV] = events_token
+    else:
+        os.environ.pop(EVENTS_TOKEN_ENV, None)
     # The worker imports TARGET: make sure the project root is importable there
     # even when we were started from elsewhere with PYTHONPATH unset.
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,8 +12,10 @@ of cached objects: 1,000, 100,000 and 1,000,000 by default, with aiohttp from
 memory as the floor; start-up and RSS of each store), eviction (hits and
 event-loop stalls while writes force eviction from a full cache of a million
 entries), many-connections (1,000 connections of warm 64 KiB hits, alone) and
-slice-sweep (rangeproxy at five slice sizes; only with --only slice-sweep).
-The default run (make bench) is all but slice-sweep and the parts run alone
+slice-sweep (rangeproxy at five slice sizes; only with --only slice-sweep),
+cluster (hit throughput of 1, 2 and 3 nodes behind HAProxy, with the CPU
+split; only with --only cluster; needs haproxy).
+The default run (make bench) is all but slice-sweep, cluster and the parts run alone
 (rss, collapsing, cold, many-connections: each also inside proxy); building
 the million-object stores takes some 15 minutes of it.
 """
@@ -32,7 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import catalogue, conns, eviction, figures, focused, origin, proxy, rig, slicesweep
+from . import catalogue, cluster, conns, eviction, figures, focused, origin, proxy, rig, slicesweep
 from .harness import (
     MIB,
     BenchError,
@@ -48,8 +50,9 @@ from .harness import (
 WORKLOADS = {origin.NAME: origin.run, proxy.NAME: proxy.run, figures.NAME: figures.run,
              slicesweep.NAME: slicesweep.run, focused.RSS: focused.run_rss,
              focused.COLLAPSING: focused.run_collapsing, focused.COLD: focused.run_cold,
-             catalogue.NAME: catalogue.run, conns.NAME: conns.run, eviction.NAME: eviction.run}
-# Every figure of issues 3, 6 and 12 (slice-sweep: on request).
+             catalogue.NAME: catalogue.run, conns.NAME: conns.run, eviction.NAME: eviction.run,
+             cluster.NAME: cluster.run}
+# Every figure of issues 3, 6 and 12 (slice-sweep and cluster: on request).
 DEFAULT_WORKLOADS = [origin.NAME, proxy.NAME, figures.NAME, catalogue.NAME, eviction.NAME]
 
 
@@ -110,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     conns.add_arguments(p.add_argument_group("many-connections (also run by proxy)"))
     catalogue.add_arguments(p, parse_size)
     eviction.add_arguments(p)
+    cluster.add_arguments(p, parse_size)
     return p
 
 
@@ -128,6 +132,7 @@ def resolve(opts: argparse.Namespace) -> argparse.Namespace:
         opts.server_cpu = opts.wrk_cpu = None
     rig.resolve(opts)
     conns.resolve(opts)
+    cluster.resolve(opts)
     if opts.catalogue_sizes is None:
         opts.catalogue_sizes = [1000, 10_000] if opts.quick else [1000, 100_000, 1_000_000]
     if opts.eviction_objects is None:

@@ -28,6 +28,7 @@ import pickle
 import sqlite3
 import sys
 import time
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -37,7 +38,7 @@ BATCH = 20_000  # objects per executemany
 TTL = 30 * 86400.0
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _INSERT = ("INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag, size, mode, "
-           "filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, ?, ?, ?, NULL)")
+           "filename, value) VALUES (?, 1, ?, NULL, ?, 0, ?, ?, ?, ?, ?)")  # value: a slice's CRC-32, as the store keeps it
 MODE_BINARY, MODE_PICKLE = 2, 4  # diskcache.core
 
 
@@ -102,7 +103,8 @@ def build(directory: Path, objects: int, object_size: int, slice_size: int, *, s
                         os.write(fd, data)
                     finally:
                         os.close(fd)
-                    rows.append((key, now, now, url, len(data), mode, rel))
+                    crc = zlib.crc32(data) if mode == MODE_BINARY else None
+                    rows.append((key, now, now, url, len(data), mode, rel, crc))
             con.executemany(_INSERT, rows)
             if not quiet and (hi - start) % 200_000 < BATCH:
                 print(f"storebuild: {hi - start:,} objects, {time.monotonic() - t0:.0f} s", flush=True)

@@ -10,9 +10,14 @@ import socket
 import ssl
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
+from proxy.core.config_error import shown
 from proxy.core.settings import ConfigError, Settings, load
+
+if TYPE_CHECKING:
+    from proxy.core.node import Drain
+    from proxy.web.guard import ConnectionGuard
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -28,6 +33,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         check_origins(settings)
+        check_cache_dir(settings)
     except ConfigError as exc:
         print(f"rangeproxy: config error: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +94,18 @@ def check_origins(settings: Settings) -> None:
         Upstream.for_origin(origin, settings.of_origin(origin))
 
 
+def check_cache_dir(settings: Settings) -> None:
+    """A cache directory on a read-only mount or a full disk stops start-up: diskcache cannot open
+    its SQLite index there (it writes on open). One that becomes so later is served degraded
+    (proxy.cache.writability)."""
+    from proxy.cache.writability import start_fault
+
+    reason = start_fault(settings.cache_dir)
+    if reason is not None:
+        raise ConfigError("cache_dir", f"{shown(settings.cache_dir)} cannot be written ({reason}): the cache "
+                          "index cannot be opened there; make room, remount it read-write, or choose another directory")
+
+
 def tls_context(settings: Settings) -> ssl.SSLContext:
     """The server side of HTTPS (TLS 1.2 and up), or a ConfigError naming the key at fault."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -111,7 +129,7 @@ def serve(settings: Settings, index: int, socks: Sequence[socket.socket], tls_so
     from aiohttp import web
 
     from proxy.web.accesslog import AccessLogger, access_logger_for
-    from proxy.app import build_app
+    from proxy.app import DRAIN, GUARD, build_app
     from proxy.workers.malloc import tune_malloc
     from proxy.workers.info import RUN_DIR_NAME, WorkerInfo
 
@@ -131,12 +149,14 @@ def serve(settings: Settings, index: int, socks: Sequence[socket.socket], tls_so
     if tls is not None:
         log.info("rangeproxy%s on https://%s:%d", f" worker {index + 1}" if settings.workers > 1 else "",
                  settings.host, settings.tls_port)
-    # SIGTERM/SIGINT (the runner's signal handlers) are a graceful stop: stop accepting, let
-    # in-flight responses finish for up to grace_period seconds, run cleanup (store closed), exit 0.
+    # SIGTERM/SIGINT are a graceful stop (Listeners.run): after SIGTERM, drain_period seconds of
+    # draining first (serving on, /healthz 503); then stop accepting, let in-flight responses
+    # finish for up to grace_period seconds, run cleanup (store closed), exit 0.
     runner_args: dict[str, Any] = {"shutdown_timeout": settings.grace_period, "access_log": access_logger_for(settings),
                                    "access_log_class": AccessLogger,
                                    "access_log_format": settings.access_log_format}
-    listeners = Listeners(settings, [(sock, None) for sock in socks] + [(sock, tls) for sock in tls_socks])
+    listeners = Listeners(settings, [(sock, None) for sock in socks] + [(sock, tls) for sock in tls_socks], app[GUARD],
+                          app[DRAIN])
     loop = uvloop.new_event_loop()
     try:
         loop.run_until_complete(listeners.run(app, runner_args))
@@ -180,11 +200,15 @@ async def _reload_on_hangup(app: Any, loader: Callable[[], Settings]) -> None:
 class Listeners:
     """The listening sockets of one process (plain, and HTTPS with their TLS context), run as
     ``web.run_app`` runs its sites, each an ``AcceptingSite`` (every queued connection taken at
-    each turn of the loop, with ``listen_backlog``)."""
+    each turn of the loop, with ``listen_backlog``), until a signal stops them: SIGINT at once,
+    SIGTERM after ``drain`` (a second SIGTERM ends a drain early)."""
 
-    def __init__(self, settings: Settings, socks: list[tuple[socket.socket, ssl.SSLContext | None]]) -> None:
+    def __init__(self, settings: Settings, socks: list[tuple[socket.socket, ssl.SSLContext | None]],
+                 guard: ConnectionGuard, drain: Drain) -> None:
         self.settings = settings
         self.socks = socks
+        self.guard = guard  # the app's: its counts are in the metrics
+        self.drain = drain  # the app's: /healthz reads it
         self.runner: Any = None
 
     async def run(self, app: Any, runner_args: dict[str, Any]) -> None:
@@ -193,13 +217,33 @@ class Listeners:
         from proxy.web.accepting import AcceptingSite
         from proxy.workers.collector import tune_collector
 
-        self.runner = runner = web.AppRunner(app, handle_signals=True, **runner_args)
+        guard = self.guard
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+        log = logging.getLogger("rangeproxy")
+
+        def terminate() -> None:
+            if self.drain.begin(loop.time()):
+                log.info("SIGTERM: draining for %g s (serving on, %s answers 503) before stopping",
+                         self.drain.period, self.settings.health_path)
+                loop.call_later(self.drain.period, drained)
+            else:
+                done.set()
+
+        def drained() -> None:
+            log.info("drained: stopping (in-flight responses get up to %g s)", self.settings.grace_period)
+            done.set()
+
+        # Before start-up, so that a signal during it (a worker the supervisor stops as it starts)
+        # stops it once its sites are up, as one later does.
+        loop.add_signal_handler(signal.SIGINT, done.set)
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        self.runner = runner = web.AppRunner(app, handle_signals=False, **runner_args, **guard.runner_args())
         await runner.setup()
         tune_collector()  # start-up is done: what it made stays (issue 12: GC pauses at 1,000 connections)
         for sock, tls in self.socks:
-            await AcceptingSite(runner, sock, ssl_context=tls, backlog=self.settings.listen_backlog).start()
-        while True:  # until SIGTERM / SIGINT (GracefulExit)
-            await asyncio.sleep(3600)
+            await AcceptingSite(runner, sock, guard, ssl_context=tls, backlog=self.settings.listen_backlog).start()
+        await done.wait()  # until SIGINT, or SIGTERM and its drain
 
     async def stop(self) -> None:
         if self.runner is not None:

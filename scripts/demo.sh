@@ -52,9 +52,12 @@ wait_for_port() {
     exit 1
 }
 
+# The origin's change feed (/_events) and the proxy's subscription share a token made for this run.
+FEED_TOKEN=${FEED_TOKEN:-$("$PY" -c 'import secrets; print(secrets.token_urlsafe(18))')}
+
 # --- origin ---------------------------------------------------------------------
 start_origin() {
-    "$PY" -m appserver --config "$ORIGIN_CONFIG" --media-dir "$MEDIA_DIR" &
+    "$PY" -m appserver --config "$ORIGIN_CONFIG" --media-dir "$MEDIA_DIR" --events-token "$FEED_TOKEN" &
     PIDS+=($!)
     wait_for_port "$ORIGIN_HOST" "$ORIGIN_PORT" origin "$!"
 }
@@ -70,7 +73,8 @@ PYEOF
 )
 PROXY_URL="http://${PROXY_HOST}:${PROXY_PORT}"
 start_proxy() {
-    "$PY" -m proxy --config "$PROXY_CONFIG" --upstream "$ORIGIN_URL" &
+    RANGEPROXY_CHANGE_FEED_TOKEN="$FEED_TOKEN" "$PY" -m proxy --config "$PROXY_CONFIG" --upstream "$ORIGIN_URL" \
+        --set "change_feed=ws://${ORIGIN_HOST}:${ORIGIN_PORT}/_events" &
     PIDS+=($!)
     wait_for_port "$PROXY_HOST" "$PROXY_PORT" proxy "$!"
 }
@@ -85,9 +89,12 @@ demo: proxy (rangeproxy, slice cache in data/cache) at $PROXY_URL/
   video:       $PROXY_URL/sample.mp4   (open in a browser or: ffprobe $PROXY_URL/sample.mp4)
   dashboard:   $PROXY_URL/stats   (JSON: $PROXY_URL/stats.json, Prometheus: $PROXY_URL/metrics)
   health:      $PROXY_URL/healthz
+  purge on change: replace or touch a file in $MEDIA_DIR: the origin's change feed tells the proxy,
+               which drops it at once (the dashboard's "change feed" line counts the purges)
 
 demo: origin (appserver) serving $MEDIA_DIR at $ORIGIN_URL/
   catalogue:   $ORIGIN_URL/
+  change feed: ws://${ORIGIN_HOST}:${ORIGIN_PORT}/_events  (token for this run: $FEED_TOKEN)
   files:       $ORIGIN_URL/big.bin  $ORIGIN_URL/sample.mp4  $ORIGIN_URL/sample.pdf  $ORIGIN_URL/hello.txt
 
 demo: press Ctrl-C to stop

@@ -16,6 +16,7 @@ declare -a WANT=(
     "chromium:chromium"
     "node:nodejs"
     "npm:npm"
+    "haproxy:haproxy"  # the consistent-hash front of the loopback cluster (python -m cluster)
 )
 # Debian packages without a command of their own, checked with dpkg-query.
 declare -a WANT_PACKAGES=(

@@ -74,6 +74,7 @@ class Engine:
         self.metas = MetaCache(store, self.jobs)
         self.runs = RunLauncher(settings, self.flights, self.files, Origin(upstream, self.counters), self.sync,
                                 self.jobs, self.invalidate)
+        self.runs.known = self.metas.hot
         self.varies = VaryIndex(settings.max_variants)
         self.statuses = StatusAnswers()
         self.learning = ObjectLearning(self.metas, self.runs, self.invalidate, self.varies, self.statuses)
@@ -91,6 +92,7 @@ class Engine:
 
     async def start(self) -> None:
         self.jobs.spawn(self._housekeeping())
+        self.jobs.spawn(self._probe_cache())
         self.jobs.spawn(self._preload())
         if self.sync.shared:
             self.jobs.spawn(self._follow_invalidations())
@@ -108,6 +110,15 @@ class Engine:
         if n:
             log.info("metadata of %d objects of %s in memory in %.1f s", n, self.upstream.base_url,
                      time.monotonic() - t0)
+
+    async def _probe_cache(self) -> None:
+        """While the cache directory is not writable, a probe write now and then (one per interval
+        for all engines): it recovers by itself when space returns, traffic or not."""
+        w = self.store.writability
+        while True:
+            await asyncio.sleep(w.retry_interval)
+            if not w.writable:
+                await asyncio.to_thread(w.probe)
 
     async def _housekeeping(self) -> None:
         """Report fd-served hits to diskcache's LRU now and then."""
@@ -143,6 +154,7 @@ class Engine:
 
     def _forget_object(self, url: str, reason: str) -> None:
         self.flights.fail_object(url, VersionChanged(f"{url}: {reason}"))
+        self.learning.forget(url)
         self.metas.forget(url)
         self.store.forget_fds(url)
 
@@ -232,9 +244,13 @@ class Engine:
         """Responses currently reading slices (from the store or from fills)."""
         return self.reader.active
 
+    async def held_meta(self, url: str) -> ObjectMeta | None:
+        """The metadata the cache holds for ``url``, in memory or stored, fresh or not."""
+        return self.metas.hot(url) or await self.store.get_meta(url)
+
     async def slice_map(self, url: str) -> dict[str, object] | None:
         """Which slices of ``url`` are cached, in flight, or missing (for the dashboard)."""
-        meta = self.metas.hot(url) or await self.store.get_meta(url)
+        meta = await self.held_meta(url)
         if meta is None:
             return None
         n = self.geometry.slice_count(meta.length)

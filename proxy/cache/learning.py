@@ -140,6 +140,13 @@ class ObjectLearning:
             settle(result)
         return release_then_settle
 
+    def forget(self, url: str) -> None:
+        """The object was invalidated (a changed version found, a purge): a discovery or
+        revalidation begun before that no longer takes new requests, which would get the version
+        it began with (a request restarted by a change would meet the same change again); those
+        already waiting on it still get its answer."""
+        self._pending.pop(url, None)
+
     def release_held(self, lease: MetaLease) -> None:
         """Drop the interest a discovery run held for the response that started it."""
         if lease.flights is not None:
@@ -254,7 +261,8 @@ class ObjectLearning:
                         # Other workers read it from the store once our first unit is released.
                         await self.metas.store.put_meta(meta)
                 try:
-                    await UpstreamRun(runs, meta, fl, fills).pump(resp, asked.start if resp.status == 200 else 0)
+                    if run:  # else every unit it brings is being filled already (or past the end)
+                        await UpstreamRun(runs, meta, fl, fills).pump(resp, asked.start if resp.status == 200 else 0)
                 except BaseException as exc:
                     runs.abandon(fl, fills, exc if isinstance(exc, Exception) else UpstreamError(repr(exc)))
                     raise

@@ -61,6 +61,14 @@ class RunLauncher:
         self.jobs = jobs
         self.invalidate = invalidate
 
+    # The metadata the engine knows an object by now (set by the engine: MetaCache.hot).
+    known: Callable[[str], ObjectMeta | None] = staticmethod(lambda url: None)
+
+    def superseded(self, meta: ObjectMeta, fl: ObjectFlights) -> bool:
+        """Was this version of the object dropped (its flights failed), or is another one known now?"""
+        current = self.known(meta.url)
+        return fl.dead or (current is not None and current.validator != meta.validator)
+
     def fetchable(self, meta: ObjectMeta, fl: ObjectFlights, u: Unit, cached: frozenset[int]) -> bool:
         """Neither cached (at plan time, or stored since: its fd is held), nor in flight."""
         i = unit_slice(u)
@@ -192,6 +200,11 @@ class UpstreamRun:
                     raise err
                 bad = check_piece(meta, asked, resp.status, resp.headers)
                 if bad is not None:
+                    if bad.version_changed and la.superseded(meta, fl):
+                        # The change was found elsewhere and the object may be learnt anew by
+                        # now: dropping it again would fail the new version's fills too. Only
+                        # this run's fills fail (their readers start again on the new version).
+                        raise VersionChanged(f"{meta.url}: {bad.reason}")
                     if bad.version_changed:
                         la.origin.counters.version_changes += 1
                         await la.invalidate(meta.url, bad.reason)
@@ -285,8 +298,9 @@ class UpstreamRun:
             if fl.private:
                 await fill.until_spent()  # the reader's pace: at most STORE_BEHIND unread units
             elif meta.storable and not fl.dead:
-                await la.files.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
-                if isinstance(idx, int):
+                # False: the cache is not writable (proxy.cache.writability logs that, not each slice).
+                stored = await la.files.store.put_slice(meta.url, meta.validator, idx, fill.chunks)
+                if stored and isinstance(idx, int):
                     fill.release()  # whole slices: readers go on from the file (blocks are small)
         except Exception as exc:  # noqa: BLE001 - a full disk must not break the response
             log.error("cannot store slice %s of %s: %r", idx, meta.url, exc)

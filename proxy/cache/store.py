@@ -13,11 +13,13 @@ for what happens to a directory holding entries of another format.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
 import pickle
 import re
+import sqlite3
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -30,14 +32,16 @@ import diskcache
 from diskcache.core import MODE_BINARY  # type: ignore[import-untyped]
 
 from proxy.cache import eviction
+from proxy.cache.checksum import Crc32
 from proxy.cache.fileindex import FileIndex
 from proxy.cache.interned import compact
 from proxy.cache.touches import Touches
+from proxy.cache.writability import CacheWritability
 from proxy.core.representation import ObjectMeta
 from proxy.core.variants import SEPARATOR
 from proxy.core.slices import Unit
 
-__all__ = ["SliceStore", "FORMAT", "meta_key", "slice_key", "meta_record"]
+__all__ = ["SliceStore", "FORMAT", "meta_key", "slice_key", "slice_id_of", "meta_record", "SLICE_KEYS"]
 
 log = logging.getLogger("rangeproxy.store")
 REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index (see flush_touches)
@@ -60,7 +64,8 @@ _READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, 
 # carries the format as well (see meta_record), so a record is checked, not trusted.
 # 2: the metadata record holds the origin's stored header fields (ObjectMeta.headers).
 # 3: ObjectMeta.answer (objects stored whole without a strong validator), Age kept in the fields.
-FORMAT = 3
+# 4: the validator of a strong ETag holds the length too ("e:<length>:<etag>"; ObjectMeta.validator).
+FORMAT = 4
 _META = f"m{FORMAT}\x00"
 _SLICE = f"s{FORMAT}\x00"
 _PREFIXES = (_META, _SLICE)  # every key this format writes starts with one of these, sorted
@@ -76,6 +81,9 @@ def _done_future() -> Future[None]:
 def _end(prefix: str) -> str:
     """The first string after every key that starts with ``prefix`` (which ends in \\x00)."""
     return prefix[:-1] + "\x01"
+
+
+SLICE_KEYS = (_SLICE, _end(_SLICE))  # every slice key k of this format: lo <= k < hi
 
 
 def _other_format_ranges() -> list[tuple[str, tuple[str, ...]]]:
@@ -103,6 +111,22 @@ def slice_key(url: str, validator: str, index: Unit) -> str:
     """A whole slice ``i`` or a block ``(i, k)`` of it (``i.k``)."""
     unit = index if isinstance(index, int) else f"{index[0]}.{index[1]}"
     return f"{_SLICE}{url}\x00{validator}\x00{unit}"
+
+
+def slice_id_of(key: str) -> SliceId | None:
+    """(url, validator, unit) of a key :func:`slice_key` made; None for any other key.
+    (A validator holds no NUL; a URL might: it is what is left.)"""
+    if not key.startswith(_SLICE):
+        return None
+    parts = key[len(_SLICE):].rsplit("\x00", 2)
+    if len(parts) != 3:
+        return None
+    url, validator, unit = parts
+    whole, dot, block = unit.partition(".")
+    try:
+        return (url, validator, (int(whole), int(block)) if dot else int(whole))
+    except ValueError:
+        return None
 
 
 def meta_key(url: str) -> str:
@@ -199,25 +223,36 @@ class _Written:
 
     filename: str  # relative to the cache directory, as diskcache stores it
     size: int
+    crc: int  # CRC-32 of the bytes written (proxy.cache.checksum)
 
 
 class SliceDisk(diskcache.Disk):
     """diskcache's files, written before their row is: a slice is written by :meth:`write`
     outside the store's put lock, so that the lock (and SQLite's write lock) is held for
     the row alone, not for a megabyte of writes. (Its names stay diskcache's, 65,536
-    directories: fewer, measured, made creating each file cost more than the mkdirs saved.)"""
+    directories: fewer, measured, made creating each file cost more than the mkdirs saved.)
+
+    A slice's row keeps the CRC-32 of its bytes in the ``value`` column, which diskcache
+    leaves unread for a value kept in a file (``MODE_BINARY``): the scrubber reads it
+    (:mod:`proxy.cache.scrubber`). Rows of before had NULL there: no checksum, length checked."""
 
     def store(self, value: Any, read: bool, key: Any = diskcache.UNKNOWN) -> tuple[int, int, str | None, Any]:
         if isinstance(value, _Written):
-            return value.size, MODE_BINARY, value.filename, None
+            return value.size, MODE_BINARY, value.filename, value.crc
         stored: tuple[int, int, str | None, Any] = super().store(value, read, key)
         return stored
 
     def write(self, chunks: Iterable[bytes]) -> _Written:
         """A new file holding ``chunks``, for a ``set`` to record (or :meth:`remove` to drop)."""
         filename, full_path = self.filename()
-        size = self._write(full_path, iter(chunks), "xb")
-        return _Written(filename, size)
+        crc = Crc32(chunks)
+        try:
+            size = self._write(full_path, iter(crc), "xb")
+        except BaseException:  # a full disk: no partial file left behind
+            with contextlib.suppress(OSError):
+                os.remove(full_path)
+            raise
+        return _Written(filename, size, crc.value)
 
 
 class SliceStore:
@@ -241,6 +276,7 @@ class SliceStore:
             sqlite_mmap_size=0,
         )
         self._disk: SliceDisk = self._cache.disk
+        self.cache: diskcache.Cache = self._cache  # for the scrubber's reads on its own thread (proxy.cache.scrubber)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="store")
         self.corrupt_dropped = 0
         self.evictions = 0  # entries culled to stay under size_limit (LRU)
@@ -251,6 +287,7 @@ class SliceStore:
         self._max_fds = max_fds if max_fds is not None else held_fd_budget()
         self.touches = Touches()  # uses served without diskcache, for its LRU
         self._directory = directory
+        self.writability = CacheWritability(directory, reconnect=self._cache.close)  # (proxy.cache.writability)
         _drop_other_formats(self._cache, directory)
         # Every entry's file, so that a hit finds it without SQLite (proxy.cache.fileindex).
         self.files = FileIndex(directory)
@@ -276,7 +313,7 @@ class SliceStore:
         return row[0] if row else None
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.writability.fresh, fn, *args)
 
     # --- metadata -----------------------------------------------------------
 
@@ -312,7 +349,8 @@ class SliceStore:
         except diskcache.Timeout:
             raise
         except Exception as exc:  # noqa: BLE001 - a value that does not unpickle is damaged
-            self._drop_corrupt(key, f"unreadable meta record ({type(exc).__name__})")
+            if not (isinstance(exc, sqlite3.OperationalError) and self.writability.failed(exc)):  # a ro/full disk
+                self._drop_corrupt(key, f"unreadable meta record ({type(exc).__name__})")
             return None
         if raw is None:
             return None
@@ -345,8 +383,8 @@ class SliceStore:
         self._set_counted(key, meta_record(meta), meta.url)
         self.files.note(key, self._filename(key))  # a slice's file is noted by the _open after its put
 
-    async def put_meta(self, meta: ObjectMeta) -> None:
-        await self._run(self._put_meta, meta)
+    async def put_meta(self, meta: ObjectMeta) -> bool:  # False: not written (proxy.cache.writability)
+        return (await self._run(self.writability.attempt, self._put_meta, meta))[0]
 
     def _object_count(self) -> int:
         # Metadata keys are "m<FORMAT>\x00<url>": one range scan of the key index.
@@ -443,8 +481,9 @@ class SliceStore:
         key = slice_key(url, validator, index)
         try:
             handle = self._cache.get(key, read=True)
-        except OSError:
-            self._drop_corrupt(key, "unreadable")
+        except (OSError, sqlite3.OperationalError) as exc:  # sqlite3: the LRU update, on a full/ro disk
+            if not (isinstance(exc, sqlite3.OperationalError) and self.writability.failed(exc)):
+                self._drop_corrupt(key, "unreadable")
             return None
         if handle is None:
             return None
@@ -544,21 +583,19 @@ class SliceStore:
         # and concurrent ones wait for each other in SQLite's sleeping busy handler.
         return self._open_known(url, validator, index, written.size, use=False)
 
-    async def put_slice(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> None:
-        fd = await self._run(self._put, url, validator, index, data)
+    async def put_slice(self, url: str, validator: str, index: Unit, data: bytes | list[bytes]) -> bool:
+        stored, fd = await self._run(self.writability.attempt, self._put, url, validator, index, data)
         if fd is not None:
             self._remember_fd((url, validator, index), fd)
-
-    def _touch(self, keys: list[str]) -> None:
-        eviction.report_uses(self._cache, self.files, keys)
+        return stored
 
     async def flush_touches(self) -> None:
         """Report hits served without diskcache (held fds, the file index) to its LRU, and
         rebuild the file index now and then after culls (called periodically)."""
         keys = [k if isinstance(k, str) else slice_key(*k) for k in self.touches.due(time.monotonic())
                 if isinstance(k, (str, tuple))]
-        if keys:
-            await self._run(self._touch, keys)
+        if keys and self.writability.writable:  # uses seen while it is not are not reported
+            await self._run(self.writability.noting, eviction.report_uses, self._cache, self.files, keys)
         now = time.monotonic()
         if now - self._rebuilt >= REBUILD_INTERVAL:
             self._rebuilt = now

@@ -29,7 +29,9 @@ def retryable(status: int | None, method: str) -> bool:
     any answer (once a status line is in, a later failure is not retried here: part of the answer
     may already be on its way to the client). A 5xx says that base could not serve the request, so
     another may; 2xx, 3xx and 4xx are the answer. Only idempotent methods are retried (RFC 9110
-    §9.2.2); the caller must be able to send a request body again (PUT).
+    §9.2.2); the caller must be able to send a request body again (PUT). Beneath this, aiohttp
+    itself sends an idempotent request once more on the same base when the connection fails
+    before the status line (RFC 9112 §9.3.1), so a lone base survives one reset too.
     """
     if method not in IDEMPOTENT:  # §9.1: the method token is case-sensitive; "get" is not GET
         return False

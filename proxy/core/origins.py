@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from proxy.core.cachekeys import QueryRule, parse_query_rule
+from proxy.core.changes import check_feed_url
 from proxy.core.config_error import ConfigError
 
 __all__ = ["OriginConfig", "OriginTls", "AwsSigning", "OVERRIDABLE", "DEFAULT_NAME", "parse_origins",
-           "default_origin", "host_matches"]
+           "default_origin", "host_matches", "check_feed_token"]
 
 DEFAULT_NAME = "default"
 # Global settings an [[origin]] table may set for itself (where origins differ in practice).
@@ -32,6 +33,7 @@ _HOST = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[
 _FIELD = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # a field name (RFC 9110 §5.1)
 _VALUE = re.compile(r"[\x20-\x7e\x80-\xff]*", re.ASCII)  # a field value: no control characters (§5.5)
 _PATH = re.compile(r"/[\x21-\x7e]*", re.ASCII)
+_TOKEN = re.compile(r"[\x21-\x7e]+", re.ASCII)
 # Fields a table may not add: the framing and the hop (the cache sets those itself).
 _NOT_ADDED = frozenset({"host", "content-length", "transfer-encoding", "connection", "range", "te", "upgrade"})
 
@@ -74,6 +76,8 @@ class OriginConfig:
     tls: OriginTls = OriginTls()
     aws: AwsSigning | None = None
     failover_cooldown: float = 10.0  # seconds a failed upstream is tried last
+    change_feed: str = ""  # ws:// URL of the origin's change feed: its announcements purge (proxy.cache.changefeed)
+    change_feed_token: str = field(default="", repr=False)  # sent as "Authorization: Bearer <token>"
     overrides: tuple[tuple[str, Any], ...] = field(default=())  # (global key, value), checked
 
     @property
@@ -88,9 +92,15 @@ class OriginConfig:
         return any(n in self.bypass_headers for n in names)
 
 
-def default_origin(upstream: str) -> OriginConfig:
+def default_origin(upstream: str, change_feed: str = "", change_feed_token: str = "") -> OriginConfig:
     """The origin the single ``upstream`` setting stands for: any host, any path."""
-    return OriginConfig(DEFAULT_NAME, (upstream,))
+    return OriginConfig(DEFAULT_NAME, (upstream,), change_feed=change_feed, change_feed_token=change_feed_token)
+
+
+def check_feed_token(feed: str, token: str, key: str) -> None:
+    """A token needs a feed to be sent to."""
+    if token and not feed:
+        raise ConfigError(key, "needs change_feed to be set too (the feed the token is sent to)")
 
 
 def host_matches(pattern: str, host: str) -> bool:
@@ -212,6 +222,9 @@ def _one(table: object, index: int, convert: Convert, check_url: Callable[[str, 
     hosts = t.texts("hosts", _HOST, 'host names, exact or "*.example.org"', lower=True)
     prefix = t.text("path_prefix", "/", _PATH, 'a URL path starting with "/"') or "/"
     cooldown = convert("grace_period", t.rest.pop("failover_cooldown", 10.0), t.key("failover_cooldown"))
+    feed = check_feed_url(t.rest.pop("change_feed", ""), t.key("change_feed"))
+    feed_token = t.text("change_feed_token", "", _TOKEN, "a token of visible ASCII characters, no blanks")
+    check_feed_token(feed, feed_token, t.key("change_feed_token"))
     cfg = OriginConfig(
         name, upstreams, hosts, prefix, t.flag("strip_prefix", False),
         t.text("host_header", "", _HOST, "a host name, with a port if needed"),
@@ -227,11 +240,11 @@ def _one(table: object, index: int, convert: Convert, check_url: Callable[[str, 
             raise ConfigError(t.key(key), "unknown key in an [[origin]] table; known: name, upstream, hosts, "
                               "path_prefix, strip_prefix, host_header, add_request_headers, bypass_paths, "
                               "bypass_headers, cache_key, tls_verify, ca_bundle, client_cert, client_key, aws, "
-                              "failover_cooldown, " + ", ".join(sorted(OVERRIDABLE)))
+                              "failover_cooldown, change_feed, change_feed_token, " + ", ".join(sorted(OVERRIDABLE)))
         overrides.append((key, convert(key, t.rest[key], t.key(key))))
     if cfg.strip_prefix and prefix == "/":
         raise ConfigError(t.key("strip_prefix"), "needs a path_prefix other than \"/\"")
-    return replace(cfg, overrides=tuple(overrides))
+    return replace(cfg, overrides=tuple(overrides), change_feed=feed, change_feed_token=feed_token)
 
 
 def parse_origins(value: object, convert: Convert, check_url: Callable[[str, str], str]) -> tuple[OriginConfig, ...]:

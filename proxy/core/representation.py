@@ -59,12 +59,17 @@ class ObjectMeta:
 
     @property
     def validator(self) -> str:
-        """What ties slices to one version: a strong ETag, else Last-Modified + length, or for
-        an object without a strong validator the one answer its slices came from."""
+        """What ties slices to one version: a strong ETag with the length, else Last-Modified +
+        length, or for an object without a strong validator the one answer its slices came from.
+
+        The length is part of it even with a strong ETag: an origin that keeps its ETag across a
+        change of length (a broken one) would otherwise have the old version's slices, and the
+        files held open for them, taken for the new one's.
+        """
         if self.answer:
             return "a:" + self.answer
         if self.etag and not self.etag.startswith("W/"):
-            return "e:" + self.etag
+            return f"e:{self.length}:{self.etag}"
         return f"m:{self.last_modified or ''}:{self.length}"
 
     def is_fresh(self, now: float) -> bool:

@@ -33,10 +33,11 @@ import tomllib
 from dataclasses import MISSING, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any, Callable, Mapping, Sequence, TypeVar
-from urllib.parse import urlsplit
 
 from proxy.core.config_error import ConfigError, shown as _got
-from proxy.core.origins import OriginConfig, default_origin, parse_origins
+from proxy.core.changes import check_feed_url
+from proxy.http.target import split_absolute_url
+from proxy.core.origins import OriginConfig, check_feed_token, default_origin, parse_origins
 
 __all__ = [
     "Settings",
@@ -185,7 +186,7 @@ def _format_value(kind: str, value: Any) -> str:
 # --- the settings ---------------------------------------------------------------
 #
 # Each field's metadata says how to parse and check it:
-#   kind: url | str | path | optpath | route | prefix | token | level | fieldnames | int | size | duration | bool
+#   kind: url | feedurl | str | path | optpath | route | prefix | token | nodename | level | fieldnames | int | size | duration | bool
 #   lo, hi: inclusive bounds (int/size/duration); lo_open: lo itself is excluded
 #   help: one line for --help and the docs
 
@@ -206,6 +207,10 @@ class Settings:
                        "origin base URL (http:// or https://, no query or fragment): the default origin, "
                        "for what no [[origin]] table takes")
     origin: tuple[OriginConfig, ...] = _f((), "origins", "[[origin]] tables: origins by Host and path prefix")
+    change_feed: str = _f("", "feedurl",
+                          "ws:// or wss:// URL of the upstream origin's change feed: each file it announces as "
+                          "changed is purged at once (empty: none; an [[origin]] table sets its own)")
+    change_feed_token: str = _f("", "token", "token sent to change_feed as Authorization: Bearer <token>")
     host: str = _f("127.0.0.1", "str", "address to listen on")
     port: int = _f(8080, "int", "port to listen on (0: pick a free port)", 0, 65535)
     tls_cert: str = _f("", "optpath", "PEM certificate chain for HTTPS on tls_port (empty: no HTTPS listener)")
@@ -240,7 +245,16 @@ class Settings:
     upstream_connections: int = _f(64, "int", "connection pool size to the origin", 1, 10000)
     grace_period: float = _f(10.0, "duration",
                              "time to finish in-flight responses on SIGTERM", 0.0, 3600.0)
+    drain_period: float = _f(0.0, "duration",
+                             "after SIGTERM, time the node keeps serving while /healthz answers 503 draining, "
+                             "so a balancer takes it out before it stops (0: stop at once)", 0.0, 3600.0)
+    node_name: str = _f("", "nodename",
+                        "this node's name, sent as X-Cache-Node on every response and shown in /stats "
+                        "(empty: the host name)")
     store_threads: int = _f(4, "int", "threads doing cache I/O off the event loop", 1, 64)
+    scrub_rate: int = _f(8 * MiB, "size",
+                         "bytes a second the background scrubber reads slice files back to compare their "
+                         "checksums (0: off; with several workers, the first one scrubs)", 0, 64 * GiB)
     fill_memory: int = _f(16 * MiB, "size",
                           "bytes of slices being filled or waiting for the disk, held in memory at once "
                           "(per worker; runs wait for room)", 64 * KiB, 64 * GiB)
@@ -252,6 +266,15 @@ class Settings:
     listen_backlog: int = _f(4096, "int",
                              "connections the kernel queues for accept per listening socket (capped by "
                              "net.core.somaxconn)", 1, 65535)
+    header_timeout: float = _f(60.0, "duration",
+                               "time a client has to send a whole request head, from its first byte (408 and "
+                               "closed after)", 0.0, 3600.0, lo_open=True)
+    keepalive_timeout: float = _f(75.0, "duration",
+                                  "an idle client connection (no request under way, none begun) is closed after this",
+                                  0.0, 3600.0, lo_open=True)
+    max_connections: int = _f(10000, "int",
+                              "client connections open at once per worker; beyond it a new one gets 503 and is "
+                              "closed at once", 1, 1_000_000)
     admin_token: str = _f("", "token", "token for purge (DELETE <purge_prefix>...); empty: no purge")
     protect_stats: bool = _f(False, "bool", "stats and metrics need the admin token too")
     stats_path: str = _f("/stats", "route", "stats page (JSON at the same path + .json)")
@@ -274,17 +297,19 @@ class Settings:
     @property
     def origins(self) -> tuple[OriginConfig, ...]:
         """Every origin: the [[origin]] tables, then the default one of ``upstream`` (if set)."""
-        return self.origin + ((default_origin(self.upstream),) if self.upstream else ())
+        return self.origin + ((default_origin(self.upstream, self.change_feed, self.change_feed_token),)
+                              if self.upstream else ())
 
     def of_origin(self, origin: OriginConfig) -> Settings:
         """The settings an origin's engine runs with: these, with the origin's own values."""
         return replace(self, upstream=origin.primary, origin=(), **dict(origin.overrides))
 
     def describe(self) -> dict[str, Any]:
-        """All values, for logging; a set ``admin_token`` is shown as ``"***"``."""
+        """All values, for logging; a set ``admin_token`` or ``change_feed_token`` is shown as ``"***"``."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
-        if out["admin_token"]:
-            out["admin_token"] = "***"
+        for secret in ("admin_token", "change_feed_token"):
+            if out[secret]:
+                out[secret] = "***"
         return out
 
 
@@ -305,6 +330,8 @@ def _allowed(name: str) -> str:
     if kind == "url":
         return ("an http:// or https:// base URL with a host and no query, fragment or "
                 "credentials, e.g. http://127.0.0.1:8081")
+    if kind == "feedurl":
+        return "a ws:// or wss:// URL such as ws://127.0.0.1:8081/_events, or empty"
     if kind == "str":
         return "a non-empty string without blanks"
     if kind == "path":
@@ -317,6 +344,8 @@ def _allowed(name: str) -> str:
         return 'a URL path starting and ending with "/" (no blanks, "?" or "#")'
     if kind == "token":
         return "a string of visible ASCII characters without blanks (empty: disabled)"
+    if kind == "nodename":
+        return f"at most {NODE_NAME_MAX} visible ASCII characters without blanks (empty: the host name)"
     if kind == "level":
         return "one of " + ", ".join(LOG_LEVELS)
     if kind == "logformat":
@@ -342,6 +371,18 @@ def _bad(name: str, value: object, source: str | None) -> ConfigError:
 
 
 _VISIBLE = re.compile(r"[\x21-\x7e]+", re.ASCII)
+NODE_NAME_MAX = 64  # a node name goes into a response field on every answer: short
+
+
+def host_name() -> str:
+    """The host's name, as ``socket.gethostname()`` gives it on Linux (the kernel's nodename;
+    ``socket`` itself stays out of this pure module)."""
+    return os.uname().nodename
+
+
+def check_node_name(value: str) -> bool:
+    """A node name: 1 to 64 visible ASCII characters (a response field value, a label)."""
+    return len(value) <= NODE_NAME_MAX and _VISIBLE.fullmatch(value) is not None
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", re.ASCII)  # a field name (RFC 9110 §5.1)
 _ROUTE = re.compile(r"/[\x21-\x7e]*", re.ASCII)
 
@@ -361,7 +402,8 @@ def _convert(name: str, value: object, typed: bool, source: str | None) -> Any:
         if isinstance(value, tuple):  # already checked (settings_from_mapping after load)
             return value
         return parse_origins(value, _convert_in_origin, _check_url_in_origin)
-    if kind in ("url", "str", "path", "optpath", "route", "prefix", "token", "level", "logformat", "fieldnames"):
+    if kind in ("url", "feedurl", "str", "path", "optpath", "route", "prefix", "token", "nodename", "level",
+                "logformat", "fieldnames"):
         if kind == "fieldnames" and isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = ",".join(value)  # a TOML array of names
         if not isinstance(value, str):
@@ -416,6 +458,11 @@ def _check_url_in_origin(value: str, key: str) -> str:
 def _check_text(kind: str, value: str, bad: ConfigError) -> str:
     if kind == "url":
         return _check_upstream(value, bad)
+    if kind == "feedurl":
+        try:
+            return check_feed_url(value, bad.key)
+        except ConfigError:
+            raise bad from None
     if kind == "str":
         if not _VISIBLE.fullmatch(value):
             raise bad
@@ -436,6 +483,10 @@ def _check_text(kind: str, value: str, bad: ConfigError) -> str:
         return value
     if kind == "token":
         if value and not _VISIBLE.fullmatch(value):
+            raise bad
+        return value
+    if kind == "nodename":
+        if value and not check_node_name(value):
             raise bad
         return value
     if kind == "level":
@@ -462,14 +513,10 @@ def _check_upstream(value: str, bad: ConfigError) -> str:
     """``value`` normalised: scheme lower-cased, trailing slashes stripped."""
     if not _VISIBLE.fullmatch(value) or "?" in value or "#" in value:
         raise bad
-    try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise bad from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https") or not parts.hostname or "@" in parts.netloc:
+    parts = split_absolute_url(value, ("http", "https"))
+    if parts is None:
         raise bad
+    scheme = parts.scheme.lower()
     if not value.lower().startswith(scheme + "://"):
         raise bad
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
@@ -511,6 +558,10 @@ def _check_together(values: Mapping[str, Any], sources: Mapping[str, str | None]
         raise ConfigError(missing, "must be set too: HTTPS needs both tls_cert and tls_key")
     if values["tls_cert"] and values["tls_port"] and values["tls_port"] == values["port"]:
         raise ConfigError("tls_port", f"must differ from port (both are {values['port']})")
+    check_feed_token(values["change_feed"], values["change_feed_token"], "change_feed_token")
+    if values["change_feed"] and not values["upstream"]:
+        raise ConfigError("change_feed", "is the feed of the upstream setting's origin, and upstream is not set; "
+                          "give each [[origin]] table its own change_feed")
     if values["protect_stats"] and not values["admin_token"]:
         raise ConfigError(
             "protect_stats",
@@ -564,6 +615,11 @@ def settings_from_mapping(
             final[name] = _convert(name, values[name], typed, sources.get(name))
         else:
             final[name] = f.default
+    if not final["node_name"]:  # the default: the host name, which must make a node name too
+        final["node_name"] = host = host_name()
+        if not check_node_name(host):
+            raise ConfigError("node_name", f"is not set and the host name {_got(host)} cannot be one: set it to "
+                              f"{_allowed('node_name')}")
     _check_together(final, sources)
     return Settings(**final)
 

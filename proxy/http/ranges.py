@@ -38,6 +38,7 @@ __all__ = [
     "format_content_range",
     "format_unsatisfied",
     "parse_content_range",
+    "answers_range",
     "if_range_matches",
     "etag_matches_weak",
     "etag_matches_strong",
@@ -307,6 +308,23 @@ def parse_content_range(value: str | None) -> ContentRange | None:
     if length is not None and last >= length:
         return None
     return ContentRange(Span(first, last + 1), length)
+
+
+def answers_range(range_header: str | None, content_range: str | None) -> bool:
+    """Whether a one-part 206's ``Content-Range`` lies within the ranges ``range_header`` asked
+    for (their hull: a server may coalesce, RFC 9110 §15.3.7). An answer for other bytes, or a
+    206 to no Range at all, is not one to relay; a Range this parser refuses (the origin may read
+    it otherwise) or an unknown length (``/*``) cannot be judged."""
+    got = parse_content_range(content_range)
+    if got is None or got.span is None:
+        return False
+    if range_header is None:
+        return False
+    specs = parse_range(range_header)
+    if specs is None or got.length is None:
+        return True
+    spans = [s for s in (_span_of(spec, got.length) for spec in specs) if s is not None]
+    return bool(spans) and min(s.start for s in spans) <= got.span.start and got.span.end <= max(s.end for s in spans)
 
 
 def _is_strong(etag: str) -> bool:

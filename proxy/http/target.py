@@ -1,10 +1,24 @@
-"""The request target: the upstream path and query, and the proxy's own ``?range=`` parameter."""
+"""The request target: the upstream path and query, and the proxy's own ``?range=`` parameter;
+and the absolute URLs the configuration names (upstreams, change feeds)."""
 
 from __future__ import annotations
 
-from urllib.parse import unquote_plus
+from urllib.parse import SplitResult, unquote_plus, urlsplit
 
-__all__ = ["split_target"]
+__all__ = ["split_target", "split_absolute_url"]
+
+
+def split_absolute_url(value: str, schemes: tuple[str, ...]) -> SplitResult | None:
+    """``value``'s parts when it is a URL of one of ``schemes`` (lower case) with a host, a valid
+    port and no credentials; None otherwise."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in schemes or not parts.hostname or "@" in parts.netloc:
+        return None
+    return parts
 
 
 def split_target(raw_path: str) -> tuple[str, str | None]:

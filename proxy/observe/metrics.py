@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -48,6 +48,9 @@ __all__ = [
 log = logging.getLogger("rangeproxy.metrics")
 
 NS = "rangeproxy"
+# An extra family from the app: (kind "counter" or "gauge", help, one value or values by reason),
+# or (kind, help, values by label value, the label's name).
+Extra = tuple[str, str, float | Mapping[str, float]] | tuple[str, str, Mapping[str, float], str]
 METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # ResponseInfo.cache_status values, as label values ("-": answered without a body from the
 # cache path, e.g. 304, 416, a rejected request).
@@ -98,7 +101,7 @@ class EngineCollector(Collector):
     """Reads the engine's plain counters at scrape time (the engine is bound after startup)."""
 
     def __init__(self, get_engine: Callable[[], EngineView | None], volume: CacheVolume, settings: Any,
-                 extra: Callable[[], dict[str, tuple[str, str, float]]] | None = None) -> None:
+                 extra: Callable[[], dict[str, Extra]] | None = None) -> None:
         self._engine = get_engine
         self._volume = volume
         self._settings = settings
@@ -172,10 +175,25 @@ class EngineCollector(Collector):
                                   "under cache_size.", value=store.evictions)
         yield CounterMetricFamily(f"{NS}_cache_corrupt_dropped", "Cache entries found damaged (wrong length, "
                                   "unreadable) and dropped instead of being served.", value=store.corrupt_dropped)
+        w = store.writability
+        yield GaugeMetricFamily(f"{NS}_cache_writable", "1 while the cache directory takes writes; 0 while it does "
+                                "not (full, read-only): answers then come from the origin (see /healthz).",
+                                value=1.0 if w.writable else 0.0)
+        m = CounterMetricFamily(f"{NS}_cache_write_errors", "Cache writes that failed on a disk fault, by reason "
+                                "(no_space, read_only, io, other).", labels=["reason"])
+        for reason, n in sorted(w.errors.items()):
+            m.add_metric([reason], n)
+        yield m
         if self._extra is not None:
-            for name, (kind, doc, value) in self._extra().items():
+            for name, (kind, doc, value, *label) in self._extra().items():
                 fam = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
-                yield fam(f"{NS}_{name}", doc, value=value)
+                if isinstance(value, Mapping):  # by reason (or the label named): one sample per key
+                    labelled = fam(f"{NS}_{name}", doc, labels=[label[0] if label else "reason"])
+                    for reason, v in sorted(value.items()):
+                        labelled.add_metric([reason], v)
+                    yield labelled
+                else:
+                    yield fam(f"{NS}_{name}", doc, value=value)
 
 
 def _per_origin(engine: EngineView) -> Iterator[Metric]:
@@ -206,7 +224,7 @@ class Metrics:
     """The registry of one app and the per-response series."""
 
     def __init__(self, settings: Any, get_engine: Callable[[], EngineView | None],
-                 extra: Callable[[], dict[str, tuple[str, str, float]]] | None = None,
+                 extra: Callable[[], dict[str, Extra]] | None = None,
                  process: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -250,8 +268,8 @@ class Metrics:
 # refreshes these only when it answers a scrape itself, so their max could predate a purge).
 SHARED_STORE_GAUGES = frozenset({f"{NS}_cache_size_bytes", f"{NS}_cache_limit_bytes", f"{NS}_cache_entries",
                                  f"{NS}_cache_objects"})
-# Per-process values that do not add up: the earliest start, the largest limit.
-_MIN_SAMPLES = frozenset({"process_start_time_seconds"})
+# Per-process values that do not add up: the earliest start (the lowest), the largest limit.
+_MIN_SAMPLES = frozenset({"process_start_time_seconds", f"{NS}_cache_writable"})  # writable: 0 if any worker is not
 _MAX_SAMPLES = frozenset({"process_max_fds"})
 
 

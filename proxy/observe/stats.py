@@ -27,7 +27,7 @@ import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from proxy.observe.metrics import status_class
 from proxy.observe.view import EngineView
@@ -310,6 +310,8 @@ class Stats:
         self.by_origin: dict[str, Counter[str]] = {}  # origin name -> requests by class
         self.aborted = 0
         self.purges = 0
+        self.scrub: Callable[[], dict[str, int]] = dict  # the scrubber's counts (proxy.cache.scrubber), set by the app
+        self.feeds: Callable[[], dict[str, Any]] = dict  # each origin's change feed (proxy.cache.changefeed), by the app
         self._durations: deque[float] = deque(maxlen=reservoir)
         self._ttfbs: deque[float] = deque(maxlen=reservoir)
         self._by_status_lat: dict[str, tuple[deque[float], deque[float]]] = {
@@ -484,12 +486,16 @@ class Stats:
             "by_class": {k: self.by_class[k] for k in SOURCES},
             "aborted": self.aborted,
             "purges": self.purges,
+            "scrub": self.scrub(),
+            "feeds": self.feeds(),
             "slice_lookups": {k: (c.slice_lookups.get(k, 0) if c else 0) for k in LOOKUPS},
             "upstream": [[str(status), str(outcome), n] for (status, outcome), n in c.upstream.items()] if c else [],
             "upstream_seconds": c.upstream_seconds if c else 0.0,
             "version_changes": c.version_changes if c else 0,
             "read_ahead_runs": c.prefetches if c else 0,
             "corrupt_dropped": store.corrupt_dropped if store is not None else 0,
+            "cache_writable": store.writability.state() if store is not None else None,
+            "write_errors": sum(store.writability.errors.values()) if store is not None else 0,
             "evictions": store.evictions if store is not None else None,
             "in_flight": engine.in_flight() if engine is not None else 0,
             "waiting": engine.waiting() if engine is not None else 0,
@@ -567,8 +573,11 @@ class Stats:
             "now": round(now.wall, 3),
             "started": round(started, 3),
             "uptime_seconds": round(uptime, 3),
+            "node": self.settings.node_name,  # the fleet's name for this node (X-Cache-Node)
             "upstream": self.settings.upstream,
             "origins": merge_origins([e.get("origins", []) for e in exports]),
+            # Each origin's change feed, as the worker that subscribes it sees it (proxy.web.feeds).
+            "change_feeds": {name: f for e in exports for name, f in sorted(e.get("feeds", {}).items())},
             "slice_size": self.settings.slice_size,
             "totals": {
                 "requests": requests,
@@ -610,6 +619,15 @@ class Stats:
                 "objects": volume.objects,
                 "evictions": evictions,
                 "corrupt_dropped": sum(e["corrupt_dropped"] for e in exports),
+                # This worker's (each writes its own files); False when any worker's writes fail.
+                "writable": all((e.get("cache_writable") or {}).get("writable", True) for e in exports),
+                "write_reason": next((w["reason"] for w in (e.get("cache_writable") for e in exports)
+                                      if w and not w["writable"]), None),
+                "write_errors": sum(e.get("write_errors", 0) for e in exports),
+                # The scrubber's (one worker's): files read back, and those found damaged.
+                "scrubbed": sum(e.get("scrub", {}).get("slices", 0) for e in exports),
+                "scrub_corrupt": sum(e.get("scrub", {}).get("corrupt", 0) for e in exports),
+                "orphans_removed": sum(e.get("scrub", {}).get("orphans", 0) for e in exports),
             },
             "series": series,
             "top_objects": top,

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sized
+from typing import Any, Mapping, Protocol, Sized
 
 from proxy.core.counters import Counters
 
-__all__ = ["EngineView", "StoreView", "BudgetView"]
+__all__ = ["EngineView", "StoreView", "BudgetView", "WritabilityView"]
+
+
+class WritabilityView(Protocol):
+    """Whether the cache directory takes writes (proxy.cache.writability)."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    @property
+    def errors(self) -> Mapping[str, int]: ...
+
+    def state(self) -> dict[str, object]: ...
 
 
 class StoreView(Protocol):
     """The store's own tallies."""
+
+    @property
+    def writability(self) -> WritabilityView: ...
 
     @property
     def evictions(self) -> int: ...

@@ -22,6 +22,8 @@ from typing import Any, Callable
 
 from aiohttp import web
 
+from proxy.web.guard import ConnectionGuard
+
 __all__ = ["AcceptingSite", "listen_sockets", "ACCEPT_PER_TURN"]
 
 log = logging.getLogger("rangeproxy")
@@ -61,12 +63,13 @@ class _Acceptor(asyncio.AbstractServer):
     """Accepts from one listening socket for ``factory`` (aiohttp's server) until closed."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, factory: Callable[[], Any],
-                 tls: ssl.SSLContext | None) -> None:
+                 tls: ssl.SSLContext | None, guard: ConnectionGuard) -> None:
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
         self._factory = factory
         self._tls = tls
+        self._guard = guard
         self._handshakes: set[asyncio.Task[Any]] = set()  # connect_accepted_socket under way
         self._serving = True
         sock.setblocking(False)
@@ -92,6 +95,9 @@ class _Acceptor(asyncio.AbstractServer):
                 self._loop.call_later(_RESOURCE_PAUSE, self._resume)
                 return
             conn.setblocking(False)
+            if not self._guard.admits(len(self._handshakes)):
+                self._guard.refuse(conn, plain=self._tls is None)
+                continue
             task = self._loop.create_task(self._connect(conn))
             self._handshakes.add(task)
             task.add_done_callback(self._handshakes.discard)
@@ -134,12 +140,13 @@ class AcceptingSite(web.BaseSite):
     """An aiohttp site on a listening socket of ours (``listen_sockets``, or a worker's), which
     takes every queued connection at each turn of the loop."""
 
-    __slots__ = ("_sock",)
+    __slots__ = ("_sock", "_guard")
 
-    def __init__(self, runner: web.BaseRunner, sock: socket.socket, *, ssl_context: ssl.SSLContext | None = None,
-                 backlog: int = 128) -> None:
+    def __init__(self, runner: web.BaseRunner, sock: socket.socket, guard: ConnectionGuard, *,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = 128) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._sock = sock
+        self._guard = guard
 
     @property
     def name(self) -> str:
@@ -152,4 +159,5 @@ class AcceptingSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         self._sock.listen(self._backlog)  # the worker's socket too: its backlog is ours
-        self._server = _Acceptor(asyncio.get_running_loop(), self._sock, server, self._ssl_context)
+        self._server = _Acceptor(asyncio.get_running_loop(), self._sock, self._guard.factory(server),
+                                 self._ssl_context, self._guard)

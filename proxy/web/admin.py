@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from proxy.core.node import Drain, node_health
 from proxy.core.routing import Unrouted
 from proxy.http.target import split_target
 from proxy.observe.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -78,8 +79,9 @@ class Admin:
     """Handlers for the admin paths of one app."""
 
     def __init__(self, settings: Any, stats: Stats, metrics: Metrics, get_sites: Callable[[], Sites | None],
-                 peers: Peers | None = None) -> None:
+                 peers: Peers | None = None, drain: Drain | None = None) -> None:
         self.settings = settings
+        self.drain = drain if drain is not None else Drain(0.0)  # begun on SIGTERM (proxy.__main__)
         self.stats = stats
         self.metrics = metrics
         self._sites = get_sites
@@ -136,9 +138,19 @@ class Admin:
     # --- handlers ----------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.StreamResponse:
+        """This process's health (README, "/healthz"): 200 "ok" or "degraded" (the cache cannot be
+        written, answers come from the origin: a balancer keeps sending), 503 "starting", or 503
+        "draining" after SIGTERM (still serving: the balancer is to take it out first)."""
         if request.method not in READ_METHODS:
             return self._method_not_allowed(request, READ_METHODS)
-        return web.Response(text="ok\n", headers=NO_STORE)
+        sites = self._sites()
+        cache: dict[str, object]
+        if sites is None:
+            cache = {"writable": True, "reason": None, "since": None}
+        else:
+            cache = sites.store.writability.state()
+        status, code = node_health(sites is not None, bool(cache["writable"]), self.drain.draining)
+        return web.json_response({"status": status, "cache": cache}, status=code, headers=NO_STORE)
 
     async def stats_page(self, request: web.Request) -> web.StreamResponse:
         if request.method not in READ_METHODS:

@@ -12,7 +12,8 @@ from proxy.cache.engine import Engine
 from proxy.core import fields
 from proxy.core.forwarding import Asker, origin_fields
 from proxy.core.unsafe import invalidated, invalidates
-from proxy.http.errors import UpstreamError
+from proxy.http.errors import UpstreamError, UpstreamMismatch
+from proxy.http.ranges import answers_range
 from proxy.web import answers
 from proxy.web.answers import VIA
 from proxy.web.sending import cut
@@ -46,6 +47,14 @@ async def passthrough(engine: Engine, request: web.Request, url: str, sign: bool
     try:
         async with engine.upstream.get(url, None, headers.items(), method=request.method, data=data,
                                        sign=sign) as up:
+            if (request.method == "GET" and up.status == 206 and "Content-Range" in up.headers
+                    and not answers_range(request.headers.get("Range"), up.headers["Content-Range"])):
+                # Bytes the client did not ask for, under a Content-Range it may not read: refused,
+                # as the cached path refuses an upstream piece that is not the one asked.
+                log.warning("origin answered %s for Range %r of %s: refused", up.headers["Content-Range"],
+                            request.headers.get("Range"), url)
+                return answers.error(UpstreamMismatch(f"origin answered {up.headers['Content-Range']!a} "
+                                                      f"for {request.headers.get('Range')!a}"))
             # Fetched with the client's own headers: pass the origin's answer back as is.
             out: CIMultiDict[str] = CIMultiDict((k, v) for k, v in up.headers.items()
                                                 if k.lower() not in HOP_BY_HOP)

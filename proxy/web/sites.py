@@ -14,6 +14,7 @@ from pathlib import Path
 from aiohttp import web
 
 from proxy.cache.budget import ByteBudget
+from proxy.cache.changefeed import ChangeFeed
 from proxy.cache.engine import Engine
 from proxy.cache.engines import EngineSet
 from proxy.cache.store import SliceStore
@@ -21,6 +22,7 @@ from proxy.cache.upstream import Upstream
 from proxy.core.origins import OriginConfig
 from proxy.core.routing import Routed, Router, Unrouted
 from proxy.core.settings import Settings
+from proxy.web.feeds import OriginFeeds
 from proxy.web.handlers import INFO_KEY, Observer, ProxyHandler
 from proxy.web.sending import ResponseInfo
 from proxy.workers.info import RUN_DIR_NAME
@@ -33,21 +35,25 @@ RETIRE_POLL = 0.5  # seconds between looks at whether a replaced origin has fini
 
 
 class Site:
-    """One origin: its config, the settings its engine runs with, its upstream, engine and handler."""
+    """One origin: its config, the settings its engine runs with, its upstream, engine and handler,
+    and its change feed's subscription (if it names one and this worker subscribes)."""
 
     def __init__(self, origin: OriginConfig, settings: Settings, upstream: Upstream, engine: Engine,
-                 handler: ProxyHandler) -> None:
+                 handler: ProxyHandler, feed: ChangeFeed | None = None) -> None:
         self.origin = origin
         self.settings = settings
         self.upstream = upstream
         self.engine = engine
         self.handler = handler
+        self.feed = feed
         self.active = 0  # responses under way
 
     def same(self, origin: OriginConfig, settings: Settings) -> bool:
         return self.origin == origin and self.settings == settings
 
     async def close(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
         await self.engine.close()
         await self.upstream.close()
 
@@ -55,9 +61,10 @@ class Site:
 class Sites:
     """The current origins, their router, and the engines as one view (:class:`EngineSet`)."""
 
-    def __init__(self, store: SliceStore, observer: Observer) -> None:
+    def __init__(self, store: SliceStore, observer: Observer, feeds: OriginFeeds | None = None) -> None:
         self.store = store
         self.observer = observer
+        self.feeds = feeds
         self.view: EngineSet | None = None
         self.settings: Settings | None = None  # the ones applied last
         self.sites: dict[str, Site] = {}
@@ -74,7 +81,10 @@ class Sites:
         engine = Engine(own, self.store, upstream, sync, counters=view.counters_for(origin.name),
                         fill_budget=view.fill_budget)
         await engine.start()
-        return Site(origin, own, upstream, engine, ProxyHandler(engine, self.observer, origin))
+        handler = ProxyHandler(engine, self.observer, origin)
+        # The feed shares the upstream's session: its TLS settings, and one connection of its pool.
+        feed = self.feeds.start(origin, engine, handler, upstream.session) if self.feeds is not None else None
+        return Site(origin, own, upstream, engine, handler, feed)
 
     async def apply(self, settings: Settings) -> list[str]:
         """Start the origins of ``settings`` (at start-up, and on a reload); the names of those
@@ -93,6 +103,8 @@ class Sites:
                 await site.close()
             raise
         names = {o.name for o in settings.origins}
+        if self.feeds is not None:
+            self.feeds.forget(names)
         gone = [s for n, s in self.sites.items() if n in built or n not in names]
         self.sites = {o.name: built.get(o.name) or self.sites[o.name] for o in settings.origins}
         self.router = Router([s.origin for s in self.sites.values()])

@@ -39,10 +39,11 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from appserver.demo_media import PDF_PAGES, make_pdf, mp4_top_level_atoms
+from appserver.demo_media import PDF_PAGES, make_pdf
 from tests.support.browser import CHROMIUM_ARGS, PageServer, require_pdfjs
 from tests.support.servers import AppServerProc, ProxyProc, start_appserver, start_proxy
 from tests.support.tools import require_tool
+from tests.support.video import make_h264_mp4
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -148,21 +149,9 @@ def ffprobe(path: Path) -> dict[str, Any]:
 
 @pytest.fixture
 def media(tmp_path: Path) -> Path:
-    ffmpeg = require_tool("ffmpeg", package="ffmpeg")
-    encoders = subprocess.run([ffmpeg, "-hide_banner", "-encoders"], capture_output=True, text=True,
-                              check=False, timeout=30).stdout
-    if not any(line.split()[1:2] == ["libx264"] for line in encoders.splitlines()):
-        pytest.skip("ffmpeg has no libx264: Chromium plays H.264, not MPEG-4 part 2")
     d = tmp_path / "media"
     d.mkdir()
-    subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-                    "-f", "lavfi", "-i", f"testsrc2=size=320x240:rate=25:duration={SECONDS}",
-                    "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=44100:duration={SECONDS}",
-                    "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
-                    "-pix_fmt", "yuv420p", "-g", "25", "-c:a", "aac", "-b:a", "64k", "-shortest",
-                    "-f", "mp4", str(d / "clip.mp4")], check=True, timeout=120)  # no faststart
-    atoms = mp4_top_level_atoms(d / "clip.mp4")
-    assert atoms.index("moov") > atoms.index("mdat"), atoms
+    make_h264_mp4(d / "clip.mp4", SECONDS)
     (d / "doc.pdf").write_bytes(make_pdf(PDF_PAGES))
     return d
 

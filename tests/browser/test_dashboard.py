@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 MiB = 2**20
 TOKEN = "dash-t0ken"
+FEED_TOKEN = "dash-f33d"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -62,12 +63,13 @@ def servers(tmp_path: Path):
     write_seeded_file(media / "big.bin", 8 * MiB, 1)
     write_seeded_file(media / "movie.mp4", 24 * MiB, 2)
     write_seeded_file(media / "small.bin", 2 * MiB + 5, 3)
-    origin = start_appserver(media, tmp_path / "appserver")
+    origin = start_appserver(media, tmp_path / "appserver", events_token=FEED_TOKEN)
     proxy = None
     try:
         # protect_stats: the page is opened with ?token=, and its script must send the token itself.
         proxy = start_proxy(origin.url, tmp_path / "proxy", slice_size=MiB, readahead_slices=0,
-                            admin_token=TOKEN, protect_stats=True)
+                            admin_token=TOKEN, protect_stats=True, node_name="edge-dash-1",
+                            change_feed=f"ws://127.0.0.1:{origin.port}/_events", change_feed_token=FEED_TOKEN)
         yield origin, proxy
     finally:
         if proxy is not None:
@@ -129,6 +131,7 @@ async def test_dashboard_shows_traffic_and_purges(servers, tmp_path: Path) -> No
                     text = (await page.text_content(sel) or "").strip()
                     assert text and text != "–", (sel, text)
                 assert (await page.text_content("#origin")) == origin.url
+                assert (await page.text_content("#node")) == "edge-dash-1"  # the fleet's name for it
 
                 # Charts: non-zero data, drawn in the cache and origin colours.
                 for chart in ("#chart-requests", "#chart-bytes"):
@@ -165,6 +168,19 @@ async def test_dashboard_shows_traffic_and_purges(servers, tmp_path: Path) -> No
                 assert "not in cache" in (await row.locator(".meta").text_content() or "")
                 assert await page.evaluate(COUNT_PIXELS, [sel, "--cache"]) == 0
                 await page.screenshot(path=str(tmp_path / "stats-after-purge.png"), full_page=True)
+
+                # The origin's change feed: live, and a file replaced on disk is counted as purged.
+                feed_line = """() => [...document.querySelectorAll('#origin-facts dt')]
+                    .filter(dt => dt.textContent === 'change feed')
+                    .map(dt => [dt.nextElementSibling.textContent, dt.nextElementSibling.className])[0] || null"""
+                await page.wait_for_function(f"() => {{ const l = ({feed_line})(); return l && l[1] === 'good'; }}",
+                                             timeout=10_000)
+                (origin.media_dir / "movie.mp4.new").write_bytes(b"changed" * 1000)
+                (origin.media_dir / "movie.mp4.new").replace(origin.media_dir / "movie.mp4")
+                await page.wait_for_function(
+                    f"() => {{ const l = ({feed_line})(); return l && / 1 purged$/.test(l[0]); }}", timeout=10_000)
+                text, cls = await page.evaluate(feed_line)
+                assert text.startswith("live ") and " events · 1 purged" in text and cls == "good", (text, cls)
             finally:
                 await browser.close()
 

@@ -47,9 +47,11 @@ async def test_admin_paths_are_exact_and_the_rest_is_proxied(fault_origin, proxy
     proxy = proxy_factory(fault_origin.url, slice_size=S)
 
     out = await fetch(http, proxy.url + "/healthz")
-    assert out.status == 200 and out.body == b"ok\n"
+    assert out.status == 200 and out.header("Content-Type").startswith("application/json")
+    assert out.header("Cache-Control") == "no-store"
+    assert json.loads(out.body) == {"status": "ok", "cache": {"writable": True, "reason": None, "since": None}}
     out = await fetch(http, proxy.url + "/healthz", method="HEAD")
-    assert out.status == 200
+    assert out.status == 200 and out.body == b""
 
     page = await fetch(http, proxy.url + "/stats")
     assert page.status == 200 and page.header("Content-Type").startswith("text/html")
@@ -93,7 +95,7 @@ async def test_admin_paths_configurable(fault_origin, proxy_factory, http) -> No
         out = await fetch(http, proxy.url + "/" + name)
         assert out.status == 200 and out.body == f"origin's own {name}".encode(), name
     out = await fetch(http, proxy.url + "/_rp/health")
-    assert out.status == 200 and out.body == b"ok\n"
+    assert out.status == 200 and json.loads(out.body)["status"] == "ok"
     out = await fetch(http, proxy.url + "/_rp/stats")
     assert out.status == 200 and b"/_rp/stats.json" in out.body and b"/_rp/cache/" in out.body
     out = await fetch(http, proxy.url + "/_rp/stats.json")

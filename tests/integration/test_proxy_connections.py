@@ -123,6 +123,7 @@ def test_connections_queued_during_busy_turns_are_all_taken_at_the_next() -> Non
     from aiohttp import web
 
     from proxy.web.accepting import AcceptingSite, listen_sockets
+    from proxy.web.guard import ConnectionGuard
 
     async def handle(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -142,7 +143,7 @@ def test_connections_queued_during_busy_turns_are_all_taken_at_the_next() -> Non
 
     def serve() -> None:
         loop.run_until_complete(runner.setup())
-        loop.run_until_complete(AcceptingSite(runner, sock, backlog=4096).start())
+        loop.run_until_complete(AcceptingSite(runner, sock, ConnectionGuard(60.0, 75.0, 10000), backlog=4096).start())
         busy.append(loop.create_task(hold_every_turn()))
         loop.run_forever()
         busy[0].cancel()

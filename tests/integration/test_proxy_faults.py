@@ -9,6 +9,8 @@ Nothing broken is cached: once the fault is gone the right bytes are served.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 
 import pytest
@@ -238,3 +240,34 @@ async def test_stalling_origin_body_never_completes_wrongly(fault_origin: FaultO
     fault_origin.set_fault("stall.bin", chunk_delay=0.0)
     fault_origin.wait_idle(10)
     await assert_recovers(http, proxy.url_for("stall.bin"), rng(0, 2 * S - 1), DATA[:2 * S])
+
+
+async def test_an_origin_stalling_mid_slice_is_cut_by_the_read_timeout_and_only_whole_slices_are_cached(
+        fault_origin: FaultOrigin, proxy_factory, http) -> None:
+    """One and a half slices, then nothing: the client's body is a correct prefix that does not
+    end cleanly; the complete slice is kept, nothing of the stalled one, which is asked again."""
+    fault_origin.set_object("stall2.bin", DATA, chunk_size=S + S // 2, chunk_delay=2.5)
+    proxy = proxy_factory(fault_origin.url, upstream_read_timeout=0.5)
+    t0 = time.monotonic()
+    out = await fetch(http, proxy.url_for("stall2.bin"), headers=rng(0, 2 * S - 1), timeout=20)
+    assert time.monotonic() - t0 < 10, "the stalled body was not cut"  # (uncut, it would end cleanly)
+    assert out.status == 206 and not out.complete, (out.status, out.error)
+    assert S <= len(out.body) < 2 * S and out.body == DATA[:len(out.body)]
+
+    fault_origin.set_fault("stall2.bin", chunk_delay=0.0)
+    assert fault_origin.wait_idle(10)  # the stalled answers are over (the proxy cut them)
+    deadline = time.monotonic() + 10
+    while True:  # slice 0 written, nothing in flight (read-ahead may have stored slices after 1)
+        sm = await fetch(http, proxy.url + "/_cache/stall2.bin")
+        doc = json.loads(sm.body) if sm.status == 200 else {}
+        cached = {i for a, b in doc.get("cached", ()) for i in range(a, b)}
+        if doc.get("in_flight") == [] and 0 in cached:
+            assert 1 not in cached, f"a part of the stalled slice was cached: {doc}"
+            break
+        assert time.monotonic() < deadline, f"slice map: {sm.status} {sm.body[:300]!r}"
+        await asyncio.sleep(0.05)
+    before = fault_origin.count_slice_fetches("stall2.bin", S)
+    await assert_recovers(http, proxy.url_for("stall2.bin"), rng(0, 2 * S - 1), DATA[:2 * S])
+    after = fault_origin.count_slice_fetches("stall2.bin", S)
+    assert after[1] == before[1] + 1, "the stalled slice was not asked again (something of it was cached)"
+    assert after[0] == before[0], "the complete slice was fetched again"

@@ -38,6 +38,29 @@ async def test_the_clients_fields_reach_the_origin_on_a_miss_but_not_the_caches_
     assert "If-None-Match" not in h and "Cache-Control" not in h
 
 
+async def test_a_balancers_x_forwarded_for_is_kept_and_extended(fault_origin: FaultOrigin, proxy_factory,
+                                                                 http) -> None:
+    """Behind a balancer: the chain it sent (one line, or a line it added to the client's, as HAProxy's
+    option forwardfor does) reaches the origin as one line, with this client's address last, on a
+    miss and on an answer passed through (a 404)."""
+    from multidict import CIMultiDict
+
+    fault_origin.set_object("x.bin", seeded_bytes(S, 64), cache_control="max-age=600")
+    proxy = proxy_factory(fault_origin.url, readahead_slices=0)
+    for name, lines, want in (
+        ("x.bin", ["198.51.100.20, 203.0.113.9"], "198.51.100.20, 203.0.113.9, 127.0.0.1"),
+        ("absent.bin", ["198.51.100.20", "192.0.2.1"], "198.51.100.20, 192.0.2.1, 127.0.0.1"),
+    ):
+        headers = CIMultiDict([("X-Forwarded-For", line) for line in lines])
+        headers.update({"X-Forwarded-Proto": "https", "X-Forwarded-Host": "media.example"})  # the balancer's
+        async with http.get(proxy.url_for(name), headers=headers) as r:
+            await r.read()
+            assert r.status == (200 if name == "x.bin" else 404)
+        (got,) = fault_origin.gets_for(name)
+        assert [v for k, v in got.header_lines if k.lower() == "x-forwarded-for"] == [want]
+        assert (got.headers["X-Forwarded-Proto"], got.headers["X-Forwarded-Host"]) == ("https", "media.example")
+
+
 async def test_dropped_fields_never_reach_the_origin(fault_origin: FaultOrigin, proxy_factory, http) -> None:
     fault_origin.set_object("d.bin", seeded_bytes(S, 62), cache_control="max-age=600")
     proxy = proxy_factory(fault_origin.url, drop_request_fields="Cookie, X-Debug")

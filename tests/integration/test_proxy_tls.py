@@ -10,25 +10,16 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-import trustme
 
 from tests.support.client import fetch
 from tests.support.data import seeded_bytes
 from tests.support.fault_origin import FaultOrigin
 from tests.support.servers import DEFAULT_SLICE, REPO_ROOT, free_port
+from tests.support.tls import issue_certificate
 
 pytestmark = pytest.mark.integration
 
 S = DEFAULT_SLICE
-
-
-def issue_certificate(tmp_path: Path) -> tuple[trustme.CA, Path, Path]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    chain, key = tmp_path / "chain.pem", tmp_path / "key.pem"
-    cert.private_key_and_cert_chain_pem.write_to_path(str(chain))
-    cert.private_key_pem.write_to_path(str(key))
-    return ca, chain, key
 
 
 async def test_https_and_http_listeners_serve_the_same_cache(fault_origin: FaultOrigin, proxy_factory,

@@ -2,7 +2,8 @@
 
 * :data:`CHROMIUM_ARGS` -- the flags Debian's ``chromium`` needs here (no sandbox, no GPU,
   no QUIC, nothing that phones home); the browser is driven by playwright with
-  ``executable_path=require_tool("chromium")``.
+  ``executable_path=require_tool("chromium")``. :data:`CHROMIUM_ARGS_QUIC` is the same with
+  QUIC left on, for WebTransport (which runs over HTTP/3 only).
 * :func:`require_pdfjs` -- the directory of Debian's ``libjs-pdf`` (``build/pdf.js``,
   ``build/pdf.worker.js``, ``web/standard_fonts/``), found with ``dpkg -L`` at run time.
 * :class:`PageServer` -- a small aiohttp server on its own loopback port, so the pages it
@@ -20,10 +21,11 @@ from aiohttp import web
 
 from tests.support.tools import require_package_file
 
-__all__ = ["CHROMIUM_ARGS", "PageServer", "require_pdfjs"]
+__all__ = ["CHROMIUM_ARGS", "CHROMIUM_ARGS_QUIC", "PageServer", "require_pdfjs"]
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS_QUIC = [arg for arg in CHROMIUM_ARGS if arg != "--disable-quic"]
 
 
 def require_pdfjs() -> Path:

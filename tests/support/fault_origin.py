@@ -122,16 +122,18 @@ class Faults:
     fail_status: int | None = None  # answer with this status and a small body
     fail_body: bytes | None = None  # the body of a fail_status answer (default: a short text)
     reset_after: int | None = None  # headers + N body bytes, then TCP RST
+    reset_before_status: bool = False  # TCP RST before any byte of the answer (not even the status line)
     short_body: int | None = None  # right Content-Length, only N bytes, clean close
     shift_content_range: int = 0  # 206 for [a+K, b+K] (clipped) instead of [a, b]
     delay: float = 0.0  # seconds before the response headers
+    answer_delay: float = 0.0  # seconds between deciding a GET's answer (304, 200, 206) and sending it
     chunk_delay: float = 0.0  # seconds between body chunks
     chunk_size: int = 64 * 1024
     change_etag_every_request: bool = False  # same bytes, a new ETag on each answer
     authorization: str | None = None  # GET/HEAD without exactly this Authorization: 401 + WWW-Authenticate
     vary: str | None = None  # answers vary on this request field: "Vary: <it>", its value in X-Variant
     # If set, the "breaking" faults (ignore_range, fail_status, reset_after,
-    # short_body, shift_content_range) apply to this many more GETs only and
+    # short_body, shift_content_range, reset_before_status) apply to this many more GETs only and
     # are then cleared; delays and change_etag_every_request stay.
     fault_times: int | None = None
 
@@ -140,6 +142,7 @@ class Faults:
             self.ignore_range
             or self.fail_status is not None
             or self.reset_after is not None
+            or self.reset_before_status
             or self.short_body is not None
             or self.shift_content_range
         )
@@ -188,6 +191,8 @@ class Record:
     raw_path: str = ""  # the request target byte for byte, as it arrived
     name: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    # Every field line as it came, repeats included (``headers`` keeps one value per name).
+    header_lines: tuple[tuple[str, str], ...] = ()
     size: int | None = None  # object size when answered
     span: tuple[int, int] | None = None  # inclusive byte span of the body sent
     etag: str | None = None  # ETag sent
@@ -401,6 +406,13 @@ class FaultOrigin:
                 counts[i] += 1
         return counts
 
+    def take_requests(self) -> list[Record]:
+        """The request log so far, cleared in the same step (none is lost between the two): a long
+        run (the soak, the fuzzer) harvests its faults without the log growing."""
+        with self._lock:
+            taken, self._records = self._records, []
+            return taken
+
     def reset_counters(self) -> None:
         with self._lock:
             self._records.clear()
@@ -446,6 +458,7 @@ class FaultOrigin:
             raw_path=request.raw_path,
             name=name,
             headers=dict(request.headers),
+            header_lines=tuple(request.headers.items()),
             client_cert=_client_cert_names(request),
             t_start=time.monotonic(),
         )
@@ -537,6 +550,7 @@ class FaultOrigin:
             if left <= 0:
                 obj.faults = Faults(
                     delay=f.delay,
+                    answer_delay=f.answer_delay,
                     chunk_delay=f.chunk_delay,
                     chunk_size=f.chunk_size,
                     change_etag_every_request=f.change_etag_every_request,
@@ -573,6 +587,12 @@ class FaultOrigin:
             body = faults.fail_body if faults.fail_body is not None else f"injected {faults.fail_status}\n".encode()
             return web.Response(status=faults.fail_status, body=body, headers=obj.extra_headers)
 
+        if breaking and faults.reset_before_status:
+            rec.status = None
+            rec.fault = "reset_before_status"
+            await self._cut(request, "reset")
+            return web.Response(status=500)  # never sent: the connection is gone
+
         # Preconditions, RFC 9110 section 13.2.2 order.
         if_match = request.headers.get("If-Match")
         if if_match is not None:
@@ -585,6 +605,8 @@ class FaultOrigin:
             tags = [t[2:] if t.startswith("W/") else t for t in _etag_list(inm)]
             if "*" in tags or etag in tags:
                 rec.status = 304
+                if faults.answer_delay:  # the answer was decided before: a change meanwhile does not alter it
+                    await asyncio.sleep(faults.answer_delay)
                 return web.Response(status=304, headers={k: v for k, v in headers.items() if k != "Content-Type"})
         else:
             ims = request.headers.get("If-Modified-Since")
@@ -628,7 +650,13 @@ class FaultOrigin:
         resp.content_length = length
         rec.status = status
         rec.span = (first, last) if length else None
-        await resp.prepare(request)
+        if faults.answer_delay:
+            await asyncio.sleep(faults.answer_delay)
+        try:
+            await resp.prepare(request)
+        except ConnectionError:  # the client gave up first (e.g. its read timeout during a delay)
+            rec.fault = (rec.fault or "") + " client-gone"
+            return resp
         if not is_get or length == 0:
             return resp
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -25,10 +26,11 @@ import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, TypeVar
 
-from benchmarks.harness import REPO_ROOT, RssSampler, free_port, rss, tree_rss
+from benchmarks.harness import REPO_ROOT, RssSampler, free_port, process_tree, rss, tree_rss
 
 __all__ = [
-    "DEFAULT_SLICE", "REPO_ROOT", "AppServerProc", "ProxyProc", "RssSampler", "ServerProc", "free_port",
+    "DEFAULT_SLICE", "REPO_ROOT", "AppServerProc", "H3AppServerProc", "ProxyProc", "RssSampler", "ServerProc",
+    "free_port",
     "proxy_command", "start_appserver", "start_on_free_port", "start_proxy", "subprocess_env", "unused_url",
 ]
 
@@ -53,8 +55,9 @@ class ServerProc:
     name = "server"
 
     def __init__(self, args: list[str], workdir: Path, port: int, health_path: str = "/healthz",
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, client_ssl: ssl.SSLContext | None = None) -> None:
         self.args = args
+        self.client_ssl = client_ssl  # a TLS-only server: https, checked with this context
         self.workdir = workdir
         self.port = port
         self.health_path = health_path
@@ -78,7 +81,7 @@ class ServerProc:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.client_ssl is not None else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int:
@@ -109,15 +112,9 @@ class ServerProc:
                     f"command: {' '.join(self.args)}\n--- stderr ---\n{self.stderr_text()[-8000:]}"
                     f"\n--- stdout ---\n{self.stdout_text()[-2000:]}"
                 )
-            try:
-                with urllib.request.urlopen(self.url + self.health_path, timeout=2) as r:
-                    if r.status == 200:
-                        return
-                    last_err = f"status {r.status}"
-            except urllib.error.HTTPError as e:
-                last_err = f"status {e.code}"
-            except (OSError, urllib.error.URLError) as e:
-                last_err = e
+            last_err = self.probe()
+            if last_err is None:
+                return
             time.sleep(0.05)
         self.kill()
         raise RuntimeError(
@@ -125,9 +122,30 @@ class ServerProc:
             f"command: {' '.join(self.args)}\n--- stderr ---\n{self.stderr_text()[-8000:]}"
         )
 
+    def probe(self) -> object:
+        """One health check: None when ``GET <health_path>`` (HTTP/1.1 over TCP, over TLS with
+        ``client_ssl``) answers 200, else what failed."""
+        try:
+            with urllib.request.urlopen(self.url + self.health_path, timeout=2, context=self.client_ssl) as r:
+                return None if r.status == 200 else f"status {r.status}"
+        except urllib.error.HTTPError as e:
+            return f"status {e.code}"
+        except (OSError, urllib.error.URLError) as e:
+            return e
+
     def rss_bytes(self) -> int:
         """VmRSS of the process itself."""
         return rss(self.pid)
+
+    def inotify_instances(self) -> int:
+        """Open inotify instances over the process and its descendants (Linux): a file watcher's footprint."""
+        count = 0
+        for pid in process_tree(self.pid):
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        count += os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:inotify"
+        return count
 
     def tree_rss_bytes(self) -> int:
         """VmRSS summed over the process and its descendants (worker processes)."""
@@ -274,9 +292,10 @@ def start_proxy(upstream_url: str, tmp_path: Path, *, slice_size: int | None = D
 class AppServerProc(ServerProc):
     name = "appserver"
 
-    def __init__(self, args: list[str], workdir: Path, port: int, media_dir: Path) -> None:
+    def __init__(self, args: list[str], workdir: Path, port: int, media_dir: Path,
+                 client_ssl: ssl.SSLContext | None = None) -> None:
         self.media_dir = media_dir
-        super().__init__(args, workdir, port)
+        super().__init__(args, workdir, port, client_ssl=client_ssl)
 
     def url_for(self, name: str) -> str:
         return f"{self.url}/{name}"
@@ -285,17 +304,68 @@ class AppServerProc(ServerProc):
         return self.media_dir / name
 
 
+class H3AppServerProc(AppServerProc):
+    """``--server h3``: UDP only, so it is healthy when ``GET /healthz`` over HTTP/3 (aioquic's
+    client, trusting the test's certificate) answers 200 -- the protocol the tests then use,
+    rather than a TCP side listener that would prove nothing about the QUIC one."""
+
+    def __init__(self, args: list[str], workdir: Path, port: int, media_dir: Path, certfile: Path) -> None:
+        self.certfile = certfile
+        super().__init__(args, workdir, port, media_dir)
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def probe(self) -> object:
+        import asyncio
+        import concurrent.futures
+
+        from tests.support.h3client import h3_client
+
+        async def check() -> object:
+            async with h3_client(self.port, self.certfile) as client:
+                r = await client.request("GET", f"127.0.0.1:{self.port}", self.health_path)
+                return None if r.status == 200 else f"status {r.status}"
+
+        def in_thread() -> object:  # its own loop: the caller may be inside one
+            try:
+                return asyncio.run(asyncio.wait_for(check(), 2))
+            except (OSError, ConnectionError, asyncio.TimeoutError) as e:
+                return e
+
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(in_thread).result()
+
+
 def start_appserver(media_dir: Path, workdir: Path, server: str = "aiohttp",
-                    timeout: float = STARTUP_TIMEOUT, cors_origin: str | None = None) -> AppServerProc:
+                    timeout: float = STARTUP_TIMEOUT, cors_origin: str | None = None,
+                    events_token: str | None = None, certfile: Path | None = None, keyfile: Path | None = None,
+                    client_ssl: ssl.SSLContext | None = None) -> AppServerProc:
     """Start ``python -m appserver --server <server>`` serving ``media_dir`` on a free port
-    (with ``--cors-origin`` when ``cors_origin`` is given)."""
+    (with ``--cors-origin`` / ``--events-token`` when ``cors_origin`` / ``events_token`` is given).
+
+    With ``certfile``/``keyfile`` a TCP server is TLS only: ``client_ssl`` (a context trusting its
+    CA) is then what the health check, and ``.url``'s ``https``, go through. ``server="h3"`` needs
+    ``certfile``/``keyfile`` and is checked over HTTP/3 instead (:class:`H3AppServerProc`)."""
+    if server != "h3" and (certfile is None) != (client_ssl is None):
+        raise ValueError("certfile needs client_ssl (the health check's TLS context), and only it")
 
     def make(port: int) -> AppServerProc:
         args = [sys.executable, "-m", "appserver", "--server", server, "--media-dir", str(media_dir),
                 "--host", "127.0.0.1", "--port", str(port)]
         if cors_origin is not None:
             args += ["--cors-origin", cors_origin]
-        return AppServerProc(args, Path(workdir), port, Path(media_dir))
+        if events_token is not None:
+            args += ["--events-token", events_token]
+        if certfile is not None:
+            args += ["--certfile", str(certfile)]
+        if keyfile is not None:
+            args += ["--keyfile", str(keyfile)]
+        if server == "h3":
+            assert certfile is not None, "server h3 needs certfile and keyfile"
+            return H3AppServerProc(args, Path(workdir), port, Path(media_dir), Path(certfile))
+        return AppServerProc(args, Path(workdir), port, Path(media_dir), client_ssl)
 
     return start_on_free_port(make, timeout)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import re
+import socket
 import tomllib
 from pathlib import Path
 
@@ -48,6 +49,8 @@ def config_error(argv: list[str], environ: dict[str, str] | None = None) -> Conf
 DEFAULTS = {
     "upstream": UP,
     "origin": (),
+    "change_feed": "",
+    "change_feed_token": "",
     "host": "127.0.0.1",
     "port": 8080,
     "tls_cert": "",
@@ -68,13 +71,19 @@ DEFAULTS = {
     "upstream_read_timeout": 30.0,
     "upstream_connections": 64,
     "grace_period": 10.0,
+    "drain_period": 0.0,
+    "node_name": socket.gethostname(),  # the default: the host name
     "store_threads": 4,
+    "scrub_rate": 8 * MiB,
     "fill_memory": 16 * MiB,
     "log_level": "info",
     "access_log_format": "combined",
     "access_log": True,
     "workers": 1,
     "listen_backlog": 4096,
+    "header_timeout": 60.0,
+    "keepalive_timeout": 75.0,
+    "max_connections": 10000,
     "admin_token": "",
     "protect_stats": False,
     "stats_path": "/stats",
@@ -104,6 +113,14 @@ def test_no_file_is_read_without_config(tmp_path: Path, monkeypatch: pytest.Monk
     write_toml(tmp_path, 'upstream = "http://elsewhere"\nport = 1\n')
     monkeypatch.chdir(tmp_path)
     assert load(["--upstream", UP], {}).port == 8080
+
+
+def test_describe_masks_the_change_feed_token() -> None:
+    s = load(["--upstream", UP, "--set", "change_feed=ws://127.0.0.1:8081/_events", "--set",
+              "change_feed_token=f33d"], {})
+    assert s.describe()["change_feed_token"] == "***"
+    assert "f33d" not in repr(s.describe()) and "f33d" not in repr(s.origins)
+    assert s.origins[-1].change_feed_token == "f33d"
 
 
 def test_describe_masks_token() -> None:
@@ -199,6 +216,10 @@ TEXT_VALUES = [
     ("default_ttl", "365d", 365 * 86400.0),
     ("upstream_read_timeout", "250ms", 0.25),
     ("grace_period", "1h", 3600.0),
+    ("drain_period", "15s", 15.0),
+    ("drain_period", "500ms", 0.5),
+    ("node_name", "edge-3.eu", "edge-3.eu"),
+    ("node_name", "n" * 64, "n" * 64),
     ("slice_size", "4KiB", 4 * KiB),
     ("slice_size", "64MiB", 64 * MiB),
     ("slice_size", "65536", 65536),
@@ -260,11 +281,16 @@ BAD_TEXT = [
     ("workers", "0", "between 1 and 64"),
     ("listen_backlog", "0", "an integer between 1 and 65535"),
     ("listen_backlog", "65536", "an integer between 1 and 65535"),
+    ("header_timeout", "0", "between 0s and 1h"),
+    ("keepalive_timeout", "2h", "between 0s and 1h"),
+    ("max_connections", "0", "between 1 and 1000000"),
     ("max_ranges", "1001", "between 1 and 1000"),
     ("max_run_slices", "0", "between 1 and 1024"),
     ("readahead_slices", "65", "between 0 and 64"),
     ("upstream_connections", "10001", "between 1 and 10000"),
     ("store_threads", "0", "between 1 and 64"),
+    ("scrub_rate", "65GiB", "a size between 0B and 64GiB"),
+    ("scrub_rate", "fast", "a size"),
     ("slice_size", "abc", "a size between 4KiB and 64MiB"),
     ("slice_size", "2KiB", "a size between 4KiB and 64MiB"),
     ("slice_size", "65MiB", "a size between 4KiB and 64MiB"),
@@ -276,6 +302,12 @@ BAD_TEXT = [
     ("upstream_read_timeout", "0s", "a duration > 0"),
     ("upstream_read_timeout", "inf", "a duration > 0"),
     ("grace_period", "2h", "between 0s and 1h"),
+    ("drain_period", "2h", "between 0s and 1h"),
+    ("drain_period", "-1s", "between 0s and 1h"),
+    ("node_name", "edge 3", "at most 64 visible ASCII characters without blanks"),
+    ("node_name", "n" * 65, "at most 64 visible ASCII characters"),
+    ("node_name", "nœud", "visible ASCII"),
+    ("node_name", "a\tb", "visible ASCII"),
     ("access_log", "maybe", "true or false"),
     ("access_log", "", "true or false"),
     ("log_level", "verbose", "one of debug, info, warning, error"),
@@ -631,6 +663,20 @@ def test_shipped_config_is_complete_and_commented() -> None:
     for name in set(field_names()) - {"origin"}:
         (index,) = [i for i, line in enumerate(lines) if re.match(rf"{name}\s*=", line)]
         assert lines[index - 1].startswith("#"), f"{name} has no comment above it"
+
+
+def test_an_empty_node_name_is_the_host_name() -> None:
+    assert load(["--upstream", UP, "--set", "node_name="], {}).node_name == socket.gethostname()
+    assert load(["--upstream", UP], {"RANGEPROXY_NODE_NAME": "edge-1"}).node_name == "edge-1"
+
+
+def test_a_host_name_that_cannot_be_a_node_name_must_be_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    import proxy.core.settings as settings_module
+
+    monkeypatch.setattr(settings_module, "host_name", lambda: "x" * 70)
+    err = config_error(["--upstream", UP])
+    assert err.key == "node_name" and "host name" in str(err)
+    assert load(["--upstream", UP, "--set", "node_name=edge-2"], {}).node_name == "edge-2"
 
 
 def test_settings_fields_match_api() -> None:

@@ -13,7 +13,7 @@ import pytest
 from proxy.cache import fileindex
 from proxy.cache.fileindex import FileIndex
 from proxy.cache import eviction
-from proxy.cache.store import SliceStore
+from proxy.cache.store import SliceStore, slice_key
 from proxy.core.representation import ObjectMeta
 
 
@@ -34,7 +34,7 @@ def test_an_entry_costs_about_its_stated_bytes() -> None:
     tracemalloc.start()
     try:
         fi = FileIndex("/c")
-        fi.load((f"s3\x00http://o/{i}.bin\x00e:\"v\"\x000", f"ab/cd/{os.urandom(14).hex()}.val")
+        fi.load((slice_key(f"http://o/{i}.bin", 'e:1:"v"', 0), f"ab/cd/{os.urandom(14).hex()}.val")
                 for i in range(50_000))
         used, _ = tracemalloc.get_traced_memory()
     finally:
@@ -82,7 +82,7 @@ async def test_a_file_gone_behind_the_index_is_a_miss_not_an_error(tmp_path: Pat
             await store.put_meta(m)
             await store.put_slice(m.url, m.validator, 0, b"y" * 10)
         # a's fd is no longer held (max_fds=1); delete its file as a cull by another worker would.
-        path = store.files.path(f"s3\x00{a.url}\x00{a.validator}\x000")
+        path = store.files.path(slice_key(a.url, a.validator, 0))
         assert path is not None
         store._cache.evict(a.url)
         assert not os.path.exists(path)
@@ -101,7 +101,7 @@ def test_damaged_length_is_dropped(tmp_path: Path) -> None:
             a, b = meta("http://o/a.bin", 10), meta("http://o/b.bin", 10)
             for m in (a, b):
                 await store.put_slice(m.url, m.validator, 0, b"z" * 10)
-            path = store.files.path(f"s3\x00{a.url}\x00{a.validator}\x000")
+            path = store.files.path(slice_key(a.url, a.validator, 0))
             assert path is not None
             with open(path, "ab") as f:
                 f.write(b"extra")
@@ -138,7 +138,7 @@ async def test_hits_served_from_the_index_reach_diskcaches_lru(tmp_path: Path) -
     try:
         a = meta("http://o/a.bin", 10)
         await store.put_slice(a.url, a.validator, 0, b"q" * 10)
-        key = f"s3\x00{a.url}\x00{a.validator}\x000"
+        key = slice_key(a.url, a.validator, 0)
         before = store._cache._sql("SELECT access_time FROM Cache WHERE key = ?", (key,)).fetchone()[0]
         store._forget_fd((a.url, a.validator, 0))
         await asyncio.sleep(0.01)
@@ -175,7 +175,7 @@ def test_the_table_agrees_with_a_dict_through_growth_deletes_and_reuse() -> None
     rng = random.Random(5)
     fi = FileIndex("/c")
     model: dict[str, str] = {}
-    keys = [f"s3\x00http://o/{i}.bin\x00e:\"v\"\x000" for i in range(6000)]
+    keys = [slice_key(f"http://o/{i}.bin", 'e:1:"v"', 0) for i in range(6000)]
     for step in range(40_000):
         key = rng.choice(keys)
         if rng.random() < 0.6:

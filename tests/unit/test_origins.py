@@ -85,3 +85,25 @@ def test_origin_tables_come_from_the_file_only() -> None:
 
 def test_neither_upstream_nor_tables_is_an_error_naming_upstream() -> None:
     assert error().key == "upstream"
+
+
+def test_each_origin_names_its_own_change_feed_and_the_default_one_takes_the_global_keys() -> None:
+    s = settings({"name": "media", "upstream": "http://127.0.0.1:8082", "hosts": ["media.test"],
+                  "change_feed": "ws://127.0.0.1:8082/_events", "change_feed_token": "m3dia"},
+                 {"name": "plain", "upstream": "http://127.0.0.1:8083", "hosts": ["plain.test"]},
+                 upstream=UP, change_feed="ws://127.0.0.1:8081/_events", change_feed_token="d3fault")
+    by_name = {o.name: o for o in s.origins}
+    assert (by_name["media"].change_feed, by_name["media"].change_feed_token) == ("ws://127.0.0.1:8082/_events",
+                                                                                  "m3dia")
+    assert (by_name["plain"].change_feed, by_name["plain"].change_feed_token) == ("", "")  # not inherited
+    assert (by_name["default"].change_feed, by_name["default"].change_feed_token) == ("ws://127.0.0.1:8081/_events",
+                                                                                      "d3fault")
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"change_feed": "http://127.0.0.1:8082/_events"}, "origin.media.change_feed"),
+    ({"change_feed_token": "t"}, "origin.media.change_feed_token"),
+    ({"change_feed": "ws://127.0.0.1:8082/_events", "change_feed_token": "a b"}, "origin.media.change_feed_token"),
+])
+def test_a_bad_change_feed_names_the_tables_key(table: dict[str, Any], key: str) -> None:
+    assert error({"name": "media", "upstream": "http://127.0.0.1:8082", **table}).key == key

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from proxy.http.ranges import (
+    answers_range,
     Conflict,
     ContentRange,
     Ignore,
@@ -402,3 +403,26 @@ def test_bad_dates_are_none(value: str) -> None:
 @given(st.integers(0, 2**33))
 def test_http_date_round_trips(epoch: int) -> None:
     assert parse_http_date(format_http_date(epoch)) == epoch
+
+
+@pytest.mark.parametrize(
+    ("range_header", "content_range", "expected"),
+    [
+        ("bytes=100-199", "bytes 100-199/1000", True),
+        ("bytes=100-199", "bytes 99-199/1000", False),  # shifted: bytes nobody asked for
+        ("bytes=100-199", "bytes 5100-5199/10000", False),
+        ("bytes=100-199", "bytes 100-150/1000", True),  # less than asked, within it
+        ("bytes=-1", "bytes 999-999/1000", True),
+        ("bytes=-1", "bytes 998-998/1000", False),
+        ("bytes=0-0,10-20", "bytes 0-20/1000", True),  # coalesced
+        ("bytes=0-0,10-20", "bytes 0-21/1000", False),
+        ("bytes=100-", "bytes 100-999/1000", True),
+        ("bytes=100-199", "bytes 100-199/*", True),  # unknown length: cannot be judged
+        (None, "bytes 0-9/1000", False),  # a 206 to no Range at all
+        ("garbage", "bytes 0-9/1000", True),  # a Range refused here: the origin's reading is not judged
+        ("bytes=0-9", "bytes */1000", False),
+        ("bytes=0-9", None, False),
+    ],
+)
+def test_answers_range(range_header: str | None, content_range: str | None, expected: bool) -> None:
+    assert answers_range(range_header, content_range) is expected

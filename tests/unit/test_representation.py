@@ -54,8 +54,9 @@ def http_date(offset: float) -> str:
 @pytest.mark.parametrize(
     ("etag", "last_modified", "length", "expected"),
     [
-        ('"v1"', LM, 1000, 'e:"v1"'),  # a strong ETag alone identifies the version
-        ('"v1"', None, 1000, 'e:"v1"'),
+        ('"v1"', LM, 1000, 'e:1000:"v1"'),  # a strong ETag and the length identify the version
+        ('"v1"', None, 1000, 'e:1000:"v1"'),
+        ('"v1"', None, 1001, 'e:1001:"v1"'),  # an origin that keeps its ETag across a change of length
         ('W/"v1"', LM, 1000, f"m:{LM}:1000"),  # a weak ETag does not: Last-Modified + length
         ('W/"v1"', None, 1000, "m::1000"),
         (None, LM, 1000, f"m:{LM}:1000"),
@@ -310,7 +311,7 @@ def test_an_object_without_a_strong_validator_is_stored_only_from_one_whole_answ
     # Each answer is its own version: their slices can never meet.
     assert whole.answer and whole.validator != again.validator
     strong = meta_from_response("u", 206, {"Content-Range": "bytes 0-9/20", "ETag": '"s"'}, NOW, 60)
-    assert strong is not None and strong.storable and not strong.answer and strong.validator == 'e:"s"'
+    assert strong is not None and strong.storable and not strong.answer and strong.validator == 'e:20:"s"'
 
 
 def test_a_304_gives_the_lifetime_of_the_response_it_freshens() -> None:

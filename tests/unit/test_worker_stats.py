@@ -5,6 +5,7 @@ No servers: registries and ``Stats`` fed by hand, files in a temporary ``run_dir
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.cache.budget import ByteBudget
+from proxy.cache.writability import CacheWritability
 from proxy.cache.pieces import RequestTally
 from proxy.core.counters import Counters
 from proxy.web.sending import ResponseInfo
@@ -32,14 +34,15 @@ MiB = 2**20
 S = MiB
 
 def settings_ns() -> SimpleNamespace:
-    return SimpleNamespace(slice_size=S, upstream="http://o", cache_size=64 * MiB, purge_prefix="/_cache/",
-                           admin_token="", protect_stats=False, cache_dir="unused")
+    return SimpleNamespace(slice_size=S, upstream="http://o", node_name="node-a", cache_size=64 * MiB,
+                           purge_prefix="/_cache/", admin_token="", protect_stats=False, cache_dir="unused")
 
 
 class FakeStore:
     def __init__(self, evictions: int = 0, corrupt: int = 0) -> None:
         self.evictions = evictions
         self.corrupt_dropped = corrupt
+        self.writability = CacheWritability("unused")
 
 
 class FakeEngine:
@@ -113,6 +116,23 @@ def test_per_origin_series_add_up_across_workers() -> None:
     assert val(m, "rangeproxy_origin_upstream_bytes_total", origin="default") == 2 * S
     assert val(m, "rangeproxy_origin_upstream_requests_total", origin="default", status="none", outcome="error") == 1
     assert val(m, "rangeproxy_origin_upstream_healthy", origin="default", upstream="http://o") == 2  # both workers
+
+
+async def test_cache_writable_is_0_when_any_worker_cannot_write() -> None:
+    a, b = Worker(), Worker()
+    both = samples_of(merge_expositions([a.metrics.render().decode(), b.metrics.render().decode()]))
+    assert val(both, "rangeproxy_cache_writable") == 1  # not 2: the lowest, not the sum
+    assert b.engine.store.writability.failed(OSError(errno.ENOSPC, "No space left on device"))
+    m = samples_of(merge_expositions([a.metrics.render().decode(), b.metrics.render().decode()]))
+    assert val(m, "rangeproxy_cache_writable") == 0
+    assert val(m, "rangeproxy_cache_write_errors_total", reason="no_space") == 1
+    assert val(m, "rangeproxy_cache_write_errors_total", reason="read_only") == 0
+    peer = json.loads(json.dumps(b.stats.export()))
+    peer.update(index=1, pid=2, age=0.1)
+    volume = SimpleNamespace(bytes=0, entries=0, objects=0, evictions=0)
+    doc = await a.stats.snapshot(volume, peers=[peer], worker=WorkerInfo(index=0, count=2, run_dir=Path("unused")))
+    assert doc["cache"]["writable"] is False and doc["cache"]["write_errors"] == 1
+    assert doc["cache"]["write_reason"] == "ENOSPC: No space left on device"
 
 
 async def test_stats_json_groups_requests_and_bytes_per_origin() -> None:

@@ -214,6 +214,7 @@
   function renderKpis(s) {
     var r = s.ratios, tot = s.totals, rates = s.rates, lat = s.latency, cache = s.cache;
     var names = (s.origins || []).map(function (o) { return o.name; });
+    setText("node", s.node || "–");
     setText("origin", names.length > 1 ? names.length + " origins: " + names.join(", ") : (s.upstream || names[0] || "–"));
     // served from cache
     setText("hit-bytes", fmtPct(r.hit_ratio_bytes));
@@ -379,7 +380,7 @@
       ["bytes fetched", fmtBytes(t.upstream_bytes), cls(t.upstream_bytes)],
       ["fetching now (1 min avg)", fmtRate(s.rates.upstream_bytes_per_second), cls(s.rates.upstream_bytes_per_second)],
       ["objects changed at origin", fmtNum(t.origin_version_changes, 0), cls(t.origin_version_changes)]
-    ]);
+    ].concat(feedFacts(s.change_feeds || {}, s.now)));
     facts("now-facts", [
       ["slices being fetched", fmtNum(g.slice_fetches_in_flight, 0), cls(g.slice_fetches_in_flight)],
       ["responses streaming", fmtNum(g.responses_waiting, 0), cls(g.responses_waiting)],
@@ -387,8 +388,23 @@
       ["responses cut short", fmtNum(t.responses_aborted, 0), cls(t.responses_aborted, true)],
       ["purges", fmtNum(t.purges, 0), cls(t.purges)],
       ["damaged entries dropped", fmtNum(cache.corrupt_dropped, 0), cls(cache.corrupt_dropped, true)],
+      ["cache writable", cache.writable === false ? "no: " + (cache.write_reason || "?") : "yes",
+        cache.writable === false ? "bad" : null],
+      ["cache write errors", fmtNum(cache.write_errors || 0, 0), cls(cache.write_errors, true)],
       ["cache entries", fmtNum(cache.entries, 0), cls(cache.entries)]
     ]);
+  }
+
+  // One line per origin change feed: connected (events, purges) or down since when, and why.
+  function feedFacts(feeds, now) {
+    return Object.keys(feeds).sort().map(function (name) {
+      var f = feeds[name], label = "change feed" + (name === "default" ? "" : " · " + name);
+      var since = fmtUptime(Math.max(0, now - f.since));
+      if (f.connected) {
+        return [label, "live " + since + " · " + fmtNum(f.events, 0) + " events · " + fmtNum(f.purges, 0) + " purged", "good"];
+      }
+      return [label, "down " + since + (f.last_error ? " · " + f.last_error : ""), "bad"];
+    });
   }
 
   function upstreamDot(u) {
