@@ -8,7 +8,7 @@ STAMP       := $(VENV)/.installed
 MEDIA_DIR   := data/media
 PYTEST_ARGS ?=
 
-.PHONY: all venv install system-deps test typecheck media demo bench cache-tests fuzz soak clean distclean docker-config-check test-docker cluster
+.PHONY: all venv install system-deps test typecheck media demo bench cache-tests fuzz soak clean distclean docker-config-check test-docker test-cluster cluster
 
 all: test
 
@@ -48,6 +48,11 @@ docker-config-check: $(STAMP)
 # through the proxy, tear down. Skips with a message where no Docker engine can be started.
 test-docker:
 	bash scripts/test-docker.sh run
+
+# The compose cluster profile for real (HAProxy + node1..3 + the appserver) on the same engine,
+# with a small form of the loopback cluster's checks (cluster/fleetcheck.py).
+test-cluster:
+	bash scripts/test-docker.sh cluster
 
 media: $(STAMP)
 	$(VPY) -m appserver.demo_media --out $(MEDIA_DIR)

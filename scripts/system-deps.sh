@@ -28,6 +28,38 @@ have() {
     command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]
 }
 
+# promtool (tests/unit/test_deploy_config.py checks config/prometheus.yml and the Grafana
+# dashboard's queries with it) without installing a Prometheus server, whose Debian package would also
+# start one: the binary alone, out of that package, into build/tools/prometheus/ (git-ignored).
+PROMTOOL=build/tools/prometheus/usr/bin/promtool
+fetch_promtool() {
+    if have promtool || [ -x "$PROMTOOL" ]; then
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1 || {
+        echo "system-deps: promtool missing and no apt-get/dpkg-deb to fetch it (install Prometheus's promtool)" >&2
+        return 0
+    }
+    local tmp
+    tmp=$(mktemp -d)
+    if ! (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1); then
+        # No package lists yet (a fresh machine): read them once, as root.
+        [ "$(id -u)" -eq 0 ] && apt-get update -q >/dev/null 2>&1 \
+            && (cd "$tmp" && apt-get download -q prometheus >/dev/null 2>&1)
+    fi
+    if ls "$tmp"/prometheus_*.deb >/dev/null 2>&1; then
+        mkdir -p "$(dirname "$PROMTOOL")"
+        dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/x" && cp "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+    fi
+    rm -rf "$tmp"
+    if [ -x "$PROMTOOL" ]; then
+        echo "system-deps: promtool OK ($PROMTOOL, from Debian's prometheus package)"
+    else
+        echo "system-deps: could not fetch promtool (apt-get download prometheus failed)" >&2
+    fi
+}
+fetch_promtool
+
 missing_cmds=()
 missing_pkgs=()
 for entry in "${WANT[@]}"; do

@@ -7,6 +7,9 @@
 #                                            appserver's media; /downloads/, the downloads
 #                                            service's files) and /stats.json through the proxy
 #                                            container, tear everything down (always)
+#   bash scripts/test-docker.sh cluster      the cluster profile for real (`make test-cluster`): HAProxy
+#                                            and node1..node3 in front of the appserver, checked by
+#                                            cluster/fleetcheck.py (see cluster() below)
 #   bash scripts/test-docker.sh config-check docker compose config -q on both files (+ the
 #                                            monitoring profile); needs no engine
 #
@@ -124,7 +127,10 @@ config_check() {
     local sets=(
         "docker-compose.yml"
         "docker-compose.yml --profile monitoring"
+        "docker-compose.yml --profile cluster"
+        "docker-compose.yml --profile cluster --profile monitoring"
         "docker-compose.yml docker-compose.ci.yml"
+        "docker-compose.yml docker-compose.ci.yml --profile cluster"
     )
     local set args f
     for set in "${sets[@]}"; do
@@ -506,8 +512,77 @@ print(json.dumps(w))' "$plan" "$origin")
     say "PASSED"
 }
 
+# ============================ cluster ==================================================
+
+# `make test-cluster`: the cluster profile for real, in a small form of the loopback cluster's
+# tests (cluster/fleetcheck.py): the appserver serving 120 small objects and 2 of 1 MiB that the
+# check writes into build/test-docker/cluster-media/ (mounted over /srv/media), HAProxy (`front`,
+# Debian's package) and node1..node3, each with its own cache volume; every object read through the
+# front byte for byte and fetched from the origin by one node only, ranges and a multi-range from
+# one node whatever the query string, then `docker compose stop node2` (SIGTERM: it drains, HAProxy
+# takes it out) moves exactly node2's objects and leaves the others HITs where they were.
+cluster() {
+    trap cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    find_engine
+    if ! docker compose version >/dev/null 2>&1; then
+        skip "the engine answers, but 'docker compose' (Compose v2 plugin) is missing"
+    fi
+    PROJECT=${TEST_DOCKER_PROJECT:-rangeproxy-test}-cluster
+    local var used=" "
+    for var in TEST_DOCKER_ORIGIN_PORT TEST_DOCKER_DOWNLOADS_PORT TEST_DOCKER_NODE1_PORT TEST_DOCKER_NODE2_PORT \
+               TEST_DOCKER_NODE3_PORT TEST_DOCKER_FRONT_PORT TEST_DOCKER_STATS_PORT; do
+        local port=${!var:-}
+        while [ -z "$port" ] || [[ $used == *" $port "* ]]; do
+            port=$(free_port)
+        done
+        used+="$port "
+        export "$var=$port"
+    done
+    write_proxy_config
+    local media=build/test-docker/cluster-media
+    rm -rf "$media"
+    "$PY" -m cluster.fleetcheck --write-media "$media" --objects 120 --big 2
+    chmod 0755 "$media"
+    export TEST_DOCKER_MEDIA=./$media TEST_DOCKER_DEMO_MEDIA=0
+    export PIP_INDEX_URL=${PIP_INDEX_URL:-} PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL:-} \
+        PIP_TRUSTED_HOST=${PIP_TRUSTED_HOST:-}
+    DC=(docker compose -f docker-compose.yml -f docker-compose.ci.yml -p "$PROJECT" --profile cluster)
+
+    STACK_UP=1
+    "${DC[@]}" down --volumes --remove-orphans --timeout 5 >/dev/null 2>&1 || true
+    say "building the images (rangeproxy, and HAProxy from Debian's package: docker/haproxy.Dockerfile)"
+    "${DC[@]}" build --quiet appserver front
+    say "starting appserver, downloads, node1..3 (127.0.0.1:$TEST_DOCKER_NODE1_PORT, :$TEST_DOCKER_NODE2_PORT," \
+        ":$TEST_DOCKER_NODE3_PORT) and front (127.0.0.1:$TEST_DOCKER_FRONT_PORT, stats :$TEST_DOCKER_STATS_PORT)"
+    "${DC[@]}" up --detach --wait --wait-timeout 240 front
+    "${DC[@]}" ps
+    "${DC[@]}" exec -T front haproxy -v | sed -n 1p   # sed reads it all: no SIGPIPE under pipefail
+
+    local stop
+    stop=$(printf '%q ' "${DC[@]}" stop node2)
+    "$PY" -m cluster.fleetcheck --front "http://127.0.0.1:$TEST_DOCKER_FRONT_PORT" \
+        --stats "http://127.0.0.1:$TEST_DOCKER_STATS_PORT" \
+        --node "node1=http://127.0.0.1:$TEST_DOCKER_NODE1_PORT" \
+        --node "node2=http://127.0.0.1:$TEST_DOCKER_NODE2_PORT" \
+        --node "node3=http://127.0.0.1:$TEST_DOCKER_NODE3_PORT" \
+        --objects 120 --big 2 --stop node2 "$stop"
+    # node2 drained before it stopped: its log says so, and it exited 0.
+    local drained
+    drained=$("${DC[@]}" logs --no-color node2 | grep -E 'SIGTERM: draining|drained: stopping' || true)
+    printf '%s\n' "$drained"
+    [ "$(printf '%s\n' "$drained" | grep -c .)" -ge 2 ] \
+        || { echo "test-docker: node2's log does not show the drain before it stopped" >&2; exit 1; }
+    local code
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$("${DC[@]}" ps -aq node2)")
+    [ "$code" = 0 ] || { echo "test-docker: node2 exited $code after SIGTERM, want 0" >&2; exit 1; }
+    say "cluster PASSED"
+}
+
 case "${1:-run}" in
     run) run ;;
+    cluster) cluster ;;
     config-check) config_check ;;
-    *) echo "usage: $0 [run|config-check]" >&2; exit 2 ;;
+    *) echo "usage: $0 [run|cluster|config-check]" >&2; exit 2 ;;
 esac

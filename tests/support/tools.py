@@ -93,3 +93,18 @@ def run_benchmarks(*args: str, timeout: float) -> tuple[subprocess.CompletedProc
     cmd = [sys.executable, "-m", "benchmarks", "--quick", *args]
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
     return proc, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+
+
+PROMTOOL = REPO_ROOT / "build" / "tools" / "prometheus" / "usr" / "bin" / "promtool"
+
+
+def require_promtool() -> str:
+    """Prometheus's ``promtool``: on PATH, or the binary ``make system-deps`` takes out of Debian's
+    prometheus package into build/tools/ (no server installed). Missing: skip, or fail under CI=true."""
+    path = find_tool("promtool") or (str(PROMTOOL) if os.access(PROMTOOL, os.X_OK) else None)
+    if path is not None:
+        return path
+    reason = "promtool is not installed (run `make system-deps`: it fetches it into build/tools/prometheus/)"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; under CI=true missing tools are failures", pytrace=False)
+    pytest.skip(reason)
