@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cluster: {e}", file=sys.stderr)
         return 1
     print(f"front (HAProxy): {cluster.front_url}   config: {cluster.config_path}")
+    print(f"HAProxy's stats page: {cluster.stats_url}   (each node's state; ;csv for scripts)")
     for node in cluster.nodes.values():
         print(f"  {node.name}: {node.url}  stats {node.url}/stats  log {node.log_path}  cache {node.cache_dir}")
     print(f"admin socket: {cluster.socket_path}   work dir: {workdir}")

@@ -28,7 +28,7 @@ from benchmarks.harness import REPO_ROOT, find_tool, free_port
 
 __all__ = ["ClusterError", "ClusterOptions", "LoopbackCluster", "Node", "haproxy_config"]
 
-BACKEND = "nodes"
+BACKEND = "rangeproxy"  # as in the README and config/haproxy-cluster.cfg
 STARTUP_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 
@@ -38,12 +38,16 @@ class ClusterError(RuntimeError):
 
 
 def haproxy_config(front_port: int, nodes: list[tuple[str, int]], stats_socket: Path,
-                   check_inter: str = "1s", fall: int = 2, tls_pem: Path | None = None) -> str:
+                   check_inter: str = "1s", fall: int = 2, tls_pem: Path | None = None,
+                   stats_port: int | None = None) -> str:
     """The haproxy.cfg of the loopback cluster: the README's backend, on loopback ports. ``fall``
     failed checks (``check_inter`` apart) take a node out, so a node's ``drain_period`` must exceed
     their product. With ``tls_pem`` (chain and key in one file) the front terminates TLS and offers
-    HTTP/2 by ALPN; the nodes still speak HTTP/1.1 (aiohttp has no HTTP/2)."""
+    HTTP/2 by ALPN; the nodes still speak HTTP/1.1 (aiohttp has no HTTP/2). ``stats_port``: HAProxy's
+    stats page there (each node's state; ``;csv`` for ``python -m cluster.fleetcheck``)."""
     tls = f" ssl crt {tls_pem} alpn h2,http/1.1" if tls_pem is not None else ""
+    stats = (f"\nfrontend stats\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n"
+             if stats_port is not None else "")
     servers = "\n".join(f"    server {name} 127.0.0.1:{port} check inter {check_inter}" for name, port in nodes)
     return f"""\
 # Written by python -m cluster (cluster/loopback.py); rewritten when a node is added.
@@ -71,7 +75,7 @@ backend {BACKEND}
     option forwardfor
     default-server fall {fall} rise 1
 {servers}
-"""
+{stats}"""
 
 
 @dataclass
@@ -188,6 +192,7 @@ class LoopbackCluster:
         self.nodes: dict[str, Node] = {}
         self.haproxy: _Proc | None = None
         self.front_port = 0
+        self.stats_port = 0
         self.config_path = self.workdir / "haproxy.cfg"
         self.socket_path = self.workdir / "haproxy.sock"
         if len(str(self.socket_path)) > 100:  # sun_path holds 108 bytes
@@ -199,6 +204,11 @@ class LoopbackCluster:
     def front_url(self) -> str:
         scheme = "https" if self.options.tls_cert is not None else "http"
         return f"{scheme}://127.0.0.1:{self.front_port}"
+
+    @property
+    def stats_url(self) -> str:
+        """HAProxy's stats page (plain HTTP on loopback)."""
+        return f"http://127.0.0.1:{self.stats_port}"
 
     def __enter__(self) -> LoopbackCluster:
         self.start()
@@ -353,7 +363,7 @@ class LoopbackCluster:
     def _write_config(self) -> None:
         nodes = [(n.name, n.port) for n in self.nodes.values()]
         self.config_path.write_text(haproxy_config(self.front_port, nodes, self.socket_path, fall=self.options.fall,
-                                                   tls_pem=self._front_pem()))
+                                                   tls_pem=self._front_pem(), stats_port=self.stats_port))
 
     def _start_haproxy(self) -> None:
         exe = find_tool("haproxy")
@@ -361,6 +371,7 @@ class LoopbackCluster:
             raise ClusterError("haproxy is not installed (Debian: apt-get install haproxy; `make system-deps`)")
         for _attempt in range(3):
             self.front_port = self.options.front_port or free_port()
+            self.stats_port = free_port()
             self._write_config()
             check = subprocess.run([exe, "-c", "-q", "-f", str(self.config_path)], capture_output=True, text=True,
                                    check=False, timeout=30)

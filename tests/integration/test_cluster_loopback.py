@@ -227,3 +227,35 @@ async def test_python_m_cluster_starts_the_fleet_and_stops_it_on_sigterm(origin:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_the_fleet_check_of_make_test_cluster_passes_against_the_loopback_fleet(tmp_path: Path) -> None:
+    """``python -m cluster.fleetcheck`` (what ``make test-cluster`` runs against the compose fleet) on
+    loopback: its own objects written into the origin's directory, read through the front, each fetched
+    once; ranges from one node; a node stopped (SIGTERM: it drains) moves exactly its objects."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    from tests.support.servers import REPO_ROOT, subprocess_env
+
+    root = tmp_path / "media"
+    subprocess.run([sys.executable, "-m", "cluster.fleetcheck", "--write-media", str(root), "--objects", "60",
+                    "--big", "1"], check=True, cwd=REPO_ROOT, env=subprocess_env(), timeout=60)
+    origin = start_appserver(root, tmp_path / "appserver")
+    try:
+        with start_cluster(origin.url, tmp_path / "cluster", 3, drain_period=4.0,
+                           settings={"readahead_slices": "0"}) as fleet:
+            victim = fleet.nodes["node2"]
+            args = [sys.executable, "-m", "cluster.fleetcheck", "--front", fleet.front_url, "--stats", fleet.stats_url,
+                    *[a for n in fleet.nodes.values() for a in ("--node", f"{n.name}={n.url}")],
+                    "--objects", "60", "--big", "1", "--stop", "node2", f"kill -TERM {victim.pid}"]
+            out = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT, env=subprocess_env(), timeout=240)
+            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+            figures = json.loads(re.search(r"^fleetcheck: (\{.*\})$", out.stdout, re.M).group(1))  # type: ignore[union-attr]
+            assert sum(figures["shares"].values()) == 60 and set(figures["shares"]) == {"node1", "node2", "node3"}
+            assert figures["stopped"]["moved"] == figures["shares"]["node2"]
+            assert victim.wait(30) == 0  # it drained, then stopped on its own
+    finally:
+        origin.stop()

@@ -54,3 +54,13 @@ def test_a_tls_front_writes_chain_and_key_into_one_pem_and_needs_both(tmp_path: 
     half = LoopbackCluster("http://127.0.0.1:1", tmp_path, 1, ClusterOptions(tls_cert=tmp_path / "c.pem"))
     with pytest.raises(ClusterError, match="both"):
         half._front_pem()
+
+
+def test_the_stats_page_is_a_frontend_of_its_own_only_when_asked() -> None:
+    sock = Path("/run/x/haproxy.sock")
+    assert "frontend stats" not in haproxy_config(8080, [("node1", 9001)], sock)
+    cfg = haproxy_config(8080, [("node1", 9001)], sock, stats_port=9404)
+    lines = [line.split("#")[0].strip() for line in cfg.splitlines()]
+    at = lines.index("frontend stats")
+    assert lines[at + 1:at + 4] == ["bind 127.0.0.1:9404", "stats enable", "stats uri /"]
+    assert lines.index("backend rangeproxy") < at  # after the backend: its servers stay its own
