@@ -26,15 +26,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .app import MediaApp
 
+    app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin, events_token=settings.events_token)
     if settings.server == "h3":
         from .h3 import server as h3_server
 
         assert settings.certfile is not None and settings.keyfile is not None  # config checks it
-        app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin, events_token=settings.events_token)
         return h3_server.run(app, settings.host, settings.port, certfile=settings.certfile,
                              keyfile=settings.keyfile)
 
-    app = MediaApp(settings.media_dir, cors_origin=settings.cors_origin, events_token=settings.events_token)
     if settings.server == "hypercorn":
         from . import runner_hypercorn
 

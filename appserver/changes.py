@@ -191,7 +191,7 @@ class ChangeHub:
     async def subscribe(self) -> Subscription:
         """A new subscription; once this returns, every later change of the root reaches it."""
         async with self._lock:
-            if self._task is None or self._task.done() or (self._stop is not None and self._stop.is_set()):
+            if not self.watching or (self._stop is not None and self._stop.is_set()):
                 await self._start()
             sub = Subscription(self.queue_size)
             self._subs.add(sub)

@@ -21,7 +21,7 @@ import json
 import logging
 from urllib.parse import parse_qs
 
-from .asgi import Message, Receive, Scope, Send
+from .asgi import DENIAL, Message, Receive, Scope, Send
 from .changes import ChangeHub, Subscription
 
 __all__ = ["EVENTS_PATH", "HELLO", "EventsEndpoint"]
@@ -30,7 +30,6 @@ log = logging.getLogger("appserver.events")
 
 
 EVENTS_PATH = "/_events"
-DENIAL = "websocket.http.response"
 HELLO = json.dumps({"type": "hello", "version": 1})
 REALM = b'Bearer realm="rangeproxy-origin"'
 CLOSE_POLICY = 1008  # RFC 6455 7.4.1: refused by policy (the fallback without the denial extension)

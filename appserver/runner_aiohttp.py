@@ -50,20 +50,19 @@ import signal
 import stat
 import sys
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
-from multidict import CIMultiDict
 
-from appserver.runner_websocket import WebSocketSession, is_websocket_upgrade, until_done_or_gone, websocket_scope
+from appserver.asgi import App as ASGIApp
+from appserver.runner_websocket import (WebSocketSession, asgi_headers, is_websocket_upgrade, until_done_or_gone,
+                                         websocket_scope)
 from proxy.web.sendfile import ConnectionGone, sendfile_on, wait_flushed
 
 __all__ = ["ASGIServer", "SendStats", "serve", "run", "SENDFILE_MODES"]
 
 log = logging.getLogger("appserver.aiohttp")
-
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 PATHSEND = "http.response.pathsend"
 SENDFILE_MODES = ("os", "loop", "copy")
@@ -176,9 +175,7 @@ class _Exchange:
         different declared value is an error (pathsend: the count is exact).
         """
         assert self.start is not None
-        headers: CIMultiDict[str] = CIMultiDict()
-        for name, value in self.start.get("headers", ()):
-            headers.add(bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
+        headers = asgi_headers(self.start)
         declared = headers.getall("Content-Length", [])
         if content_length is not None:
             if not declared:

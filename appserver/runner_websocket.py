@@ -18,20 +18,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
-__all__ = ["DENIAL", "WebSocketSession", "is_websocket_upgrade", "until_done_or_gone", "websocket_scope"]
+from appserver.asgi import DENIAL
+from appserver.asgi import App as ASGIApp
+
+__all__ = ["DENIAL", "WebSocketSession", "asgi_headers", "is_websocket_upgrade", "until_done_or_gone", "websocket_scope"]
 
 log = logging.getLogger("appserver.aiohttp")
 
-DENIAL = "websocket.http.response"
 _ABNORMAL = 1006  # RFC 6455 7.4.1: closed without a Close frame
 _INTERNAL_ERROR = 1011  # RFC 6455 7.4.1: the server met an unexpected condition
 
-ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
 class WebSocketGone(ConnectionResetError):
@@ -68,7 +69,8 @@ def websocket_scope(http_scope: dict[str, Any], request: web.BaseRequest) -> dic
     return scope
 
 
-def _headers(message: dict[str, Any]) -> CIMultiDict[str]:
+def asgi_headers(message: dict[str, Any]) -> CIMultiDict[str]:
+    """The header fields of an ASGI start message, as aiohttp takes them."""
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in message.get("headers", ()):
         headers.add(bytes(name).decode("latin-1"), bytes(value).decode("latin-1"))
@@ -148,7 +150,7 @@ class WebSocketSession:
         subprotocol = message.get("subprotocol")
         # aiohttp picks the first offered protocol it knows: give it only the app's choice.
         ws = web.WebSocketResponse(protocols=(subprotocol,) if subprotocol else (), autoclose=True)
-        ws.headers.extend(_headers(message))
+        ws.headers.extend(asgi_headers(message))
         self.ws = ws
         await ws.prepare(self.request)  # type: ignore[arg-type]  # BaseRequest suffices at run time
 
@@ -195,7 +197,7 @@ class WebSocketSession:
         more = bool(message.get("more_body", False))
         resp = self.denial
         if resp is None:
-            headers = _headers(self.denial_start)
+            headers = asgi_headers(self.denial_start)
             headers.popall("Transfer-Encoding", None)
             if not more and "Content-Length" not in headers:
                 headers["Content-Length"] = str(len(body))

@@ -22,6 +22,7 @@ content>``, so with the current ``v`` they are ``immutable`` for a year, and ``n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import os
@@ -54,8 +55,9 @@ class Asset:
     destination: str  # the preload's ``as=``
     body: bytes
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
+        """The body's digest, computed once (every page view and asset request names it)."""
         return hashlib.sha256(self.body).hexdigest()[:12]
 
     @property

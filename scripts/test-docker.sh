@@ -416,7 +416,8 @@ if failures:
 print(f"all checks passed ({served} requests, {payload} payload bytes through the proxy)")
 PYEOF
 
-run() {
+# What `run` and `cluster` start with: teardown on any exit, an engine, and Compose v2 on it.
+start_run() {
     trap cleanup EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
@@ -424,20 +425,29 @@ run() {
     if ! docker compose version >/dev/null 2>&1; then
         skip "the engine answers, but 'docker compose' (Compose v2 plugin) is missing"
     fi
-    export TEST_DOCKER_ORIGIN_PORT=${TEST_DOCKER_ORIGIN_PORT:-$(free_port)}
-    export TEST_DOCKER_DOWNLOADS_PORT=${TEST_DOCKER_DOWNLOADS_PORT:-$(free_port)}
-    while [ "$TEST_DOCKER_DOWNLOADS_PORT" = "$TEST_DOCKER_ORIGIN_PORT" ]; do
-        TEST_DOCKER_DOWNLOADS_PORT=$(free_port)
-    done
-    export TEST_DOCKER_PROXY_PORT=${TEST_DOCKER_PROXY_PORT:-$(free_port)}
-    while [ "$TEST_DOCKER_PROXY_PORT" = "$TEST_DOCKER_ORIGIN_PORT" ] \
-        || [ "$TEST_DOCKER_PROXY_PORT" = "$TEST_DOCKER_DOWNLOADS_PORT" ]; do
-        TEST_DOCKER_PROXY_PORT=$(free_port)
-    done
-    write_proxy_config    # TEST_DOCKER_PROXY_CONFIG: the downloads origin on 127.0.0.1
-    say "proxy config: $TEST_DOCKER_PROXY_CONFIG (config/compose-proxy.toml, downloads upstream http://127.0.0.1:$TEST_DOCKER_DOWNLOADS_PORT)"
+    # The image builds' pip settings (docker-compose.ci.yml build args): empty = pip's default.
     export PIP_INDEX_URL=${PIP_INDEX_URL:-} PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL:-} \
         PIP_TRUSTED_HOST=${PIP_TRUSTED_HOST:-}
+}
+
+# assign_ports VAR...: each variable keeps its value, or gets a free port; no two get the same one.
+assign_ports() {
+    local var port used=" "
+    for var in "$@"; do
+        port=${!var:-}
+        while [ -z "$port" ] || [[ $used == *" $port "* ]]; do
+            port=$(free_port)
+        done
+        used+="$port "
+        export "$var=$port"
+    done
+}
+
+run() {
+    start_run
+    assign_ports TEST_DOCKER_ORIGIN_PORT TEST_DOCKER_DOWNLOADS_PORT TEST_DOCKER_PROXY_PORT
+    write_proxy_config    # TEST_DOCKER_PROXY_CONFIG: the downloads origin on 127.0.0.1
+    say "proxy config: $TEST_DOCKER_PROXY_CONFIG (config/compose-proxy.toml, downloads upstream http://127.0.0.1:$TEST_DOCKER_DOWNLOADS_PORT)"
     DC=(docker compose -f docker-compose.yml -f docker-compose.ci.yml -p "$PROJECT")
 
     STACK_UP=1
@@ -522,32 +532,16 @@ print(json.dumps(w))' "$plan" "$origin")
 # one node whatever the query string, then `docker compose stop node2` (SIGTERM: it drains, HAProxy
 # takes it out) moves exactly node2's objects and leaves the others HITs where they were.
 cluster() {
-    trap cleanup EXIT
-    trap 'exit 130' INT
-    trap 'exit 143' TERM
-    find_engine
-    if ! docker compose version >/dev/null 2>&1; then
-        skip "the engine answers, but 'docker compose' (Compose v2 plugin) is missing"
-    fi
+    start_run
     PROJECT=${TEST_DOCKER_PROJECT:-rangeproxy-test}-cluster
-    local var used=" "
-    for var in TEST_DOCKER_ORIGIN_PORT TEST_DOCKER_DOWNLOADS_PORT TEST_DOCKER_NODE1_PORT TEST_DOCKER_NODE2_PORT \
-               TEST_DOCKER_NODE3_PORT TEST_DOCKER_FRONT_PORT TEST_DOCKER_STATS_PORT; do
-        local port=${!var:-}
-        while [ -z "$port" ] || [[ $used == *" $port "* ]]; do
-            port=$(free_port)
-        done
-        used+="$port "
-        export "$var=$port"
-    done
+    assign_ports TEST_DOCKER_ORIGIN_PORT TEST_DOCKER_DOWNLOADS_PORT TEST_DOCKER_NODE1_PORT TEST_DOCKER_NODE2_PORT \
+        TEST_DOCKER_NODE3_PORT TEST_DOCKER_FRONT_PORT TEST_DOCKER_STATS_PORT
     write_proxy_config
     local media=build/test-docker/cluster-media
     rm -rf "$media"
     "$PY" -m cluster.fleetcheck --write-media "$media" --objects 120 --big 2
     chmod 0755 "$media"
     export TEST_DOCKER_MEDIA=./$media TEST_DOCKER_DEMO_MEDIA=0
-    export PIP_INDEX_URL=${PIP_INDEX_URL:-} PIP_EXTRA_INDEX_URL=${PIP_EXTRA_INDEX_URL:-} \
-        PIP_TRUSTED_HOST=${PIP_TRUSTED_HOST:-}
     DC=(docker compose -f docker-compose.yml -f docker-compose.ci.yml -p "$PROJECT" --profile cluster)
 
     STACK_UP=1

@@ -8,10 +8,11 @@ import asyncio
 import logging
 import time
 from email.utils import formatdate
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from aioquic.h3.connection import ErrorCode, H3Connection
 
+from ..asgi import App, Message
 from .pacing import Pacer
 
 __all__ = ["HttpRequestHandler", "SERVER_NAME"]
@@ -19,9 +20,6 @@ __all__ = ["HttpRequestHandler", "SERVER_NAME"]
 log = logging.getLogger("appserver.h3")
 
 SERVER_NAME = b"rangeproxy-appserver-h3"
-Message = dict[str, Any]
-App = Callable[[dict[str, Any], Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-               Awaitable[None]]
 
 
 class HttpRequestHandler:

@@ -31,7 +31,7 @@ from diskcache.core import MODE_BINARY  # type: ignore[import-untyped]
 
 from proxy.cache import orphans
 from proxy.cache.checksum import READ_CHUNK, file_crc
-from proxy.cache.store import SLICE_KEYS, SliceStore, slice_id_of
+from proxy.cache.store import READ_FLAGS, SLICE_KEYS, SliceStore, slice_id_of
 
 __all__ = ["Scrubber", "ScrubRow", "ScrubCounts", "damage", "batch_budget", "pause_after",
            "BATCH_ROWS", "BATCH_SECONDS", "PASS_PAUSE"]
@@ -40,7 +40,6 @@ log = logging.getLogger("rangeproxy.scrub")
 BATCH_ROWS = 64  # rows read from SQLite at a time
 BATCH_SECONDS = 0.25  # a batch reads about this many seconds' worth of scrub_rate (at least one file)
 PASS_PAUSE = 1.0  # seconds between two passes (a nearly empty cache costs a query a second)
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # no inode write per read
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +98,7 @@ def slice_rows(raw: list[tuple[object, ...]]) -> list[ScrubRow]:
 
 def _open(path: str) -> int:
     try:
-        return os.open(path, _READ_FLAGS)
+        return os.open(path, READ_FLAGS)
     except PermissionError:  # O_NOATIME on a file of another user
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 

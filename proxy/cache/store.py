@@ -48,8 +48,8 @@ REBUILD_INTERVAL = 60.0  # seconds at least between rebuilds of the file index (
 SQLITE_CACHE_PAGES = 1024  # 4 MiB of pages per connection
 STALE_SHARE = 0.25  # the file index is rebuilt when it holds this much more than the store
 T = TypeVar("T")
-SliceId = tuple[str, str, Unit]
-_READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # (url, validator, slice index or (slice, block))
+SliceId = tuple[str, str, Unit]  # (url, validator, slice index or (slice, block))
+READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC | getattr(os, "O_NOATIME", 0)  # no inode write per read
 
 
 # The cache format: what is stored under which key. Bump it whenever a key's shape or a
@@ -445,7 +445,7 @@ class SliceStore:
             return None
         try:
             # O_NOATIME: the first read of a file would otherwise write its inode (relatime).
-            fd = os.open(path, _READ_FLAGS)
+            fd = os.open(path, READ_FLAGS)
         except FileNotFoundError:  # evicted (a cull, another worker): a miss
             self.files.forget(key)
             return None

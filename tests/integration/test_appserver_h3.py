@@ -16,7 +16,6 @@ nothing is asserted about the times.
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from pathlib import Path
 from typing import AsyncIterator, Iterator
@@ -46,8 +45,7 @@ def cert(tmp_path_factory: pytest.TempPathFactory) -> SelfSignedCert:
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("h3media") / "media"
     root.mkdir()
-    rng = random.Random(20261201)
-    (root / "big.bin").write_bytes(rng.randbytes(BIG))
+    write_seeded_file(root / "big.bin", BIG, 20261201)
     (root / "hello.txt").write_bytes(b"hello\n")
     (root / "empty.bin").write_bytes(b"")
     write_seeded_file(root / "huge.bin", HUGE, HUGE_SEED)

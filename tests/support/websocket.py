@@ -21,21 +21,21 @@ __all__ = ["RawWebSocket", "dechunk", "raw_upgrade", "split_response", "upgrade_
 OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x1, 0x2, 0x8, 0x9, 0xA
 
 
-def upgrade_request(port: int, path: str, headers: Mapping[str, str] | None = None) -> tuple[bytes, str]:
-    """An RFC 6455 opening handshake request, and the key it carries."""
+def upgrade_request(port: int, path: str, headers: Mapping[str, str] | None = None) -> bytes:
+    """An RFC 6455 opening handshake request (with a random key)."""
     key = base64.b64encode(os.urandom(16)).decode()
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     request = (
         f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     )
-    return request.encode("latin-1"), key
+    return request.encode("latin-1")
 
 
 async def raw_upgrade(port: int, path: str, headers: Mapping[str, str] | None = None) -> bytes:
     """Send a WebSocket upgrade request on a raw socket and read until the server closes (10 s at most)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(upgrade_request(port, path, headers)[0])
+    writer.write(upgrade_request(port, path, headers))
     await writer.drain()
     try:
         return await asyncio.wait_for(reader.read(-1), 10)  # EOF: the server closed after the denial
@@ -79,7 +79,7 @@ class RawWebSocket:
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
         self._buf = b""
-        request, _key = upgrade_request(port, path, headers)
+        request = upgrade_request(port, path, headers)
         self.sock.sendall(request)
         while b"\r\n\r\n" not in self._buf:
             self._fill()

@@ -16,6 +16,7 @@ from diskcache.core import MODE_BINARY, MODE_PICKLE  # type: ignore[import-untyp
 from proxy.cache import scrubber as scrub_mod
 from proxy.cache.scrubber import ScrubRow, Scrubber, batch_budget, damage, pause_after, slice_rows
 from proxy.cache.store import SliceStore, meta_key, slice_id_of, slice_key
+from tests.support.cachedir import until
 
 URL = "http://origin/a.bin"
 V = '"v1"'
@@ -66,13 +67,6 @@ def rows_of(directory: Path) -> dict[str, tuple[str, int, int | None]]:
         return {k: (f, s, v) for k, f, s, v in db.execute("SELECT key, filename, size, value FROM Cache")}
 
 
-async def wait_for(cond, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
-
-
 async def test_the_row_keeps_the_crc_of_the_chunks(tmp_path: Path) -> None:
     store = SliceStore(str(tmp_path), LIMIT, threads=2, max_fds=64)
     try:
@@ -109,10 +103,10 @@ async def test_a_same_length_corruption_is_found_dropped_and_its_fd_closed(tmp_p
             f.write(bytes(b ^ 0xFF for b in good[2][100:110]))
         assert store.holds(URL, V, 2)  # held open since its write
         scrubber.start()
-        await wait_for(lambda: scrubber.counts.passes >= 1 and store.corrupt_dropped >= 1)
+        await until(lambda: scrubber.counts.passes >= 1 and store.corrupt_dropped >= 1, "a pass that drops the damaged slice")
         assert scrubber.counts.corrupt == 1 and scrubber.counts.slices >= 5
         assert not store.holds(URL, V, 2), "the held fd of the dropped file was not closed"
-        await wait_for(lambda: slice_key(URL, V, 2) not in rows_of(tmp_path))
+        await until(lambda: slice_key(URL, V, 2) not in rows_of(tmp_path), "slice 2's row gone")
         assert not victim.exists()
         assert await store.open_slice(URL, V, 2, S) is None  # a miss: the next request refetches it
         for i in (0, 1, 3):
@@ -137,8 +131,8 @@ async def test_a_row_without_checksum_is_length_checked_only(tmp_path: Path) -> 
         with open(tmp_path / rows[slice_key(URL, V, 1)][0], "r+b") as f:
             f.truncate(S - 1)  # a length is always checked
         scrubber.start()
-        await wait_for(lambda: scrubber.counts.passes >= 1 and scrubber.counts.corrupt >= 1)
-        await wait_for(lambda: slice_key(URL, V, 1) not in rows_of(tmp_path))
+        await until(lambda: scrubber.counts.passes >= 1 and scrubber.counts.corrupt >= 1, "a pass that finds the damage")
+        await until(lambda: slice_key(URL, V, 1) not in rows_of(tmp_path), "slice 1's row gone")
         assert scrubber.counts.corrupt == 1 and rows_of(tmp_path)[slice_key(URL, V, 0)][2] is None
     finally:
         await scrubber.stop()
@@ -179,10 +173,10 @@ async def test_another_workers_held_fd_of_a_damaged_file_is_dropped_at_its_next_
         with open(tmp_path / rows_of(tmp_path)[slice_key(URL, V, 0)][0], "r+b") as f:
             f.write(b"\0" * 8)
         scrubber.start()
-        await wait_for(lambda: scrubber.counts.corrupt == 1 and not mine.holds(URL, V, 0))
+        await until(lambda: scrubber.counts.corrupt == 1 and not mine.holds(URL, V, 0), "the damage found and the held fd dropped")
         assert other.checked_fd(URL, V, 0, S) is None  # its next hit: the length is wrong, the fd closed
         assert not other.holds(URL, V, 0)
-        await wait_for(lambda: slice_key(URL, V, 0) not in rows_of(tmp_path))
+        await until(lambda: slice_key(URL, V, 0) not in rows_of(tmp_path), "slice 0's row gone")
         assert await other.open_slice(URL, V, 0, S) is None
     finally:
         await scrubber.stop()
@@ -201,7 +195,7 @@ async def test_the_benchmark_stores_carry_the_checksums_the_store_keeps(tmp_path
     scrubber = Scrubber(store, 64 * 2**20)
     try:
         scrubber.start()
-        await wait_for(lambda: scrubber.counts.passes >= 1)
+        await until(lambda: scrubber.counts.passes >= 1, "a whole pass")
         assert scrubber.counts.slices >= 12 and scrubber.counts.corrupt == 0
     finally:
         await scrubber.stop()
